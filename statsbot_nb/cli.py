@@ -1,0 +1,213 @@
+"""``statsbot-worker``: the headless worker, the demo and the reference server from a terminal.
+
+    statsbot-worker --token T [--ws-url URL] [--max-jobs N] [--allow DIR]... [--share-data] [-v]
+    statsbot-worker demo [--dir DIR]      # reference server + worker on loopback, a few real jobs
+    statsbot-worker serve [--port 8765]   # the reference server alone
+    statsbot-worker trust-model MODEL_ID  # accept a model an older worker saved without a checksum
+
+The token is never printed or logged; it is written to ``config.json`` (mode 0600) only with ``--remember``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import logging.handlers
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from . import __version__
+from .config import (
+    default_machine_id,
+    load_config,
+    logs_dir,
+    resolve_ws_url,
+    statsbot_home,
+    update_config,
+)
+from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .errors import ConfigError, StatsbotError, TokenRejectedError
+from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
+from .jobs import file_of
+
+EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
+SUBCOMMANDS = ("demo", "serve", "trust-model")
+
+
+def parse_allowed(values: list[str] | None, env: str | None) -> tuple[Path, ...]:
+    """Folders from ``--allow`` and ``STATSBOT_ALLOWED_DIRS`` (os.pathsep-separated), expanded."""
+    raw = list(values or []) + [p for p in (env or "").split(os.pathsep) if p.strip()]
+    return tuple(Path(p).expanduser().resolve() for p in raw)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Options of the worker itself (``statsbot-worker [options]``)."""
+    parser = argparse.ArgumentParser(
+        prog="statsbot-worker",
+        description="Run the StatsBot local worker: jobs from the bot run on this machine's files.",
+        epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', "
+               "'statsbot-worker trust-model ID' (each has --help).",
+    )
+    parser.add_argument("--token", help="one-time token from /connect in the bot (never printed)")
+    parser.add_argument("--ws-url", help="server URL (default: $STATSBOT_WS_URL, config.json, "
+                                         "or ws://localhost:8765/ws)")
+    parser.add_argument("--max-jobs", type=int, default=2, help="heavy jobs run at once (default 2)")
+    parser.add_argument("--allow", action="append", metavar="DIR",
+                        help="also allow jobs to read/write DIR (repeatable; also STATSBOT_ALLOWED_DIRS)")
+    parser.add_argument("--share-data", action="store_true",
+                        help="allow load_data to send table contents to the server (off by default)")
+    parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_BYTES / 2**20,
+                        help="largest file a job may read, in MB (default 1000)")
+    parser.add_argument("--machine-id", help="name this machine shows in the bot (default: host name)")
+    parser.add_argument("--remember", action="store_true",
+                        help="save the token in config.json (mode 0600) for the next start")
+    parser.add_argument("--forget", action="store_true", help="delete a remembered token and exit")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print progress and debug logs")
+    parser.add_argument("--version", action="version", version=f"statsbot_nb {__version__}")
+    return parser
+
+
+def setup_logging(home: Path, verbose: bool) -> Path | None:
+    """Log to ``<home>/logs/worker.log`` (tracebacks live there) and warnings to stderr."""
+    root = logging.getLogger("statsbot_nb")
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(console)
+    try:
+        folder = logs_dir(home)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / "worker.log"
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3,
+                                                       encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.addHandler(handler)
+        return path
+    except OSError:
+        return None
+
+
+def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event], None]:
+    """Turn worker events into one line each: connection state, and one line per finished job."""
+    files: dict[str, str] = {}
+
+    def on_event(event: Event) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if isinstance(event, StateChanged):
+            out(f"{stamp} [{event.state}] {event.message}")
+        elif event.kind == "accepted":
+            files[event.job_id] = file_of(event.params)  # type: ignore[union-attr]
+            if verbose:
+                out(f"{stamp} job {event.job_id}: {event.action} {files[event.job_id]}".rstrip())
+        elif isinstance(event, JobProgress) and verbose:
+            eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
+            out(f"{stamp}   {event.job_id} {event.progress:5.1f}% {event.message}{eta}")
+        elif isinstance(event, (JobFinished, JobFailed)):
+            where = files.pop(event.job_id, "")
+            where = f" {where}" if where else ""
+            if isinstance(event, JobFinished):
+                out(f"{stamp} ok     {event.action}{where}: {event.summary} ({event.duration:.1f} s)")
+            else:
+                label = "cancel" if event.cancelled else "failed"
+                out(f"{stamp} {label} {event.action}{where}: {event.error} ({event.duration:.1f} s)")
+        elif isinstance(event, LogLine) and (verbose or event.level != "info"):
+            out(f"{stamp} {event.level}: {event.message}")
+
+    return on_event
+
+
+async def run_worker(args: argparse.Namespace, token: str, url: str, settings: JobSettings,
+                     machine_id: str, out: Callable[[str], None]) -> int:
+    """Run the worker until Ctrl-C or a rejected token."""
+    from .worker import Worker
+
+    worker = Worker(token, url, settings=settings, machine_id=machine_id, max_jobs=args.max_jobs)
+    worker.events.subscribe(event_printer(out, args.verbose))
+    try:
+        await worker.run()
+    except TokenRejectedError:
+        return EXIT_REJECTED
+    except StatsbotError as exc:
+        out(f"Error: {exc}")
+        return EXIT_ERROR
+    except asyncio.CancelledError:
+        await worker.stop()
+        raise
+    return EXIT_OK
+
+
+def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None) -> int:
+    """The ``statsbot-worker`` command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    out = out or (lambda line: print(line, flush=True))
+    if argv and argv[0] in SUBCOMMANDS:
+        return _subcommand(argv[0], argv[1:], out)
+    args = build_parser().parse_args(argv)
+    home = statsbot_home()
+    try:
+        config = load_config(home)
+        url = resolve_ws_url(args.ws_url, config)
+        if args.max_jobs < 1:
+            raise ConfigError("--max-jobs must be at least 1.")
+        if args.forget:
+            update_config(home, forget_token=True)
+            out(f"Forgot the remembered token ({home / 'config.json'}).")
+            return EXIT_OK
+        token = args.token or config.get("token")
+        if not isinstance(token, str) or not token.strip():
+            out("No token: run 'statsbot-worker --token TOKEN' with the token from /connect in the bot.")
+            return EXIT_USAGE
+        machine_id = args.machine_id or config.get("machine_id") or default_machine_id()
+        update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)
+    except ConfigError as exc:
+        out(f"Error: {exc}")
+        return EXIT_USAGE
+    settings = JobSettings(
+        home=home,
+        allowed_dirs=parse_allowed(args.allow, os.environ.get("STATSBOT_ALLOWED_DIRS")),
+        max_file_bytes=int(args.max_file_mb * 2**20),
+        share_data=args.share_data,
+    )
+    log_path = setup_logging(home, args.verbose)
+    out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
+    if log_path:
+        out(f"Local log: {log_path}")
+    try:
+        return asyncio.run(run_worker(args, token, url, settings, machine_id, out))
+    except KeyboardInterrupt:
+        out("Stopped.")
+        return EXIT_OK
+
+
+def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
+    if name == "serve":
+        from .server.cli import main as serve_main
+
+        return serve_main(argv)
+    if name == "demo":
+        from .demo import main as demo_main
+
+        return demo_main(argv, out)
+    from .ml.store import trust_model  # trust-model
+
+    parser = argparse.ArgumentParser(prog="statsbot-worker trust-model",
+                                     description="Record the checksum of a model an older worker saved, "
+                                                 "so this worker agrees to load it.")
+    parser.add_argument("model_id")
+    args = parser.parse_args(argv)
+    try:
+        trust_model(statsbot_home() / "models", args.model_id)
+    except StatsbotError as exc:
+        out(f"Error: {exc}")
+        return EXIT_ERROR
+    out(f"Trusted {args.model_id}.")
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

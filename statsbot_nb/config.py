@@ -1,0 +1,130 @@
+"""Where statsbot_nb keeps its files, and the small ``config.json`` it remembers between runs.
+
+``STATSBOT_HOME`` (default ``~/.statsbot``) holds ``config.json``, ``models/`` and ``logs/``.
+``config.json`` keeps the server URL and the machine id; the token only when the user asked for it
+(``--remember``), and then the file is written with mode 0600. Nothing here ever logs a token.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import socket
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+DEFAULT_WS_URL = "ws://localhost:8765/ws"
+CONFIG_NAME = "config.json"
+
+
+def statsbot_home(env: dict[str, str] | None = None) -> Path:
+    """The StatsBot home folder: ``$STATSBOT_HOME`` or ``~/.statsbot`` (not created here)."""
+    env = os.environ if env is None else env
+    raw = env.get("STATSBOT_HOME")
+    return Path(raw).expanduser() if raw else Path.home() / ".statsbot"
+
+
+def models_dir(home: Path) -> Path:
+    """The model store inside ``home``."""
+    return home / "models"
+
+
+def logs_dir(home: Path) -> Path:
+    """The folder for the worker's local log (tracebacks go here, never to the server)."""
+    return home / "logs"
+
+
+def default_machine_id() -> str:
+    """The machine id sent with ``auth``: the host name, as today's workers do."""
+    return socket.gethostname() or "unknown-host"
+
+
+def validate_ws_url(url: str) -> str:
+    """Return ``url`` if it is a usable ``ws://`` or ``wss://`` URL, else raise :class:`ConfigError`."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("ws", "wss") or not parts.hostname:
+        raise ConfigError(
+            f"The server URL {url!r} is not a WebSocket URL; it should look like ws://host:8765/ws "
+            "or wss://host/ws."
+        )
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as exc:
+        raise ConfigError(f"The server URL {url!r} has an invalid port.") from exc
+    return url.strip()
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for URLs that point at this machine (these never go through an HTTP proxy)."""
+    host = (urlsplit(url).hostname or "").lower()
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def resolve_ws_url(explicit: str | None, config: dict[str, Any], env: dict[str, str] | None = None) -> str:
+    """The URL to dial: the explicit one, else ``$STATSBOT_WS_URL``, else config, else the default."""
+    env = os.environ if env is None else env
+    for candidate in (explicit, env.get("STATSBOT_WS_URL"), config.get("ws_url")):
+        if isinstance(candidate, str) and candidate.strip():
+            return validate_ws_url(candidate)
+    return DEFAULT_WS_URL
+
+
+def load_config(home: Path) -> dict[str, Any]:
+    """Read ``config.json`` (an empty dict when missing); a corrupt file is a :class:`ConfigError`."""
+    path = home / CONFIG_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"Cannot read {path}: {exc.strerror or exc}.") from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise ConfigError(f"{path} is not valid JSON; fix or delete it.") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a JSON object; fix or delete it.")
+    return data
+
+
+def save_config(home: Path, data: dict[str, Any]) -> Path:
+    """Write ``config.json`` atomically with mode 0600 (it may hold a remembered token)."""
+    home.mkdir(parents=True, exist_ok=True)
+    path = home / CONFIG_NAME
+    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=home)
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        os.chmod(path, 0o600)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def update_config(
+    home: Path, *, ws_url: str | None = None, machine_id: str | None = None, token: str | None = None,
+    forget_token: bool = False,
+) -> dict[str, Any]:
+    """Merge the given settings into ``config.json`` and write it back (0600)."""
+    data = load_config(home)
+    if ws_url:
+        data["ws_url"] = ws_url
+    if machine_id:
+        data["machine_id"] = machine_id
+    if token:
+        data["token"] = token
+    elif forget_token:
+        data.pop("token", None)
+    save_config(home, data)
+    return data

@@ -1,0 +1,80 @@
+"""The dispatch table: action name -> handler, and how to run it.
+
+Handlers are synchronous functions ``handler(params, ctx) -> data`` named by ``"module:function"`` so
+that a job process imports them itself (nothing heavy is imported into the worker's own process, and
+the table works with every multiprocessing start method). ``isolated`` handlers run in their own process
+(heavy: reading tables, fitting); the others are quick and run in a thread.
+
+This module must stay cheap to import: no pandas or scikit-learn at module level.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .context import JobContext
+from .ml import store
+
+
+@dataclass(frozen=True)
+class ActionSpec:
+    """How to run one action: the handler's import path and whether it needs its own process."""
+
+    target: str
+    isolated: bool
+
+
+ACTIONS: dict[str, ActionSpec] = {
+    "list_models": ActionSpec("statsbot_nb.jobs:list_models", isolated=False),
+}
+
+
+def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """``list_models``: every model in the local store, newest first."""
+    return {"models": store.list_models(ctx.settings.models_dir)}
+
+
+def unknown_action_error(action: str) -> str:
+    """The failed-result sentence for an action this worker does not have (today's wording first)."""
+    known = ", ".join(sorted(ACTIONS))
+    return f"Unknown action: {action}. This worker can do: {known}."
+
+
+def summarize(action: str, data: Mapping[str, Any]) -> str:
+    """A one-line outcome of a successful job for logs and the job list (a metric, a count, a file)."""
+    if action == "list_models":
+        return f"{len(data.get('models') or [])} model(s)"
+    if action == "train":
+        metrics = data.get("metrics") or {}
+        for key in ("r2", "accuracy"):
+            value = metrics.get(key)
+            if isinstance(value, (int, float)):
+                return f"{data.get('model_id')} {key}={value:.3f}"
+        return str(data.get("model_id", "trained"))
+    if action == "predict":
+        return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"
+    if action == "join":
+        return f"{data.get('row_count')} rows -> {data.get('output_file')}"
+    if action in ("save_file", "load_data"):
+        return f"{data.get('rows')} rows"
+    if action == "file_info":
+        return f"{data.get('size_mb')} MB" if data.get("exists") else "file not found"
+    if action == "delete_model":
+        return f"deleted {data.get('deleted')}"
+    if action == "set_model_name":
+        return f"renamed {data.get('model_id')} to {data.get('custom_name')!r}"
+    return "done"
+
+
+def file_of(params: Mapping[str, Any]) -> str:
+    """The file a job works on, for one-line logs (empty when it has none)."""
+    for key in ("file_path", "output_path", "model_id"):
+        value = params.get(key)
+        if isinstance(value, str) and value:
+            return value
+    paths = params.get("file_paths")
+    if isinstance(paths, list) and paths:
+        return f"{paths[0]} (+{len(paths) - 1})"
+    return ""

@@ -1,0 +1,10 @@
+"""The reference StatsBot job server (for the demo, the notebooks and the tests).
+
+It speaks the same protocol as today's StatsBot server plus our extensions, and never imports the worker.
+"""
+
+from __future__ import annotations
+
+from .core import JobHandle, JobResult, JobServer, WorkerInfo
+
+__all__ = ["JobHandle", "JobResult", "JobServer", "WorkerInfo"]

@@ -1,0 +1,62 @@
+"""Job handlers used only by the tests (importable by job processes through sys.path)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from typing import Any
+
+from statsbot_nb.context import JobContext
+from statsbot_nb.jobs import ACTIONS, ActionSpec
+
+
+def _mark(params: dict[str, Any], text: str) -> None:
+    marker = params.get("marker")
+    if marker:
+        with Path(marker).open("a", encoding="utf-8") as fh:
+            fh.write(f"{text} {time.time():.6f}\n")
+
+
+def sleep_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Sleep ``seconds`` in small steps, reporting progress, recording start/end in ``marker``."""
+    seconds = float(params.get("seconds", 1.0))
+    _mark(params, "start")
+    steps = 20
+    for i in range(steps):
+        time.sleep(seconds / steps)
+        ctx.progress(100 * (i + 1) / steps, f"step {i + 1}/{steps}", "sleeping")
+    _mark(params, "end")
+    return {"slept": seconds, "pid": os.getpid()}
+
+
+def burn_cpu(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Busy-loop in pure Python for ``seconds`` (holds a core and its own GIL)."""
+    seconds = float(params.get("seconds", 2.0))
+    end = time.monotonic() + seconds
+    n = 0
+    while time.monotonic() < end:
+        n += sum(i * i for i in range(2000))
+        ctx.progress(100 * (1 - (end - time.monotonic()) / seconds), "burning", "burning")
+    return {"work": n, "nan": float("nan"), "inf": float("inf")}
+
+
+def die_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Kill its own process, like an out-of-memory kill."""
+    os.kill(os.getpid(), signal.SIGKILL)
+    return {}
+
+
+def raise_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Fail with an unexpected exception."""
+    raise ValueError("secret internal detail")
+
+
+TEST_ACTIONS = {
+    **ACTIONS,
+    "sleep": ActionSpec("jobfuncs:sleep_job", isolated=True),
+    "burn": ActionSpec("jobfuncs:burn_cpu", isolated=True),
+    "die": ActionSpec("jobfuncs:die_job", isolated=True),
+    "boom": ActionSpec("jobfuncs:raise_job", isolated=True),
+}

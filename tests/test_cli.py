@@ -1,0 +1,115 @@
+"""``statsbot-worker`` as a console script, driven by a strict stand-in for today's server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shutil
+import signal
+import stat
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from legacy_server import LegacyServer
+
+from statsbot_nb.cli import main
+
+SCRIPT = shutil.which("statsbot-worker") or ""
+
+
+def _env(home: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
+    env["STATSBOT_HOME"] = str(home)
+    env["HOME"] = str(home.parent)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def _start(args: list[str], home: Path) -> asyncio.subprocess.Process:
+    assert SCRIPT, "the statsbot-worker console script is not installed (pip install -e .)"
+    return await asyncio.create_subprocess_exec(
+        SCRIPT, *args, env=_env(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+
+
+async def test_console_script_serves_today_server(legacy: LegacyServer, home: Path):
+    proc = await _start(["--token", legacy.token, "--ws-url", legacy.url, "-v"], home)
+    try:
+        await legacy.wait_worker(timeout=30)
+        listed = await legacy.wait_result(await legacy.send_job("list_models"))
+        assert listed == {"type": "result", "job_id": listed["job_id"], "success": True,
+                          "data": {"models": []}}
+        unknown = await legacy.wait_result(await legacy.send_job("teleport", {"where": "moon"}))
+        assert unknown["success"] is False and unknown["error"].startswith("Unknown action: teleport")
+        assert legacy.violations == []
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 20)
+    out, err = stdout.decode(), stderr.decode()
+    assert proc.returncode == 0, err
+    assert "[connected] Connected to" in out
+    assert "ok     list_models" in out and "failed teleport" in out
+    assert "Stopped." in out and "Traceback" not in out + err
+    log_text = (home / "logs" / "worker.log").read_text()
+    for text in (out, err, log_text):
+        assert legacy.token not in text, "the token must never be printed or logged"
+    config = json.loads((home / "config.json").read_text())
+    assert config["ws_url"] == legacy.url and "token" not in config
+
+
+async def test_rejected_token_exits_nonzero_with_a_clear_message(legacy: LegacyServer, home: Path):
+    started = time.monotonic()
+    proc = await _start(["--token", "11111111-2222-3333-4444-555555555555", "--ws-url", legacy.url], home)
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
+    assert proc.returncode == 3
+    assert time.monotonic() - started < 15
+    out = stdout.decode()
+    assert "rejected the token" in out and "/connect" in out
+    assert "11111111-2222" not in out + stderr.decode()
+    assert len(legacy.auths) == 1
+
+
+async def test_remember_stores_token_with_mode_0600(legacy: LegacyServer, home: Path):
+    proc = await _start(["--token", legacy.token, "--ws-url", legacy.url, "--remember"], home)
+    await legacy.wait_worker(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.communicate(), 20)
+    path = home / "config.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert json.loads(path.read_text())["token"] == legacy.token
+    # the next start needs no --token (URL and token remembered)
+    proc = await _start([], home)
+    await legacy.wait_for(lambda: len(legacy.auths) == 2, timeout=30)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert legacy.auths[1]["token"] == legacy.token
+    assert main(["--forget"], out=lambda s: None) == 0
+    assert "token" not in json.loads(path.read_text())
+
+
+def test_usage_errors(home: Path, monkeypatch: pytest.MonkeyPatch):
+    lines: list[str] = []
+    assert main([], out=lines.append) == 2
+    assert "No token" in lines[-1]
+    assert main(["--token", "t", "--ws-url", "http://x"], out=lines.append) == 2
+    assert "not a WebSocket URL" in lines[-1]
+    monkeypatch.setenv("STATSBOT_WS_URL", "nonsense")
+    assert main(["--token", "t"], out=lines.append) == 2
+    assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--max-jobs", "0"], out=lines.append) == 2
+
+
+def test_demo_runs(tmp_path: Path, home: Path):
+    lines: list[str] = []
+    assert main(["demo", "--dir", str(tmp_path / "demo")], out=lines.append) == 0
+    text = "\n".join(lines)
+    assert "Unknown action: make_coffee" in text and "Demo finished" in text
+
+
+def test_python_dash_m_entry_point(home: Path):
+    import subprocess
+
+    out = subprocess.run([sys.executable, "-m", "statsbot_nb", "--version"], capture_output=True,
+                         text=True, env=_env(home), check=True)
+    assert "statsbot_nb" in out.stdout

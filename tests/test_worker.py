@@ -1,0 +1,315 @@
+"""The worker core against a strict stand-in for today's server and against the reference server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+from legacy_server import LegacyServer
+
+from statsbot_nb.errors import TokenRejectedError
+from statsbot_nb.events import JobProgress, StateChanged
+from statsbot_nb.server import JobServer
+
+
+async def test_connects_and_answers_list_models_and_unknown_action(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    assert worker.state == "connected" and worker.user_id == 4242
+    auth = legacy.auths[0]
+    assert auth["type"] == "auth" and auth["token"] == legacy.token and auth["machine_id"] == "test-machine"
+
+    listed = await legacy.wait_result(await legacy.send_job("list_models"))
+    assert listed["success"] is True and listed["data"] == {"models": []}
+
+    unknown = await legacy.wait_result(await legacy.send_job("make_coffee", {"x": 1}))
+    assert unknown["success"] is False
+    assert unknown["error"].startswith("Unknown action: make_coffee")
+    assert "Traceback" not in unknown["error"]
+    assert legacy.violations == []
+
+
+async def test_results_are_strict_json(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    result = await legacy.wait_result(await legacy.send_job("burn", {"seconds": 0.3}))
+    assert result["success"] is True
+    assert result["data"]["nan"] is None and result["data"]["inf"] is None
+    assert legacy.violations == []
+
+
+async def test_rejected_token_is_final_and_fast(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, "not-a-valid-token")
+    states: list[str] = []
+    worker.events.subscribe(lambda e: states.append(e.state) if isinstance(e, StateChanged) else None)
+    started = time.monotonic()
+    with pytest.raises(TokenRejectedError, match="/connect"):
+        await asyncio.wait_for(worker.run(), 10)
+    assert time.monotonic() - started < 5
+    assert worker.state == "rejected"
+    assert "rejected" in states
+    await asyncio.sleep(0.5)
+    assert len(legacy.auths) == 1, "a rejected token must not be retried"
+
+
+async def test_wait_connected_raises_on_rejection(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, "wrong")
+    worker.start()
+    with pytest.raises(TokenRejectedError):
+        await worker.wait_connected(timeout=10)
+
+
+async def test_malformed_frames_are_skipped_and_bad_jobs_answered(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    for frame in ("not json", "[1, 2]", '{"no_type": 1}', '{"type": "job"}', '{"type":"job","job_id":"../x"}',
+                  '{"type": "job", "job_id": "job_1", "action": "x", "params": NaN}', b"\xff\xfe"):
+        await legacy.send_raw(frame)
+    await legacy.send_raw(json.dumps({"type": "job", "job_id": "job_badparams", "action": "list_models",
+                                      "params": [1, 2]}))
+    await legacy.send_raw(json.dumps({"type": "job", "job_id": "job_noaction", "params": {}}))
+    bad = await legacy.wait_result("job_badparams")
+    assert bad["success"] is False and "'params' must be an object" in bad["error"]
+    noaction = await legacy.wait_result("job_noaction")
+    assert noaction["success"] is False and "action" in noaction["error"]
+    # still serving
+    ok = await legacy.wait_result(await legacy.send_job("list_models"))
+    assert ok["success"] is True
+    assert worker.state == "connected" and legacy.connections == 1
+    assert legacy.violations == []
+
+
+async def test_duplicate_job_id_never_runs_twice(legacy: LegacyServer, make_worker, tmp_path: Path):
+    marker = tmp_path / "marker.txt"
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    params = {"seconds": 1.0, "marker": str(marker)}
+    job_id = await legacy.send_job("sleep", params)
+    await asyncio.sleep(0.3)
+    await legacy.send_job("sleep", params, job_id=job_id)  # again while running
+    first = await legacy.wait_result(job_id)
+    assert first["success"] is True
+    await legacy.send_job("sleep", params, job_id=job_id)  # again after it finished: result re-sent
+    await legacy.wait_for(lambda: len(legacy.results[job_id]) == 2, timeout=10)
+    assert legacy.results[job_id][1] == first
+    assert marker.read_text().count("start") == 1
+    assert legacy.violations == []
+
+
+async def test_several_jobs_run_at_once(legacy: LegacyServer, make_worker, tmp_path: Path):
+    worker = make_worker(legacy.url, legacy.token, max_jobs=3)
+    worker.start()
+    markers = [tmp_path / f"m{i}.txt" for i in range(3)]
+    ids = [await legacy.send_job("sleep", {"seconds": 1.5, "marker": str(m)}) for m in markers]
+    for job_id in ids:
+        assert (await legacy.wait_result(job_id, timeout=30))["success"] is True
+    spans = []
+    for m in markers:
+        lines = dict(line.split() for line in m.read_text().splitlines())
+        spans.append((float(lines["start"]), float(lines["end"])))
+    latest_start = max(s for s, _ in spans)
+    earliest_end = min(e for _, e in spans)
+    assert latest_start < earliest_end, f"jobs did not overlap: {spans}"
+
+
+async def test_max_jobs_bounds_concurrency(legacy: LegacyServer, make_worker, tmp_path: Path):
+    worker = make_worker(legacy.url, legacy.token, max_jobs=1)
+    worker.start()
+    markers = [tmp_path / f"m{i}.txt" for i in range(2)]
+    ids = [await legacy.send_job("sleep", {"seconds": 0.5, "marker": str(m)}) for m in markers]
+    await legacy.wait_result(ids[1], timeout=30)
+    await legacy.wait_result(ids[0], timeout=30)
+    spans = sorted(
+        tuple(float(x.split()[1]) for x in m.read_text().splitlines()) for m in markers)
+    assert spans[0][1] <= spans[1][0], "with max_jobs=1 the second job must start after the first ended"
+    # a quick job is not held up by the busy heavy slot
+    slow = await legacy.send_job("sleep", {"seconds": 3})
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    quick = await legacy.wait_result(await legacy.send_job("list_models"), timeout=10)
+    assert quick["success"] and time.monotonic() - started < 2
+    assert slow not in legacy.results
+
+
+async def test_progress_arrives_while_the_job_runs(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    seen: list[JobProgress] = []
+    worker.events.subscribe(lambda e: seen.append(e) if isinstance(e, JobProgress) else None)
+    worker.start()
+    job_id = await legacy.send_job("sleep", {"seconds": 2.0})
+    await legacy.wait_result(job_id)
+    stamps = [t for t, _ in legacy.progress[job_id]]
+    assert len(stamps) >= 5
+    assert stamps[-1] - stamps[0] > 1.0, "progress must be spread over the job, not a burst at the end"
+    assert any(e.eta is not None for e in seen)
+    assert legacy.violations == []
+
+
+async def test_pings_answered_while_cpu_heavy_job_runs(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token, max_jobs=2)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    job_ids = [await legacy.send_job("burn", {"seconds": 4}) for _ in range(2)]
+    await legacy.wait_for(lambda: all(j in legacy.progress for j in job_ids), timeout=20)
+    rtts = []
+    while not all(j in legacy.results for j in job_ids):
+        assert legacy.ws is not None
+        rtts.append(await asyncio.wait_for(await legacy.ws.ping(), 5))
+        await asyncio.sleep(0.05)
+    assert len(rtts) > 10
+    # a generous liveness bound (shared, noisy machines); benchmarks/ measures the real figure
+    assert max(rtts) < 1.0, f"ping stalled: max {max(rtts):.3f} s, median {statistics.median(rtts):.4f} s"
+
+
+async def test_crashing_job_gives_failed_result_and_worker_stays(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    died = await legacy.wait_result(await legacy.send_job("die"))
+    assert died["success"] is False and "killed" in died["error"]
+    boom = await legacy.wait_result(await legacy.send_job("boom"))
+    assert boom["success"] is False and "ValueError" in boom["error"] and "Traceback" not in boom["error"]
+    ok = await legacy.wait_result(await legacy.send_job("list_models"))
+    assert ok["success"] is True and worker.state == "connected"
+
+
+async def test_cut_during_job_result_arrives_once_after_reconnect(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    job_id = await legacy.send_job("sleep", {"seconds": 2.0})
+    await asyncio.sleep(0.5)
+    legacy.drop()
+    result = await legacy.wait_result(job_id, timeout=20)
+    assert result["success"] is True
+    assert legacy.connections >= 2
+    await asyncio.sleep(1.0)  # nothing more arrives: the pong confirmed it
+    assert len(legacy.results[job_id]) == 1
+    assert worker.pending_results == 0
+    assert legacy.violations == []
+
+
+async def test_outbox_resends_result_finished_while_server_was_away(make_worker):
+    server = await LegacyServer().start()
+    port = server.port
+    worker = make_worker(server.url, server.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    job_id = await server.send_job("sleep", {"seconds": 1.0})
+    await asyncio.sleep(0.2)
+    await server.stop()  # the server goes away; the job finishes meanwhile
+    await worker.wait_idle(timeout=10)
+    assert worker.jobs[job_id].status == "done" and worker.pending_results == 1
+    await asyncio.sleep(1.0)
+    back = await LegacyServer(valid_tokens=server.valid_tokens, port=port).start()
+    try:
+        started = time.monotonic()
+        result = await back.wait_result(job_id, timeout=15)
+        assert result["success"] is True
+        assert time.monotonic() - started < 5, "the worker must be back within seconds"
+        await asyncio.sleep(0.5)
+        assert worker.pending_results == 0 and len(back.results[job_id]) == 1
+        assert back.violations == []
+    finally:
+        await back.stop()
+
+
+async def test_a_dozen_outages_in_a_row(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    states: list[StateChanged] = []
+    worker.events.subscribe(lambda e: states.append(e) if isinstance(e, StateChanged) else None)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    for i in range(12):
+        await legacy.wait_for(lambda: legacy.ws is not None, timeout=10)
+        legacy.drop()
+        await legacy.wait_for(lambda n=i: legacy.connections >= n + 2, timeout=10)
+    ok = await legacy.wait_result(await legacy.send_job("list_models"))
+    assert ok["success"] is True and worker.state == "connected"
+    reconnecting = [s for s in states if s.state == "reconnecting" and s.retry_in is not None]
+    assert len(reconnecting) >= 12
+    # backoff resets after every good connection: no delay grew past the first step
+    assert max(s.retry_in for s in reconnecting) <= 0.05 + 1e-9
+    assert all("Reconnecting in" in s.message for s in reconnecting)
+
+
+async def test_unreachable_server_is_explained_and_retried(make_worker):
+    worker = make_worker("ws://127.0.0.1:9/ws", "token")
+    states: list[StateChanged] = []
+    worker.events.subscribe(lambda e: states.append(e) if isinstance(e, StateChanged) else None)
+    worker.start()
+    with pytest.raises(TimeoutError, match="Nothing is accepting connections"):
+        await worker.wait_connected(timeout=1.5)
+    retries = [s for s in states if s.state == "reconnecting" and s.retry_in is not None]
+    assert len(retries) >= 2
+    assert retries[0].retry_in <= 1.0
+    assert "is the StatsBot server running" in retries[0].message
+
+
+async def test_backoff_grows_then_caps():
+    from statsbot_nb.retry import Backoff
+
+    delays = Backoff(initial=1.0, factor=2.0, cap=60.0, jitter=0.5).delays()
+    values = [next(delays) for _ in range(12)]
+    assert values[0] <= 1.0
+    assert 30.0 <= values[-1] <= 60.0
+    assert all(v <= 60.0 for v in values)
+
+
+# ---------------------------------------------------------------- reference server (protocol 2)
+
+
+async def test_reference_server_acks_progress_and_cancel(reference: JobServer, make_worker):
+    worker = make_worker(reference.url, reference.issue_token())
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    assert worker.server_protocol == 2
+    progress: list[float] = []
+    result = await reference.run_job("sleep", {"seconds": 0.5}, timeout=30,
+                                     on_progress=lambda h, p, m: progress.append(p))
+    assert result.success and result.data["slept"] == 0.5
+    assert progress and progress[-1] == 100
+    await asyncio.sleep(0.2)
+    assert worker.pending_results == 0  # acked
+
+    handle = reference.submit("sleep", {"seconds": 30})
+    await asyncio.sleep(0.5)
+    assert await reference.cancel(handle.job_id)
+    cancelled = await asyncio.wait_for(handle, 10)
+    assert cancelled.cancelled and not cancelled.success
+    assert worker.jobs[handle.job_id].status == "cancelled"
+
+
+async def test_reference_server_requeues_and_session_token(reference: JobServer, make_worker):
+    worker = make_worker(reference.url, reference.issue_token())
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    handle = reference.submit("sleep", {"seconds": 1.5})
+    await asyncio.sleep(0.4)
+    reference._tokens.clear()  # the one-time token expired: only the session token works now
+    await reference.drop_workers()
+    result = await asyncio.wait_for(handle, 20)
+    assert result.success
+    assert handle.dispatch_count == 2  # re-queued to the reconnected worker, which kept the running job
+    assert len(worker.jobs) == 1
+    assert worker.state == "connected"
+
+
+async def test_user_cancel_sends_cancelled_result(reference: JobServer, make_worker):
+    worker = make_worker(reference.url, reference.issue_token())
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    handle = reference.submit("sleep", {"seconds": 30})
+    for _ in range(50):
+        if handle.job_id in worker.jobs and worker.jobs[handle.job_id].status == "running":
+            break
+        await asyncio.sleep(0.1)
+    assert worker.cancel(handle.job_id)
+    result = await asyncio.wait_for(handle, 10)
+    assert result.cancelled and "cancelled" in result.error
+    await worker.wait_idle(timeout=5)
