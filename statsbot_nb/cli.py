@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import logging.handlers
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from . import __version__
 from .config import (
@@ -33,15 +36,10 @@ from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .jobs import file_of
+from .paths import parse_allowed_dirs
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
 SUBCOMMANDS = ("demo", "serve", "trust-model")
-
-
-def parse_allowed(values: list[str] | None, env: str | None) -> tuple[Path, ...]:
-    """Folders from ``--allow`` and ``STATSBOT_ALLOWED_DIRS`` (os.pathsep-separated), expanded."""
-    raw = list(values or []) + [p for p in (env or "").split(os.pathsep) if p.strip()]
-    return tuple(Path(p).expanduser().resolve() for p in raw)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,6 +119,27 @@ def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event]
     return on_event
 
 
+def _stop_on_signals(worker: Any, out: Callable[[str], None]) -> None:
+    """Ctrl-C / SIGTERM stop the worker cleanly (a second Ctrl-C exits at once).
+
+    A stop flag is more reliable than cancelling the main task: on Python 3.11 a cancellation that
+    races with a completing ``wait_for`` can be lost, leaving a worker that ignores Ctrl-C.
+    """
+    loop = asyncio.get_running_loop()
+    stopping: list[asyncio.Task[None]] = []
+
+    def on_signal() -> None:
+        if stopping:
+            out("Stopping now.")
+            os._exit(EXIT_OK)
+        out("Stopping (Ctrl-C again to exit at once) ...")
+        stopping.append(loop.create_task(worker.stop()))
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, on_signal)
+
+
 async def run_worker(args: argparse.Namespace, token: str, url: str, settings: JobSettings,
                      machine_id: str, out: Callable[[str], None]) -> int:
     """Run the worker until Ctrl-C or a rejected token."""
@@ -128,6 +147,7 @@ async def run_worker(args: argparse.Namespace, token: str, url: str, settings: J
 
     worker = Worker(token, url, settings=settings, machine_id=machine_id, max_jobs=args.max_jobs)
     worker.events.subscribe(event_printer(out, args.verbose))
+    _stop_on_signals(worker, out)
     try:
         await worker.run()
     except TokenRejectedError:
@@ -169,7 +189,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         return EXIT_USAGE
     settings = JobSettings(
         home=home,
-        allowed_dirs=parse_allowed(args.allow, os.environ.get("STATSBOT_ALLOWED_DIRS")),
+        allowed_dirs=parse_allowed_dirs(
+            os.pathsep.join([*(args.allow or []), os.environ.get("STATSBOT_ALLOWED_DIRS", "")])),
         max_file_bytes=int(args.max_file_mb * 2**20),
         share_data=args.share_data,
     )
@@ -178,10 +199,12 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     if log_path:
         out(f"Local log: {log_path}")
     try:
-        return asyncio.run(run_worker(args, token, url, settings, machine_id, out))
-    except KeyboardInterrupt:
+        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out))
+    except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
+        code = EXIT_OK
+    if code == EXIT_OK:
         out("Stopped.")
-        return EXIT_OK
+    return code
 
 
 def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:

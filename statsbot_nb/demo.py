@@ -54,11 +54,46 @@ async def run_demo(folder: Path, out: Callable[[str], None]) -> int:
                 out(f"worker -> bot: failed: {result.error}")
             return result
 
+        train_csv, new_csv = _write_datasets(folder)
+        out(f"\nWrote the wine data set that ships with scikit-learn to {train_csv}")
+        trained = await job("train", {
+            "file_path": str(train_csv), "target_column": "cultivar", "feature_columns": WINE_FEATURES,
+            "model_type": "random_forest", "task_type": "classification", "hyperparameters": None,
+            "test_size": 0.25, "custom_name": "Wine cultivars (demo)"})
+        ok &= trained.success
+        if trained.success and trained.data:
+            model_id = trained.data["model_id"]
+            metrics = trained.data["metrics"]
+            out("  metrics: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
+            predicted = await job("predict", {"model_id": model_id, "file_path": str(new_csv),
+                                              "feature_columns": WINE_FEATURES})
+            ok &= predicted.success
+            out(f"\nModel saved in {home / 'models' / model_id}")
+            if predicted.success and predicted.data:
+                out(f"Predictions written to {predicted.data['output_file']}")
         ok &= (await job("list_models")).success
+        refused = await job("file_info", {"file_path": "/etc/passwd"})  # outside the allowed folders
+        ok &= not refused.success
         ok &= not (await job("make_coffee")).success  # an unknown action is a failed result, not a crash
         await worker.stop()
-    out(f"\nDemo {'finished' if ok else 'FAILED'}. Models and logs are in {home}")
+    out(f"\nDemo {'finished' if ok else 'FAILED'}: everything ran on this machine, in {folder}")
     return 0 if ok else 1
+
+
+WINE_FEATURES = ["alcohol", "malic_acid", "ash", "color_intensity", "hue", "proline", "flavanoids"]
+
+
+def _write_datasets(folder: Path) -> tuple[Path, Path]:
+    """The wine data set (bundled with scikit-learn: no download) as CSV, with text class labels."""
+    from sklearn.datasets import load_wine
+
+    wine = load_wine(as_frame=True)
+    frame = wine.frame[WINE_FEATURES].copy()
+    frame["cultivar"] = [str(wine.target_names[i]) for i in wine.target]
+    train_csv, new_csv = folder / "wine.csv", folder / "wine_new.csv"
+    frame.to_csv(train_csv, index=False)
+    frame.drop(columns=["cultivar"]).sample(20, random_state=0).to_csv(new_csv, index=False)
+    return train_csv, new_csv
 
 
 def _short(data: dict[str, Any] | None, limit: int = 300) -> str:

@@ -14,9 +14,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .context import JobContext
-from .ml import store
-
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -27,13 +24,18 @@ class ActionSpec:
 
 
 ACTIONS: dict[str, ActionSpec] = {
-    "list_models": ActionSpec("statsbot_nb.jobs:list_models", isolated=False),
+    # quick: a thread is enough, and they must answer while heavy jobs hold every process slot
+    "list_models": ActionSpec("statsbot_nb.ml.store:list_models_job", isolated=False),
+    "delete_model": ActionSpec("statsbot_nb.ml.store:delete_model", isolated=False),
+    "set_model_name": ActionSpec("statsbot_nb.ml.store:set_model_name", isolated=False),
+    "file_info": ActionSpec("statsbot_nb.ml.files:file_info", isolated=False),
+    # heavy: reading whole tables, fitting, predicting, writing files -> their own process
+    "train": ActionSpec("statsbot_nb.ml.train:train", isolated=True),
+    "predict": ActionSpec("statsbot_nb.ml.predict:predict", isolated=True),
+    "join": ActionSpec("statsbot_nb.ml.files:join", isolated=True),
+    "save_file": ActionSpec("statsbot_nb.ml.files:save_file", isolated=True),
+    "load_data": ActionSpec("statsbot_nb.ml.files:load_data", isolated=True),
 }
-
-
-def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``list_models``: every model in the local store, newest first."""
-    return {"models": store.list_models(ctx.settings.models_dir)}
 
 
 def unknown_action_error(action: str) -> str:

@@ -264,6 +264,9 @@ class Worker:
             reason = f"The connection to {self.url} was closed."
             try:
                 async with connect(self.url, **self._connect_kwargs()) as ws:
+                    self._ws = ws  # so that stop() can interrupt the authentication too
+                    if self._stop.is_set():
+                        break
                     await self._authenticate(ws)
                     delays = self._backoff.delays()  # a good connection resets the backoff
                     await self._serve(ws)
@@ -333,7 +336,8 @@ class Worker:
         raise TokenRejectedError(f"{what}. {REJECTED_HINT}")
 
     async def _serve(self, ws: ClientConnection) -> None:
-        self._ws = ws
+        if self._stop.is_set():
+            return
         self._send_queue = asyncio.Queue()
         self._connected.set()
         who = f" (user {self.user_id})" if self.user_id is not None else ""

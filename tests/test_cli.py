@@ -105,6 +105,9 @@ def test_demo_runs(tmp_path: Path, home: Path):
     assert main(["demo", "--dir", str(tmp_path / "demo")], out=lines.append) == 0
     text = "\n".join(lines)
     assert "Unknown action: make_coffee" in text and "Demo finished" in text
+    assert "metrics: accuracy=" in text and "is outside the folders this worker may use" in text
+    written = next(line.split(" to ", 1)[1] for line in lines if line.startswith("Predictions written to"))
+    assert Path(written).is_file() and len(Path(written).read_text().splitlines()) == 21
 
 
 def test_python_dash_m_entry_point(home: Path):

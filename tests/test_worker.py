@@ -313,3 +313,24 @@ async def test_user_cancel_sends_cancelled_result(reference: JobServer, make_wor
     result = await asyncio.wait_for(handle, 10)
     assert result.cancelled and "cancelled" in result.error
     await worker.wait_idle(timeout=5)
+
+
+async def test_stop_interrupts_a_pending_authentication(make_worker):
+    from websockets.asyncio.server import serve
+
+    got_auth = asyncio.Event()
+
+    async def silent(ws):  # reads the auth frame and never answers
+        await ws.recv()
+        got_auth.set()
+        await ws.wait_closed()
+
+    async with serve(silent, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        worker = make_worker(f"ws://127.0.0.1:{port}/ws", "token")
+        worker.start()
+        await asyncio.wait_for(got_auth.wait(), 10)
+        started = time.monotonic()
+        await asyncio.wait_for(worker.stop(), 10)
+        assert time.monotonic() - started < 3
+        assert worker.state == "stopped"

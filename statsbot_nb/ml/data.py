@@ -1,0 +1,409 @@
+"""Reading and writing the user's tables: lean (only the needed columns), predictable, and atomic.
+
+Readers take paths that already passed :class:`statsbot_nb.paths.PathPolicy`. Formats go by extension:
+``.csv`` and ``.tsv`` (pyarrow's multithreaded parser, pandas as fallback), ``.parquet`` (pyarrow),
+``.xlsx`` (openpyxl) and ``.xls`` (calamine) through pandas. Every failure becomes a :class:`JobError` sentence.
+
+Dtypes follow what ``pandas.read_csv`` would give, whichever parser ran, so a model trained on
+:func:`read_table` output sees the same kinds of columns in :func:`iter_table_chunks` output at prediction
+time: text stays text (pyarrow's automatic date parsing is undone), missing markers are pandas' defaults.
+
+Writers never leave a half-written file behind: they write a hidden temporary file in the target folder
+and ``os.replace`` it into place only when everything was written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import os
+import secrets
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+import pandas as pd
+
+from ..errors import JobError
+
+try:  # pyarrow is a hard dependency, but keep CSV reading alive if a broken install lacks it.
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+except ImportError:  # pragma: no cover - exercised only on broken installs
+    pa = None
+    pa_csv = None
+
+log = logging.getLogger("statsbot_nb.files")
+
+# pandas' default missing-value markers (read_csv's na_values), so pyarrow and pandas agree.
+NA_VALUES: tuple[str, ...] = (
+    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
+    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+)
+_DELIMITED = {".csv": ",", ".tsv": "\t"}
+# pandas 3 deprecates xlrd; calamine (a dependency) reads legacy .xls files.
+_EXCEL_ENGINES = {".xlsx": "openpyxl", ".xls": "calamine"}
+_FALLBACK_ENCODING = "latin-1"
+
+
+def _ext(path: Path) -> str:
+    ext = Path(path).suffix.lower()
+    if ext not in _DELIMITED and ext not in _EXCEL_ENGINES and ext != ".parquet":
+        raise JobError(f"{path} is not a supported table format; use .csv, .tsv, .xlsx, .xls or .parquet.")
+    return ext
+
+
+def _unreadable(path: Path, exc: BaseException) -> JobError:
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return JobError(f"{path} could not be read as a {Path(path).suffix.lower()} table ({detail}); "
+                    "check that the file is complete and in that format.")
+
+
+# -- columns -------------------------------------------------------------------------------------------
+
+def _csv_header(path: Path, delimiter: str) -> list[str]:
+    """The first record of a delimited file, decoded as UTF-8 (with BOM) or, failing that, Latin-1."""
+    for encoding in ("utf-8-sig", _FALLBACK_ENCODING):
+        try:
+            with open(path, newline="", encoding=encoding) as fh:
+                return next(csv.reader(fh, delimiter=delimiter), [])
+        except UnicodeDecodeError:
+            continue
+        except (OSError, csv.Error) as exc:
+            raise _unreadable(path, exc) from exc
+    return []  # pragma: no cover - latin-1 decodes any byte string
+
+
+def _plain_header(names: list[str]) -> bool:
+    """True when pyarrow would name the columns exactly as pandas does (no blanks, no duplicates)."""
+    return all(n.strip() for n in names) and len(set(names)) == len(names)
+
+
+def _pandas_csv(path: Path, delimiter: str, **kwargs: Any) -> Any:
+    try:
+        return pd.read_csv(path, sep=delimiter, **kwargs)
+    except UnicodeDecodeError:
+        log.warning("%s is not UTF-8; reading it as %s", path.name, _FALLBACK_ENCODING)
+        return pd.read_csv(path, sep=delimiter, encoding=_FALLBACK_ENCODING, **kwargs)
+
+
+def read_columns(path: Path) -> list[str]:
+    """The column names of a table, reading as little as the format allows (header row, schema, sheet)."""
+    path = Path(path)
+    ext = _ext(path)
+    try:
+        if ext in _DELIMITED:
+            names = _csv_header(path, _DELIMITED[ext])
+            if not names:
+                raise JobError(f"{path} has no header row; the first line must name the columns.")
+            if _plain_header(names):
+                return names
+            return [str(c) for c in _pandas_csv(path, _DELIMITED[ext], nrows=0).columns]
+        if ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            return _parquet_names(pq.read_schema(path).names)
+        return [str(c) for c in pd.read_excel(path, nrows=0, engine=_EXCEL_ENGINES[ext]).columns]
+    except JobError:
+        raise
+    except Exception as exc:  # third-party parsers raise many types; translate at the boundary
+        raise _unreadable(path, exc) from exc
+
+
+def _parquet_names(names: list[str]) -> list[str]:
+    return [n for n in names if not (n.startswith("__index_level_") and n.endswith("__"))]
+
+
+def check_columns(path: Path, wanted: Sequence[str], available: Sequence[str]) -> list[str]:
+    """``wanted`` without duplicates, or a JobError naming the missing and the available columns."""
+    unique = list(dict.fromkeys(wanted))
+    missing = [c for c in unique if c not in set(available)]
+    if missing:
+        shown = ", ".join(repr(c) for c in available[:50])
+        more = f" and {len(available) - 50} more" if len(available) > 50 else ""
+        raise JobError(
+            f"{Path(path).name} has no column {', '.join(repr(c) for c in missing)}; "
+            f"its columns are {shown}{more}."
+        )
+    return unique
+
+
+# -- whole-table reads ---------------------------------------------------------------------------------
+
+def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Read a table (only ``columns`` when given, in that order) into a DataFrame with a RangeIndex."""
+    path = Path(path)
+    ext = _ext(path)
+    available = read_columns(path)
+    wanted = check_columns(path, columns, available) if columns is not None else list(available)
+    try:
+        if ext in _DELIMITED:
+            df = _read_delimited(path, _DELIMITED[ext], wanted)
+        elif ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            df = pq.read_table(path, columns=wanted).to_pandas(ignore_metadata=True)
+        else:
+            df = _read_excel(path, ext, wanted)
+    except JobError:
+        raise
+    except MemoryError as exc:
+        raise JobError(f"{path.name} is too large to load into memory on this machine.") from exc
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+    return df[wanted].reset_index(drop=True) if list(df.columns) != wanted else df
+
+
+def _read_delimited(path: Path, delimiter: str, wanted: list[str]) -> pd.DataFrame:
+    if pa_csv is None or not _plain_header(_csv_header(path, delimiter)):
+        return _pandas_csv(path, delimiter, usecols=wanted)
+    parse = pa_csv.ParseOptions(delimiter=delimiter)
+    convert = pa_csv.ConvertOptions(include_columns=wanted, null_values=list(NA_VALUES),
+                                    strings_can_be_null=True, quoted_strings_can_be_null=True)
+    try:
+        table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
+    except pa.ArrowInvalid as exc:
+        # pandas is more lenient (short rows get empty cells) but still refuses rows with extra fields;
+        # read every column so such a row is an error rather than silently cut.
+        log.info("pyarrow could not parse %s (%s); retrying with pandas", path.name, exc)
+        return _pandas_csv(path, delimiter)[wanted]
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+        return _pandas_csv(path, delimiter, usecols=wanted)  # not UTF-8: let pandas pick the encoding
+    temporal = [f.name for f in table.schema if pa.types.is_temporal(f.type)]
+    if temporal:  # pandas keeps dates as text unless asked; do the same so every reader agrees
+        convert.column_types = {name: pa.string() for name in temporal}
+        table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
+    df = table.to_pandas()
+    for field in table.schema:
+        if pa.types.is_null(field.type):  # an all-empty column: pandas gives float NaN, not None objects
+            df[field.name] = df[field.name].astype("float64")
+    return df
+
+
+def _read_excel(path: Path, ext: str, wanted: list[str]) -> pd.DataFrame:
+    keep = set(wanted)
+    df = pd.read_excel(path, usecols=lambda c: str(c) in keep, engine=_EXCEL_ENGINES[ext])
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+# -- chunked reads -------------------------------------------------------------------------------------
+
+def iter_table_chunks(path: Path, columns: Sequence[str] | None = None,
+                      chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
+    """Yield the table in DataFrames of at most ``chunk_rows`` rows, for bounded-memory prediction.
+
+    CSV/TSV are parsed chunk by chunk by pandas (same dtype rules as :func:`read_table`), Parquet by
+    record batches; Excel files are loaded whole (they are small by nature) and then sliced.
+    """
+    path = Path(path)
+    ext = _ext(path)
+    if chunk_rows < 1:
+        raise ValueError("chunk_rows must be positive")
+    available = read_columns(path)
+    wanted = check_columns(path, columns, available) if columns is not None else list(available)
+    try:
+        if ext in _DELIMITED:
+            yield from _delimited_chunks(path, _DELIMITED[ext], wanted, chunk_rows)
+        elif ext == ".parquet":
+            import pyarrow.parquet as pq
+
+            with pq.ParquetFile(path) as pf:
+                for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
+                    yield batch.to_pandas(ignore_metadata=True)[wanted]
+        else:
+            df = _read_excel(path, ext, wanted)[wanted]
+            for start in range(0, len(df), chunk_rows):
+                yield df.iloc[start:start + chunk_rows].reset_index(drop=True)
+    except JobError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from exc
+
+
+def _delimited_chunks(path: Path, delimiter: str, wanted: list[str],
+                      chunk_rows: int) -> Iterator[pd.DataFrame]:
+    encoding = "utf-8"
+    try:  # decide the encoding up front: a decode error half-way would have yielded chunks already
+        with open(path, encoding="utf-8") as fh:
+            while fh.read(1 << 20):
+                pass
+    except UnicodeDecodeError:
+        encoding = _FALLBACK_ENCODING
+    with pd.read_csv(path, sep=delimiter, usecols=wanted, chunksize=chunk_rows, encoding=encoding) as reader:
+        for chunk in reader:
+            yield chunk[wanted].reset_index(drop=True)
+
+
+# -- atomic writes -------------------------------------------------------------------------------------
+
+def _temp_path(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def _create_temp(path: Path) -> tuple[Path, int]:
+    """Create the hidden temp file exclusively, honouring the umask (``0o666 & ~umask``)."""
+    tmp = _temp_path(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(tmp, flags, 0o666)
+    except OSError as exc:
+        raise JobError(f"Cannot write in {path.parent}: {exc.strerror or exc}; "
+                       "check the folder exists and is writable.") from exc
+    with contextlib.suppress(OSError):
+        if path.exists():
+            os.fchmod(fd, path.stat().st_mode & 0o777)  # an overwrite keeps the file's permissions
+    return tmp, fd
+
+
+def _fsync_path(path: Path) -> None:
+    """Flush a closed file's data to disk before it is renamed into place (best effort)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _commit(tmp: Path, path: Path) -> None:
+    try:
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise JobError(f"Cannot replace {path}: {exc.strerror or exc}.") from exc
+
+
+def _writer_ext(path: Path) -> str:
+    ext = _ext(path)
+    if ext == ".xls":
+        raise JobError(f"{path.name}: the old .xls format cannot be written; use .xlsx, .csv or .parquet.")
+    return ext
+
+
+def write_table_atomic(df: pd.DataFrame, path: Path) -> Path:
+    """Write ``df`` (without its index) to ``path`` by extension; the file appears complete or not at all."""
+    path = Path(path)
+    with AtomicTableWriter(path) as writer:
+        writer.write(df)
+    return path
+
+
+class AtomicTableWriter:
+    """Write a table in chunks to a temporary file and move it into place on a clean exit.
+
+    CSV/TSV chunks are appended (header once), Parquet chunks become row groups of one file (later
+    chunks are cast to the first chunk's schema), ``.xlsx`` chunks are collected and written at the end.
+    On an exception inside the ``with`` block the temporary file is deleted and ``path`` is untouched.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.ext = _writer_ext(self.path)
+        self.rows = 0
+        self._tmp: Path | None = None
+        self._fh: IO[str] | None = None
+        self._parquet: Any = None
+        self._schema: Any = None
+        self._excel: list[pd.DataFrame] = []
+        self._columns: list[str] | None = None
+        self._header_written = False
+
+    def __enter__(self) -> AtomicTableWriter:
+        self._tmp, fd = _create_temp(self.path)
+        if self.ext in _DELIMITED:
+            self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
+        else:
+            os.close(fd)  # pyarrow / openpyxl open the temp path themselves
+        return self
+
+    def write(self, df: pd.DataFrame) -> None:
+        """Append one chunk; its columns must match the first chunk's."""
+        if self._tmp is None:
+            raise RuntimeError("AtomicTableWriter.write() called outside its with-block")
+        columns = [str(c) for c in df.columns]
+        if self._columns is None:
+            self._columns = columns
+        elif columns != self._columns:
+            raise JobError(f"Cannot write {self.path.name}: a chunk has other columns than the first one.")
+        try:
+            if self._fh is not None:
+                df.to_csv(self._fh, sep=_DELIMITED[self.ext], index=False, header=not self._header_written)
+                self._header_written = True
+            elif self.ext == ".parquet":
+                self._write_parquet(df)
+            else:
+                self._excel.append(df)
+        except JobError:
+            raise
+        except Exception as exc:
+            raise JobError(f"Cannot write {self.path.name}: {exc}.") from exc
+        self.rows += len(df)
+
+    def _write_parquet(self, df: pd.DataFrame) -> None:
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(df, preserve_index=False)
+        if self._parquet is None:
+            self._schema = table.schema
+            self._parquet = pq.ParquetWriter(str(self._tmp), self._schema)
+        elif not table.schema.equals(self._schema, check_metadata=False):
+            try:
+                table = table.cast(self._schema)
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise JobError(f"Cannot write {self.path.name}: column types changed between chunks "
+                               f"({exc}).") from exc
+        self._parquet.write_table(table)
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        tmp = self._tmp
+        if tmp is None:
+            return
+        try:
+            if exc_type is None:
+                self._finish()
+            self._close()
+            if exc_type is None:
+                _fsync_path(tmp)
+                _commit(tmp, self.path)
+                log.info("Wrote %d rows to %s", self.rows, self.path)
+        except BaseException:
+            self._close()
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            raise
+        finally:
+            self._tmp = None
+        if exc_type is not None:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+
+    def _finish(self) -> None:
+        """Write what is buffered and flush to disk (still under the temporary name)."""
+        try:
+            if self.ext == ".parquet" and self._parquet is None:  # no chunk at all: an empty table
+                import pyarrow.parquet as pq
+
+                empty = pd.DataFrame(columns=self._columns or [])
+                pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), str(self._tmp))
+            elif self.ext == ".xlsx":
+                frame = pd.concat(self._excel, ignore_index=True) if self._excel else pd.DataFrame()
+                frame.to_excel(self._tmp, index=False, engine="openpyxl")
+            if self._fh is not None:
+                self._fh.flush()
+        except JobError:
+            raise
+        except Exception as exc:
+            raise JobError(f"Cannot write {self.path.name}: {exc}.") from exc
+
+    def _close(self) -> None:
+        if self._fh is not None:
+            with contextlib.suppress(OSError):
+                self._fh.close()
+            self._fh = None
+        if self._parquet is not None:
+            with contextlib.suppress(Exception):
+                self._parquet.close()
+            self._parquet = None

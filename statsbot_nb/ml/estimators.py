@@ -1,0 +1,417 @@
+"""Which estimator a ``model_type`` names, built with fixed seeds and checked hyperparameters.
+
+The bot sends a ``model_type`` (PROTOCOL.md lists them) and a ``task_type``; this module turns the pair
+into an unfitted scikit-learn compatible estimator plus the facts training needs (its family, whether
+numeric columns should be scaled). Optional libraries (xgboost, lightgbm, catboost, keras) are detected at
+run time, so a missing one is a sentence naming the ``pip`` package instead of an ImportError.
+
+User hyperparameters are validated before anything is read or fitted: unknown names are refused with the
+list of valid ones, values are type-checked against the estimator's own defaults, and the estimator's own
+parameter validation is translated into a sentence. Our defaults (seed, number of trees) are merged *under*
+the user's values, so the same keyword can never be passed twice.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+import inspect
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import JobError
+
+SEED = 42
+REGRESSION = "regression"
+CLASSIFICATION = "classification"
+TASKS = (REGRESSION, CLASSIFICATION)
+
+# Parameters the worker manages itself (progress reporting grows models step by step).
+_MANAGED = {
+    "warm_start": "the worker uses it to report progress while the model grows",
+    "callbacks": "the worker installs its own progress callback",
+    "early_stopping_rounds": "it needs a validation set, which this worker does not pass to the library",
+}
+# Parameters that would make a library read or write files of its own choosing.
+_MANAGED.update(dict.fromkeys(
+    ("train_dir", "allow_writing_files", "save_snapshot", "snapshot_file", "snapshot_interval", "memory",
+     "input_model", "output_model"),
+    "it makes the library read or write files, which jobs may not do"))
+
+# Sklearn families: model_type -> (family, tasks it supports, scale numeric columns).
+_SKLEARN_TYPES: dict[str, tuple[str, tuple[str, ...], bool]] = {
+    "linear": ("linear", (REGRESSION,), True),
+    "ridge": ("linear", (REGRESSION,), True),
+    "lasso": ("linear", (REGRESSION,), True),
+    "elasticnet": ("linear", (REGRESSION,), True),
+    "polynomial": ("polynomial", (REGRESSION,), True),
+    "logistic": ("linear", (CLASSIFICATION,), True),
+    "naive_bayes": ("naive_bayes", (CLASSIFICATION,), False),
+    "decision_tree": ("tree", TASKS, False),
+    "random_forest": ("forest", TASKS, False),
+    "extra_trees": ("forest", TASKS, False),
+    "gradient_boosting": ("gradient_boosting", TASKS, False),
+    "svm": ("svm", TASKS, True),
+    "mlp": ("mlp", TASKS, True),
+    "mlp_regression": ("mlp", (REGRESSION,), True),
+    "mlp_classification": ("mlp", (CLASSIFICATION,), True),
+}
+# Prefix families: <prefix>_<anything>; a regressor when the name contains "regression".
+_PREFIX_LIBRARIES = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "keras": "keras"}
+_PIP_NAMES = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "keras": "tensorflow"}
+_EXAMPLE_SUFFIXES = {
+    REGRESSION: ("regression",),
+    CLASSIFICATION: ("binary_classification", "multiclass"),
+}
+_MODEL_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+# Aliases accepted for the polynomial pipeline's nested parameters.
+_POLY_ALIASES = {
+    "degree": "poly__degree", "interaction_only": "poly__interaction_only",
+    "include_bias": "poly__include_bias", "fit_intercept": "linear__fit_intercept",
+    "positive": "linear__positive",
+}
+
+
+@dataclass
+class EstimatorPlan:
+    """An unfitted estimator and what training needs to know about it.
+
+    ``family`` decides how progress is reported (``forest``, ``gradient_boosting``, ``mlp``, ``xgboost``,
+    ``lightgbm`` grow step by step; the others fit in one call). ``hyperparameters`` are the effective,
+    JSON-friendly values the user chose merged over our defaults (kept in the model's metadata).
+    """
+
+    model_type: str
+    task_type: str
+    family: str
+    library: str
+    estimator: Any
+    scale_numeric: bool
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+def _has(module: str) -> bool:
+    """True when ``module`` can be imported (without importing it)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _keras_installed() -> bool:
+    return _has("keras") or _has("tensorflow")
+
+
+def installed_libraries() -> dict[str, str | None]:
+    """Version of each ML library the worker can use, or None when it is not installed.
+
+    Looked up by import name, because a library may come from a differently named distribution
+    (``xgboost`` from ``xgboost-cpu``, for example).
+    """
+    modules = {"scikit-learn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm",
+               "catboost": "catboost", "tensorflow": "tensorflow", "keras": "keras"}
+    distributions: dict[str, list[str]] | None = None
+    out: dict[str, str | None] = {}
+    for name, module in modules.items():
+        if not _has(module):
+            out[name] = None
+            continue
+        if distributions is None:
+            distributions = dict(importlib.metadata.packages_distributions())
+        version = "unknown"
+        for dist in [name, *distributions.get(module, [])]:
+            try:
+                version = importlib.metadata.version(dist)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        out[name] = version
+    return out
+
+
+def available_model_types() -> list[str]:
+    """Every ``model_type`` this worker can train right now (prefix families by example name)."""
+    names = set(_SKLEARN_TYPES)
+    for prefix in ("xgboost", "lightgbm", "catboost"):
+        if _has(prefix):
+            for task in TASKS:
+                names.update(f"{prefix}_{suffix}" for suffix in _EXAMPLE_SUFFIXES[task])
+    return sorted(names)
+
+
+def valid_types_for(task_type: str) -> list[str]:
+    """Model types usable for ``task_type`` (installed or not), for error sentences."""
+    names = [name for name, (_, tasks, _) in _SKLEARN_TYPES.items() if task_type in tasks]
+    for prefix in ("xgboost", "lightgbm", "catboost", "keras"):
+        names.extend(f"{prefix}_{suffix}" for suffix in _EXAMPLE_SUFFIXES[task_type])
+    return names
+
+
+def _prefix_of(model_type: str) -> str | None:
+    head = model_type.split("_", 1)[0]
+    return head if head in _PREFIX_LIBRARIES and "_" in model_type else None
+
+
+def check_model_type(model_type: object) -> str:
+    """Return ``model_type`` if it names a known model family, else raise a sentence listing them."""
+    if isinstance(model_type, str) and _MODEL_TYPE_RE.match(model_type):
+        if model_type in _SKLEARN_TYPES or _prefix_of(model_type):
+            return model_type
+    known = ", ".join([*_SKLEARN_TYPES, "xgboost_*", "lightgbm_*", "catboost_*", "keras_*"])
+    raise JobError(f"model_type {model_type!r} is not a model this worker knows; use one of: {known}.")
+
+
+def task_from_model_type(model_type: str) -> str | None:
+    """The task a model type implies by its name, or None when it can do both (``random_forest``)."""
+    prefix = _prefix_of(model_type)
+    if prefix:
+        return REGRESSION if "regression" in model_type else CLASSIFICATION
+    tasks = _SKLEARN_TYPES[model_type][1]
+    return tasks[0] if len(tasks) == 1 else None
+
+
+def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, Any] | None) -> EstimatorPlan:
+    """An :class:`EstimatorPlan` for ``model_type`` on ``task_type`` with validated ``hyperparameters``.
+
+    Raises :class:`JobError` (one sentence) for a type the task cannot use, a missing optional library,
+    or hyperparameters the estimator does not accept.
+    """
+    model_type = check_model_type(model_type)
+    if task_type not in TASKS:
+        raise JobError(f"task_type {task_type!r} must be 'regression' or 'classification'.")
+    implied = task_from_model_type(model_type)
+    if implied is not None and implied != task_type:
+        valid = ", ".join(valid_types_for(task_type))
+        raise JobError(
+            f"model_type {model_type!r} cannot be used for {task_type}; valid types for {task_type} are: "
+            f"{valid}."
+        )
+    prefix = _prefix_of(model_type)
+    if prefix:
+        family, library, scale = prefix, prefix, False
+        factory, defaults = _library_factory(prefix, task_type, model_type)
+    else:
+        family, _, scale = _SKLEARN_TYPES[model_type]
+        library = "scikit-learn"
+        factory, defaults = _sklearn_factory(model_type, task_type)
+    user = _check_user_params(hyperparameters, model_type)
+    if model_type == "polynomial":
+        user = {_POLY_ALIASES.get(key, key): value for key, value in user.items()}
+    user = _validate_names_and_types(factory(**defaults), factory(), user, model_type)
+    params = {**defaults, **user}
+    try:
+        estimator = factory(**params)
+    except TypeError as exc:
+        raise JobError(f"The hyperparameters for {model_type} were not accepted: {_first_line(exc)}") from exc
+    _run_estimator_validation(estimator, model_type)
+    shown = {key: _json_value(value) for key, value in params.items()}
+    return EstimatorPlan(model_type, task_type, family, library, estimator, scale, shown)
+
+
+def _sklearn_factory(model_type: str, task: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """The constructor and our default arguments for a scikit-learn model type."""
+    from sklearn import ensemble, linear_model, naive_bayes, neural_network, svm, tree
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import PolynomialFeatures
+
+    reg = task == REGRESSION
+    seeded = {"random_state": SEED}
+    table: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+        "linear": (linear_model.LinearRegression, {}),
+        "ridge": (linear_model.Ridge, dict(seeded)),
+        "lasso": (linear_model.Lasso, dict(seeded)),
+        "elasticnet": (linear_model.ElasticNet, dict(seeded)),
+        "logistic": (linear_model.LogisticRegression, {"max_iter": 1000, **seeded}),
+        "naive_bayes": (naive_bayes.GaussianNB, {}),
+        "decision_tree": (tree.DecisionTreeRegressor if reg else tree.DecisionTreeClassifier, dict(seeded)),
+        "random_forest": (ensemble.RandomForestRegressor if reg else ensemble.RandomForestClassifier,
+                          {"n_estimators": 100, **seeded}),
+        "extra_trees": (ensemble.ExtraTreesRegressor if reg else ensemble.ExtraTreesClassifier,
+                        {"n_estimators": 100, **seeded}),
+        "gradient_boosting": (
+            ensemble.GradientBoostingRegressor if reg else ensemble.GradientBoostingClassifier,
+            {"n_estimators": 100, **seeded}),
+        "svm": (svm.SVR, {}) if reg else (svm.SVC, {"probability": True, **seeded}),
+    }
+    if model_type in ("mlp", "mlp_regression", "mlp_classification"):
+        cls = neural_network.MLPRegressor if reg else neural_network.MLPClassifier
+        return cls, {"hidden_layer_sizes": (100,), "max_iter": 300, **seeded}
+    if model_type == "polynomial":
+        def make_polynomial(**kwargs: Any) -> Any:
+            pipe = Pipeline([("poly", PolynomialFeatures(degree=2)),
+                             ("linear", linear_model.LinearRegression())])
+            return pipe.set_params(**kwargs)
+        return make_polynomial, {}
+    return table[model_type]
+
+
+def _library_factory(prefix: str, task: str, model_type: str) -> tuple[Callable[..., Any], dict[str, Any]]:
+    """Constructor and defaults for xgboost/lightgbm/catboost/keras, or the install sentence."""
+    module = _PREFIX_LIBRARIES[prefix]
+    installed = _keras_installed() if prefix == "keras" else _has(module)
+    if not installed:
+        pip = _PIP_NAMES[prefix]
+        raise JobError(
+            f"{model_type} needs the {prefix} library, which is not installed on this computer; install it "
+            f"with `pip install {pip}` and restart the worker, or choose a scikit-learn model type."
+        )
+    reg = task == REGRESSION
+    if prefix == "xgboost":
+        import xgboost
+
+        cls = xgboost.XGBRegressor if reg else xgboost.XGBClassifier
+        return cls, {"n_estimators": 100, "random_state": SEED, "verbosity": 0}
+    if prefix == "lightgbm":
+        import lightgbm
+
+        cls = lightgbm.LGBMRegressor if reg else lightgbm.LGBMClassifier
+        return cls, {"n_estimators": 100, "random_state": SEED, "verbose": -1}
+    if prefix == "catboost":
+        catboost = importlib.import_module("catboost")
+        cls = catboost.CatBoostRegressor if reg else catboost.CatBoostClassifier
+        return cls, {"iterations": 300, "random_seed": SEED, "verbose": False, "allow_writing_files": False}
+    raise JobError(
+        f"{model_type} is not supported by this worker yet even though Keras is installed; choose "
+        f"{'mlp_regression' if reg else 'mlp_classification'} (a scikit-learn neural network) instead."
+    )
+
+
+def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, Any]:
+    if hyperparameters is None:
+        return {}
+    if not isinstance(hyperparameters, dict):
+        raise JobError(f"hyperparameters for {model_type} must be an object of name: value pairs or null.")
+    for key in hyperparameters:
+        if not isinstance(key, str):
+            raise JobError(f"hyperparameter names for {model_type} must be strings.")
+        if key in _MANAGED:
+            raise JobError(f"The hyperparameter {key!r} cannot be set for {model_type}: {_MANAGED[key]}.")
+    return dict(hyperparameters)
+
+
+def _valid_names(probe: Any) -> list[str]:
+    names = set(probe.get_params(deep=True))
+    try:
+        names.update(p for p in inspect.signature(type(probe).__init__).parameters if p not in ("self",))
+    except (TypeError, ValueError):
+        pass
+    names -= {"kwargs", "args", "steps", "memory", "verbose_feature_names_out", "transform_input",
+              "poly", "linear", *_MANAGED}
+    return sorted(names)
+
+
+def _validate_names_and_types(probe: Any, bare: Any, user: dict[str, Any], model_type: str) -> dict[str, Any]:
+    """Refuse unknown names (listing the valid ones) and values of the wrong type; coerce JSON strings.
+
+    Names come from ``probe`` (built with our defaults, so library keyword arguments we set count too);
+    kinds come from ``bare``, the library's own defaults (``random_state=None`` accepts None, even
+    though our default is a number).
+    """
+    valid = _valid_names(probe)
+    unknown = sorted(set(user) - set(valid))
+    if unknown:
+        shown = ", ".join(valid)
+        names = ", ".join(repr(n) for n in unknown)
+        raise JobError(f"Unknown hyperparameter {names} for {model_type}; valid names are: {shown}.")
+    defaults = {**probe.get_params(deep=True), **bare.get_params(deep=True)}
+    return {key: _check_value(model_type, key, _coerce(value), defaults.get(key))
+            for key, value in user.items()}
+
+
+def _coerce(value: Any) -> Any:
+    """Numbers, booleans and null typed as text (``"100"``, ``"true"``, ``"none"``) become real values."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip()
+    low = text.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if low in ("none", "null"):
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        number = float(text)
+    except ValueError:
+        return value
+    return number if math.isfinite(number) else value
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _check_value(model_type: str, name: str, value: Any, default: Any) -> Any:
+    """Check ``value`` against the kind of the estimator's default for ``name``."""
+    def wrong(kind: str) -> JobError:
+        return JobError(
+            f"The hyperparameter {name!r} for {model_type} must be {kind}, not {value!r}."
+        )
+
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if isinstance(default, int) or (isinstance(default, float) and not math.isnan(default)):
+        if not _is_number(value) or not math.isfinite(float(value)):
+            raise wrong("a number")
+        if isinstance(default, float):
+            return float(value)
+        return int(value) if isinstance(value, float) and value.is_integer() else value
+    if isinstance(default, str):
+        if isinstance(value, (dict, list, tuple)):
+            raise wrong("a single value such as a word or a number")
+        return value
+    if isinstance(default, tuple):
+        if _is_number(value):
+            return (int(value),) if float(value).is_integer() else (value,)
+        if isinstance(value, (list, tuple)):
+            items = [_coerce(v) for v in value]
+            if not all(_is_number(v) for v in items):
+                raise wrong("a list of numbers")
+            return tuple(int(v) if float(v).is_integer() else v for v in items)
+        raise wrong("a list of numbers")
+    return value
+
+
+def _run_estimator_validation(estimator: Any, model_type: str) -> None:
+    """Let scikit-learn check value ranges now (not minutes into a job) and translate its complaint."""
+    targets = [estimator]
+    if hasattr(estimator, "steps"):
+        targets = [step for _, step in estimator.steps]
+    for target in targets:
+        validate = getattr(target, "_validate_params", None)
+        if validate is None or not hasattr(target, "_parameter_constraints"):
+            continue  # xgboost/lightgbm check their values when fitting
+        try:
+            validate()
+        except (ValueError, TypeError) as exc:
+            raise JobError(
+                f"A hyperparameter for {model_type} has a value it does not accept: {_first_line(exc)}"
+            ) from exc
+
+
+def _first_line(exc: BaseException) -> str:
+    """The first line of an exception message, trimmed, ending with a full stop."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = text[:300]
+    return text if text.endswith((".", "!", "?")) else text + "."
+
+
+def _json_value(value: Any) -> Any:
+    """A JSON-friendly copy of a hyperparameter value (tuples become lists, objects their repr)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (list, tuple)):
+        return [_json_value(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _json_value(v) for k, v in value.items()}
+    return repr(value)

@@ -1,0 +1,274 @@
+"""Job handlers for the file actions: ``file_info``, ``load_data``, ``save_file`` and ``join``.
+
+Each handler is ``handler(params, ctx) -> data`` (the success ``data`` of PROTOCOL.md) and raises
+:class:`JobError` with a sentence on failure. Every path goes through :class:`PathPolicy`; table contents
+leave the machine only through ``load_data`` and only when the user turned data sharing on.
+
+``join`` semantics (the names are the ones the bot sends):
+
+- ``left_join`` / ``right_join`` / ``inner_join`` / ``outer_join``: SQL joins on ``key_columns``, applied
+  left to right over the files; clashing non-key columns of a later file get the suffix ``_<file stem>``;
+- ``merge``: the same as ``inner_join`` (pandas ``merge(how="inner")`` on ``key_columns``);
+- ``cross_join``: every row with every row (``key_columns`` not used), refused above ``MAX_RESULT_ROWS``;
+- ``concat``: rows of all files stacked, columns united (missing cells empty);
+- ``union``: ``concat`` without duplicate rows (SQL ``UNION``).
+
+``filters`` apply to the joined table (so they name its columns), before it is written. The output goes to
+``output_path`` or, by default, to ``<first input stem>_joined.<ext>`` next to the first input (same
+format as that input; Excel inputs give CSV), written atomically.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import decimal
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..context import JobContext
+from ..errors import JobError
+from ..paths import MissingFile, PathPolicy
+from .data import check_columns, iter_table_chunks, read_columns, read_table, write_table_atomic
+from .filters import apply_filters, parse_filters
+
+log = logging.getLogger("statsbot_nb.files")
+
+LOAD_DATA_MAX_ROWS = 10_000
+MAX_RESULT_ROWS = 50_000_000
+MAX_JOIN_FILES = 20
+INFO_COLUMNS = 50
+KEY_OPERATIONS = {"left_join": "left", "right_join": "right", "inner_join": "inner", "outer_join": "outer",
+                  "merge": "inner"}
+OPERATIONS = (*KEY_OPERATIONS, "cross_join", "union", "concat")
+
+
+# -- parameter checks ----------------------------------------------------------------------------------
+
+def _param_str(params: dict[str, Any], name: str, what: str) -> str:
+    value = params.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise JobError(f"'{name}' must be {what}.")
+    return value
+
+
+def _param_names(params: dict[str, Any], name: str) -> list[str]:
+    value = params.get(name)
+    if isinstance(value, str) and value.strip():
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not value or not all(isinstance(v, str) and v for v in value):
+        raise JobError(f"'{name}' must be a non-empty list of column names.")
+    return list(dict.fromkeys(value))
+
+
+def _policy(ctx: JobContext) -> PathPolicy:
+    return PathPolicy.from_settings(ctx.settings)
+
+
+def _format(path: Path) -> str:
+    return path.suffix.lower().lstrip(".")
+
+
+# -- JSON-friendly records -----------------------------------------------------------------------------
+
+def _json_value(value: Any) -> Any:
+    """One cell as a strict-JSON value: NaN/inf/NaT -> None, numpy -> Python, dates -> ISO text."""
+    if value is None or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, (pd.Timestamp, _dt.datetime, _dt.date, _dt.time)):
+        return value.isoformat()
+    if isinstance(value, (pd.Timedelta, _dt.timedelta)):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        return _json_value(float(value))
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    try:
+        if pd.isna(value):
+            return None
+    except (TypeError, ValueError):
+        pass
+    return str(value)
+
+
+def dataframe_records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """``df`` as a list of row objects that survive strict JSON encoding."""
+    names = [str(c) for c in df.columns]
+    columns = [[_json_value(v) for v in df.iloc[:, i].tolist()] for i in range(df.shape[1])]
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if columns else \
+        [{} for _ in range(len(df))]
+
+
+# -- handlers ------------------------------------------------------------------------------------------
+
+def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Size and columns of a table; ``exists: false`` for an allowed path with no file."""
+    raw = _param_str(params, "file_path", "the path of a table file")
+    try:
+        path = _policy(ctx).readable(raw)
+    except MissingFile as missing:
+        return {"exists": False, "size_bytes": 0, "size_mb": 0.0, "file_path": str(missing.path)}
+    size = path.stat().st_size
+    data: dict[str, Any] = {"exists": True, "size_bytes": size, "size_mb": round(size / (1024 * 1024), 2),
+                            "file_path": str(path), "format": _format(path)}
+    try:
+        columns = read_columns(path)
+        data["columns"] = columns[:INFO_COLUMNS]
+        data["column_count"] = len(columns)
+    except JobError as exc:
+        data["columns_error"] = str(exc)
+    return data
+
+
+def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Send a table's first rows to the server, only if the user turned data sharing on."""
+    if not ctx.settings.share_data:
+        raise JobError(
+            "Sending table contents to the server is turned off on this worker; data stays on this machine. "
+            "Turn on data sharing (`--share-data`, or the panel switch) if you want the bot to see the "
+            "contents of your files."
+        )
+    raw = _param_str(params, "file_path", "the path of a table file")
+    path = _policy(ctx).readable(raw)
+    ctx.progress(10, f"Reading {path.name}", "reading")
+    chunks = iter_table_chunks(path, None, chunk_rows=LOAD_DATA_MAX_ROWS + 1)
+    try:
+        chunk = next(chunks, None)
+    finally:
+        chunks.close()  # stop reading: only the first rows are sent
+    if chunk is None:
+        chunk = pd.DataFrame(columns=read_columns(path))
+    truncated = len(chunk) > LOAD_DATA_MAX_ROWS
+    chunk = chunk.iloc[:LOAD_DATA_MAX_ROWS]
+    log.info("load_data: sending %d rows of %s to the server (data sharing is on)", len(chunk), path.name)
+    data: dict[str, Any] = {"dataframe": dataframe_records(chunk), "columns": [str(c) for c in chunk.columns],
+                            "rows": len(chunk), "file_path": str(path)}
+    if truncated:
+        data.update(truncated=True, max_rows=LOAD_DATA_MAX_ROWS)
+    return data
+
+
+def _records_frame(records: object) -> pd.DataFrame:
+    if not isinstance(records, list) or not records:
+        raise JobError("'dataframe' must be a non-empty list of row objects like [{\"a\": 1, \"b\": \"x\"}].")
+    for i, row in enumerate(records):
+        if not isinstance(row, dict):
+            raise JobError(f"'dataframe' must be a list of row objects; item {i} is a {type(row).__name__}.")
+        for key, value in row.items():
+            if not isinstance(key, str):
+                raise JobError(f"'dataframe' row {i} has a non-text column name {key!r}.")
+            if value is not None and not isinstance(value, (str, int, float, bool)):
+                raise JobError(f"'dataframe' row {i}, column {key!r} holds a {type(value).__name__}; "
+                               "cells must be numbers, text, true/false or null.")
+    return pd.DataFrame.from_records(records)
+
+
+def save_file(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Write records sent by the server to an allowed table file, atomically (overwrites a regular file)."""
+    raw = _param_str(params, "file_path", "the path of the table file to write")
+    df = _records_frame(params.get("dataframe"))
+    path = _policy(ctx).writable(raw)
+    ctx.progress(50, f"Writing {path.name}", "writing")
+    write_table_atomic(df, path)
+    return {"file_path": str(path), "rows": len(df), "column_count": df.shape[1]}
+
+
+def _default_output(first: Path) -> Path:
+    ext = first.suffix.lower() if first.suffix.lower() in (".csv", ".tsv", ".parquet") else ".csv"
+    return first.with_name(f"{first.stem}_joined{ext}")
+
+
+def _estimate_rows(left: pd.DataFrame, right: pd.DataFrame, keys: list[str], how: str) -> int:
+    """Rows a key join would produce, from key counts alone (NaN keys match, as in pandas)."""
+    lc = left.groupby(keys, dropna=False, sort=False).size().rename("_l").reset_index()
+    rc = right.groupby(keys, dropna=False, sort=False).size().rename("_r").reset_index()
+    both = lc.merge(rc, on=keys, how="outer")
+    matched = int((both["_l"] * both["_r"]).fillna(0).sum())
+    only_l = int(both.loc[both["_r"].isna(), "_l"].sum())
+    only_r = int(both.loc[both["_l"].isna(), "_r"].sum())
+    return matched + {"inner": 0, "left": only_l, "right": only_r, "outer": only_l + only_r}[how]
+
+
+def _too_big(n: int, operation: str) -> JobError:
+    return JobError(f"The {operation} would produce about {n:,} rows, more than the {MAX_RESULT_ROWS:,} this "
+                    "worker allows; filter the files first or use keys that match fewer rows.")
+
+
+def _combine(frames: list[pd.DataFrame], paths: list[Path], operation: str, keys: list[str]) -> pd.DataFrame:
+    if operation in ("concat", "union"):
+        out = pd.concat(frames, ignore_index=True, sort=False)
+        return out.drop_duplicates(ignore_index=True) if operation == "union" else out
+    if operation == "cross_join":
+        total = math.prod(len(f) for f in frames)
+        if total > MAX_RESULT_ROWS:
+            raise _too_big(total, operation)
+    how = KEY_OPERATIONS.get(operation, "cross")
+    result = frames[0]
+    stems = [p.stem for p in paths]
+    for i, (frame, path) in enumerate(zip(frames[1:], paths[1:], strict=True), start=1):
+        suffix = f"_{path.stem}" if stems.count(path.stem) == 1 else f"_{path.stem}_{i + 1}"
+        try:
+            if how == "cross":
+                result = result.merge(frame, how="cross", suffixes=("", suffix))
+                continue
+            estimate = _estimate_rows(result, frame, keys, how)
+            if estimate > MAX_RESULT_ROWS:
+                raise _too_big(estimate, operation)
+            result = result.merge(frame, on=keys, how=how, suffixes=("", suffix))
+        except (ValueError, TypeError) as exc:  # pandas' MergeError is a ValueError
+            raise JobError(f"Cannot {operation} {path.name} on {', '.join(keys) or 'all rows'}: {exc}. "
+                           "Make the key columns hold the same kind of values in every file.") from exc
+    return result
+
+
+def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Join, merge or stack two or more tables, filter the result, and write it next to the inputs."""
+    operation = params.get("operation")
+    if operation not in OPERATIONS:
+        raise JobError(f"'operation' must be one of {', '.join(OPERATIONS)}, not {operation!r}.")
+    file_paths = params.get("file_paths")
+    if (not isinstance(file_paths, (list, tuple)) or len(file_paths) < 2
+            or not all(isinstance(p, str) and p.strip() for p in file_paths)):
+        raise JobError("'file_paths' must be a list of at least two file paths.")
+    if len(file_paths) > MAX_JOIN_FILES:
+        raise JobError(f"'file_paths' lists {len(file_paths)} files; "
+                       f"at most {MAX_JOIN_FILES} can be joined at once.")
+    keys = _param_names(params, "key_columns") if operation in KEY_OPERATIONS else []
+    filters = params.get("filters") or None
+    parse_filters(filters)  # fail on bad syntax before reading anything
+    out_raw = params.get("output_path")
+    if out_raw is not None and (not isinstance(out_raw, str) or not out_raw.strip()):
+        raise JobError("'output_path' must be the path of the table file to write, or left out.")
+
+    policy = _policy(ctx)
+    ctx.progress(2, "Checking files", "validating")
+    paths = [policy.readable(p) for p in file_paths]
+    output = policy.writable(out_raw if out_raw else str(_default_output(paths[0])))
+
+    frames: list[pd.DataFrame] = []
+    for i, path in enumerate(paths):
+        ctx.progress(5 + 50 * i / len(paths), f"Reading {path.name}", "reading")
+        if keys:
+            check_columns(path, keys, read_columns(path))
+        frames.append(read_table(path))
+    ctx.progress(60, f"Running {operation} on {len(frames)} files", "joining")
+    result = _combine(frames, paths, operation, keys)
+    if filters:
+        ctx.progress(80, f"Applying {len(filters)} filter(s)", "filtering")
+        result = apply_filters(result, filters)
+    ctx.progress(90, f"Writing {output.name}", "writing")
+    write_table_atomic(result, output)
+    ctx.progress(100, f"Wrote {len(result):,} rows to {output.name}", "done")
+    columns = [str(c) for c in result.columns]
+    return {"output_file": str(output), "row_count": len(result), "column_count": len(columns),
+            "columns": columns[:20], "operation": operation, "input_rows": [len(f) for f in frames]}
