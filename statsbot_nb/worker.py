@@ -12,7 +12,9 @@ an :class:`~statsbot_nb.outbox.Outbox` until the server is known to have them.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
+import dataclasses
 import importlib.util
 import logging
 import time
@@ -47,6 +49,8 @@ from .runner import ProcessRunner, ThreadRunner
 log = logging.getLogger("statsbot_nb.worker")
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+#: Finished job records kept in ``Worker.jobs`` (their results stay re-sendable through the outbox).
+MAX_JOB_RECORDS = 1000
 REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
 
 
@@ -151,17 +155,41 @@ class Worker:
         self._idle = asyncio.Event()
         self._idle.set()
         self._main_task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.rejection: TokenRejectedError | None = None
         self.fatal_error: BaseException | None = None
 
     # ------------------------------------------------------------------ public API
 
     def start(self) -> asyncio.Task[None]:
-        """Run the worker as a task on the running loop and return it (idempotent)."""
-        if self._main_task is None or self._main_task.done():
-            self._main_task = asyncio.get_running_loop().create_task(self._run_quietly(),
-                                                                     name="statsbot-worker")
+        """Run the worker as a task on the running loop and return it (idempotent).
+
+        The task is kept referenced by the worker; its errors end up in the state and the log.
+        """
+        if self._main_task is None:
+            self._loop = asyncio.get_running_loop()
+            self._set_state("connecting", f"Connecting to {self.url} ...")
+            self._main_task = self._loop.create_task(self._run_quietly(), name="statsbot-worker")
         return self._main_task
+
+    def disconnect(self) -> concurrent.futures.Future[None] | asyncio.Future[None]:
+        """Stop the worker from any thread; returns a future that completes once it has stopped."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("This worker was never started.")
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            return asyncio.ensure_future(self.stop())
+        return asyncio.run_coroutine_threadsafe(self.stop(), loop)
+
+    def update_settings(self, **changes: Any) -> JobSettings:
+        """Change what jobs may do (allowed folders, data sharing); applies to jobs that start later."""
+        self.settings = dataclasses.replace(self.settings, **changes)
+        self._publish(LogLine("info", "Settings changed: " + ", ".join(sorted(changes))))
+        return self.settings
 
     async def run(self) -> None:
         """Connect and serve until :meth:`stop`; raises :class:`TokenRejectedError` if the token is refused."""
@@ -411,17 +439,17 @@ class Worker:
 
     def _accept(self, job: protocol.Job) -> None:
         known = self.jobs.get(job.job_id)
-        if known is not None:
-            if not known.finished:
-                log.info("Job %s arrived again while still running; keeping the running one", job.job_id)
-                return
-            frame = self._outbox.known(job.job_id)
-            if frame is not None:
-                log.info("Job %s arrived again; re-sending its result instead of running it twice",
-                         job.job_id)
-                self._outbox.add(job.job_id, frame)
-                self._send("result", job.job_id, frame)
+        if known is not None and not known.finished:
+            log.info("Job %s arrived again while still running; keeping the running one", job.job_id)
             return
+        frame = self._outbox.known(job.job_id)
+        if frame is not None:
+            log.info("Job %s arrived again; re-sending its result instead of running it twice", job.job_id)
+            self._outbox.add(job.job_id, frame)
+            self._send("result", job.job_id, frame)
+            return
+        if known is not None:
+            return  # finished long ago and its result forgotten: still never run twice
         spec = self._actions.get(job.action)
         if spec is None:
             self._fail_at_once(job.job_id, job.action, unknown_action_error(job.action))
@@ -483,8 +511,17 @@ class Worker:
             self._publish(JobFailed(record.job_id, record.action, duration, record.error or "",
                                     cancelled=record.status == "cancelled"))
         self._tasks.pop(record.job_id, None)
+        self._prune_records()
         if not self._tasks:
             self._idle.set()
+
+    def _prune_records(self) -> None:
+        """Keep ``jobs`` bounded in a long session: forget the oldest finished records beyond the cap."""
+        excess = len(self.jobs) - MAX_JOB_RECORDS
+        if excess <= 0:
+            return
+        for job_id in [j for j, r in self.jobs.items() if r.finished][:excess]:
+            del self.jobs[job_id]
 
     def _on_progress(self, record: JobRecord, percent: float, message: str, stage: str) -> None:
         if record.finished:

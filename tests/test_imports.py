@@ -8,7 +8,7 @@ import sys
 
 def test_plain_import_pulls_in_no_notebook_or_ml_stack():
     code = (
-        "import sys, statsbot_nb, statsbot_nb.worker, statsbot_nb.cli, statsbot_nb.server\n"
+        "import sys, statsbot_nb, statsbot_nb.worker, statsbot_nb.cli, statsbot_nb.server, statsbot_nb.session\n"
         "bad = [m for m in ('IPython', 'ipywidgets', 'pandas', 'sklearn', 'matplotlib') if m in sys.modules]\n"
         "print(','.join(bad))\n"
     )

@@ -1,0 +1,198 @@
+"""The notebook-facing Python API: one current worker, running on the kernel's own event loop.
+
+``statsbot_nb.connect(...)`` returns a :class:`~statsbot_nb.worker.Worker` at once; its connection runs
+as a task on the loop that runs the notebook (captured when the extension loads), so cells, widgets and
+the worker share one thread and nothing needs nest-asyncio. Widget callbacks may arrive on another
+thread (JupyterLab's comm subshells), so everything here that touches the worker is handed to that main
+loop thread-safely.
+
+Outside a running loop (a plain script) the worker gets a loop of its own on a daemon thread, and the
+``*_sync`` helpers wait for it from the calling thread — safe, because they never run a loop inside a
+running loop. On the notebook's own loop thread they refuse with a sentence instead of deadlocking.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .config import load_config, resolve_ws_url, statsbot_home, update_config
+from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .errors import ConfigError, TokenRejectedError
+from .paths import parse_allowed_dirs
+from .worker import REJECTED_HINT, Worker
+
+log = logging.getLogger("statsbot_nb.session")
+T = TypeVar("T")
+
+_main_loop: asyncio.AbstractEventLoop | None = None
+_background: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
+_current: Worker | None = None
+_listeners: list[Callable[[Worker], None]] = []
+
+
+def capture_main_loop() -> asyncio.AbstractEventLoop | None:
+    """Remember the loop that runs the notebook (call from a cell or from extension loading).
+
+    Inside a cell that is the running loop; at kernel start-up (extension listed in the config) no loop
+    runs yet, and tornado's current IOLoop names the one that will.
+    """
+    global _main_loop
+    try:
+        _main_loop = asyncio.get_running_loop()
+    except RuntimeError:
+        try:
+            from tornado.ioloop import IOLoop
+
+            _main_loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
+        except Exception:  # no tornado, or no loop: a plain script
+            _main_loop = None
+    return _main_loop
+
+
+def main_loop() -> asyncio.AbstractEventLoop:
+    """The loop the worker runs on: the captured notebook loop, the running one, or a background loop."""
+    if _main_loop is not None and not _main_loop.is_closed():
+        return _main_loop
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return _background_loop()
+
+
+def _background_loop() -> asyncio.AbstractEventLoop:
+    global _background
+    if _background is None or not _background[1].is_alive():
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="statsbot-loop", daemon=True)
+        thread.start()
+        _background = (loop, thread)
+    return _background[0]
+
+
+def on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    """True when called from the thread that runs ``loop``."""
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False
+
+
+def call_on_main(func: Callable[..., Any], *args: Any) -> None:
+    """Run ``func(*args)`` on the main loop's thread (at once if already there)."""
+    loop = main_loop()
+    if on_loop_thread(loop):
+        func(*args)
+    else:
+        loop.call_soon_threadsafe(func, *args)
+
+
+def current_worker() -> Worker | None:
+    """The worker started by :func:`connect` (or the panel), if any."""
+    return _current
+
+
+def on_new_worker(callback: Callable[[Worker], None]) -> None:
+    """Be told (on the main loop) whenever :func:`connect` makes a new current worker (used by the panel)."""
+    _listeners.append(callback)
+
+
+def remove_listener(callback: Callable[[Worker], None]) -> None:
+    """Undo :func:`on_new_worker`."""
+    if callback in _listeners:
+        _listeners.remove(callback)
+
+
+def connect(
+    token: str | None = None,
+    url: str | None = None,
+    *,
+    allow: Iterable[str | os.PathLike[str]] = (),
+    share_data: bool = False,
+    max_jobs: int = 2,
+    machine_id: str | None = None,
+    remember: bool = False,
+    max_file_mb: float = DEFAULT_MAX_FILE_BYTES / 2**20,
+    **worker_options: Any,
+) -> Worker:
+    """Start a worker connected to the StatsBot server and return it at once.
+
+    ``token``: from the argument, else one remembered in ``config.json``. ``url``: from the argument, else
+    ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra folders jobs may use (besides your
+    home and the working folder); ``share_data`` lets ``load_data`` send tables to the server. A previous
+    current worker is stopped first, so there is only ever one.
+    """
+    global _current
+    home = statsbot_home()
+    config = load_config(home)
+    resolved_url = resolve_ws_url(url, config)
+    token = token or config.get("token")
+    if not isinstance(token, str) or not token.strip():
+        raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
+    extra = [str(Path(p).expanduser()) for p in allow]
+    env_dirs = os.environ.get("STATSBOT_ALLOWED_DIRS", "")
+    settings = JobSettings(
+        home=home,
+        allowed_dirs=parse_allowed_dirs(os.pathsep.join([*extra, env_dirs])),
+        max_file_bytes=int(max_file_mb * 2**20),
+        share_data=share_data,
+    )
+    worker = Worker(token, resolved_url, settings=settings, machine_id=machine_id or config.get("machine_id"),
+                    max_jobs=max_jobs, **worker_options)
+    try:
+        update_config(home, ws_url=resolved_url, machine_id=worker.machine_id,
+                      token=token if remember else None)
+    except (OSError, ConfigError) as exc:
+        log.warning("Could not update config.json: %s", exc)
+    previous, _current = _current, worker
+    loop = main_loop()
+
+    def start() -> None:
+        if previous is not None:
+            previous.disconnect()
+        worker.start()
+        for listener in list(_listeners):
+            try:
+                listener(worker)
+            except Exception:
+                log.exception("A new-worker listener failed")
+
+    if on_loop_thread(loop):
+        start()
+    else:
+        loop.call_soon_threadsafe(start)
+    return worker
+
+
+def disconnect() -> None:
+    """Stop the current worker (if any); it stays ``current_worker()`` so its jobs can still be read."""
+    if _current is not None and _current.state not in ("stopped", "rejected"):
+        _current.disconnect()
+
+
+def run_sync(coro_factory: Callable[[], Any], timeout: float | None = None) -> Any:
+    """Run a worker coroutine to completion from a thread that is not the worker's loop thread.
+
+    Used by the ``*_sync`` conveniences for plain scripts. On the worker's own loop thread (a notebook
+    cell) waiting synchronously would deadlock, so this refuses with a sentence instead.
+    """
+    loop = main_loop()
+    if on_loop_thread(loop):
+        raise RuntimeError("This wait would block the notebook's event loop that the worker runs on; "
+                           "use the awaitable form instead, e.g. `await w.wait_connected()`.")
+    return asyncio.run_coroutine_threadsafe(coro_factory(), loop).result(timeout)
+
+
+def wait_connected_sync(worker: Worker, timeout: float = 30.0) -> None:
+    """Block until ``worker`` is connected (plain scripts only; see :func:`run_sync`)."""
+    run_sync(lambda: worker.wait_connected(timeout), None)
+
+
+def wait_idle_sync(worker: Worker, timeout: float | None = None) -> None:
+    """Block until ``worker`` has no queued or running job (plain scripts only)."""
+    run_sync(lambda: worker.wait_idle(timeout), None)

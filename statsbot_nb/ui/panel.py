@@ -1,0 +1,298 @@
+"""The control panel: token, Connect, status, allowed folders, data sharing, live jobs and a job log.
+
+The panel only *observes* the worker: worker events mark it dirty and a refresh runs at most every
+``refresh_interval`` seconds on the main loop. Every widget callback (which JupyterLab may deliver on a
+subshell thread with its own loop) hands its work to the main loop with ``call_soon_threadsafe``, so
+widget traits are only ever changed on the main loop thread. The token field is cleared the moment it is
+read, so a saved or nbclient-executed notebook never contains the token.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from .. import session
+from ..config import load_config, resolve_ws_url, statsbot_home
+from ..errors import StatsbotError
+from ..events import Event
+from ..jobs import file_of
+from ..worker import JobRecord, Worker
+from . import text
+
+log = logging.getLogger("statsbot_nb.panel")
+
+_STATE_COLOURS = {"connected": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#9a6700",
+                  "rejected": "#cf222e", "stopped": "#57606a", "idle": "#57606a"}
+
+
+class JobRow:
+    """A progress bar, stage/ETA label and Cancel button for one running job."""
+
+    def __init__(self, job: JobRecord, on_cancel: Any) -> None:
+        self.job_id = job.job_id
+        self.label = W.HTML(f"<b>{html.escape(job.action)}</b> {html.escape(file_of(job.params))}")
+        self.bar = W.FloatProgress(value=0.0, min=0.0, max=100.0, layout=W.Layout(width="40%"))
+        self.bar.add_class("statsbot-progress")
+        self.detail = W.Label("queued")
+        self.cancel = W.Button(description="Cancel", button_style="warning", layout=W.Layout(width="80px"))
+        self.cancel.add_class("statsbot-cancel")
+        self.cancel.on_click(lambda _b: on_cancel(self.job_id))
+        self.box = W.HBox([self.label, self.bar, self.detail, self.cancel])
+
+    def update(self, job: JobRecord) -> None:
+        """Show the job's progress, stage and ETA."""
+        self.bar.value = float(job.progress)
+        eta = f", ~{job.eta:.0f} s left" if job.eta is not None else ""
+        self.detail.value = f"{job.progress:.0f}% {job.stage}: {job.message}{eta}"[:120]
+
+
+class ControlPanel:
+    """The StatsBot control panel; display it (it renders as widgets, or as text where they cannot)."""
+
+    def __init__(self, worker: Worker | None = None, *, refresh_interval: float = 0.25,
+                 max_log_rows: int = 30) -> None:
+        self.refresh_interval = refresh_interval
+        self.max_log_rows = max_log_rows
+        self.worker: Worker | None = None
+        self.refreshes = 0
+        self._unsubscribe: Any = None
+        self._refresh_pending = False
+        self._rows: dict[str, JobRow] = {}
+        self._extra_dirs: list[str] = []
+        self._build()
+        session.on_new_worker(self._on_new_worker)
+        if worker is not None:
+            self.attach(worker)
+        else:
+            self._refresh()
+
+    # ------------------------------------------------------------------ widgets
+
+    def _build(self) -> None:
+        try:
+            default_url = resolve_ws_url(None, load_config(statsbot_home()))
+        except StatsbotError:
+            default_url = ""
+        self.token = W.Password(placeholder="token from /connect in the bot", description="Token",
+                                layout=W.Layout(width="340px"))
+        self.token.add_class("statsbot-token")
+        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="340px"))
+        self.url.add_class("statsbot-url")
+        self.connect_button = W.Button(description="Connect", button_style="primary", icon="plug")
+        self.connect_button.add_class("statsbot-connect")
+        self.disconnect_button = W.Button(description="Disconnect", icon="stop")
+        self.disconnect_button.add_class("statsbot-disconnect")
+        self.connect_button.on_click(lambda _b: session.call_on_main(self._connect_clicked))
+        self.disconnect_button.on_click(lambda _b: session.call_on_main(self._disconnect_clicked))
+        self.status = W.HTML()
+        self.status.add_class("statsbot-status")
+
+        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width="460px"))
+        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="300px"))
+        self.add_folder_button = W.Button(description="Add folder", icon="plus")
+        self.remove_folder_button = W.Button(description="Remove", icon="minus")
+        self.add_folder_button.on_click(
+            lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
+        self.remove_folder_button.on_click(
+            lambda _b: session.call_on_main(self.disallow_folder, self.folders.value))
+        self.folder_message = W.HTML()
+        self.share = W.Checkbox(value=False, description="Share table contents with the server (load_data)",
+                                indent=False)
+        self.share.add_class("statsbot-share")
+        self.share.observe(lambda change: session.call_on_main(self._share_changed, change["new"]), "value")
+
+        self.progress_box = W.VBox()
+        self.log = W.HTML()
+        self.log.add_class("statsbot-log")
+        connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url,
+                             self.status])
+        privacy = W.VBox([
+            W.HTML("<b>Files jobs may use:</b> your home folder and the working folder, plus:"),
+            self.folders, W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
+            self.folder_message, self.share])
+        worker_tab = W.VBox([connection, W.HTML("<b>Running</b>"), self.progress_box,
+                             W.HTML("<b>Job log</b>"), self.log, privacy])
+        self.tabs = W.Tab(children=[worker_tab])
+        self.tabs.set_title(0, "Worker")
+        self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
+        self.widget.add_class("statsbot-panel")
+
+    def add_tab(self, title: str, child: W.Widget) -> None:
+        """Add a tab (the model browser uses this)."""
+        self.tabs.children = [*self.tabs.children, child]
+        self.tabs.set_title(len(self.tabs.children) - 1, title)
+
+    # ------------------------------------------------------------------ display
+
+    def __repr__(self) -> str:
+        return text.worker_text(self.worker)
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> dict[str, Any]:
+        bundle = dict(self.widget._repr_mimebundle_(**kwargs) or {})
+        bundle["text/plain"] = repr(self)
+        return bundle
+
+    # ------------------------------------------------------------------ actions (main loop only)
+
+    def _connect_clicked(self) -> None:
+        token = self.token.value.strip()
+        self.token.value = ""  # cleared at once: never kept in the widget state or a saved notebook
+        try:
+            session.connect(token or None, self.url.value.strip() or None, allow=self._extra_dirs,
+                            share_data=self.share.value)
+        except StatsbotError as exc:
+            self._show_status("rejected" if "token" in str(exc).lower() else "stopped", str(exc))
+
+    def _disconnect_clicked(self) -> None:
+        if self.worker is not None and self.worker.state not in ("stopped", "rejected"):
+            self.worker.disconnect()
+
+    def allow_folder(self, folder: str) -> str:
+        """Let jobs use ``folder`` too (it must exist); applies to the running worker at once.
+
+        Returns the sentence also shown under the folder list.
+        """
+        path = Path(os.path.expanduser(folder.strip())) if folder and folder.strip() else None
+        if path is None or not path.is_dir():
+            return self._folder_note(f"{folder or 'Nothing'} is not an existing folder; nothing changed.", True)
+        resolved = str(path.resolve())
+        if resolved not in self._extra_dirs:
+            self._extra_dirs.append(resolved)
+        self.folder_input.value = ""
+        self._apply_folders()
+        return self._folder_note(f"Jobs may now use {resolved}.")
+
+    def disallow_folder(self, folder: str | None) -> str:
+        """Stop allowing an added folder; returns the sentence shown under the folder list."""
+        if folder not in self._extra_dirs:
+            return self._folder_note(f"{folder} was not an added folder; nothing changed.", True)
+        self._extra_dirs.remove(folder)
+        self._apply_folders()
+        return self._folder_note(f"Jobs may no longer use {folder}.")
+
+    def _folder_note(self, message: str, error: bool = False) -> str:
+        style = " style='color:#cf222e'" if error else ""
+        self.folder_message.value = f"<span{style}>{html.escape(message)}</span>"
+        return message
+
+    def _apply_folders(self) -> None:
+        self.folders.options = list(self._extra_dirs)
+        if self.worker is not None:
+            self.worker.update_settings(allowed_dirs=tuple(Path(p) for p in self._extra_dirs))
+
+    def _share_changed(self, value: bool) -> None:
+        if self.worker is not None and self.worker.settings.share_data != value:
+            self.worker.update_settings(share_data=bool(value))
+
+    def _cancel(self, job_id: str) -> None:
+        session.call_on_main(lambda: self.worker.cancel(job_id) if self.worker else None)
+
+    # ------------------------------------------------------------------ observing the worker
+
+    def _on_new_worker(self, worker: Worker) -> None:
+        self.attach(worker)
+
+    def attach(self, worker: Worker) -> None:
+        """Observe ``worker`` (replacing the previous one) and show its folders and sharing switch."""
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.worker = worker
+        self._unsubscribe = worker.events.subscribe(self._on_event)
+        self._extra_dirs = [str(p) for p in worker.settings.allowed_dirs]
+        self.folders.options = list(self._extra_dirs)
+        self.share.value = worker.settings.share_data
+        for row in self._rows.values():
+            row.box.close()
+        self._rows.clear()
+        self._refresh()
+
+    def _on_event(self, event: Event) -> None:
+        if self._refresh_pending:
+            return
+        self._refresh_pending = True
+        loop = session.main_loop()
+        loop.call_soon_threadsafe(loop.call_later, self.refresh_interval, self._refresh)
+
+    def _show_status(self, state: str, message: str) -> None:
+        colour = _STATE_COLOURS.get(state, "#57606a")
+        self.status.value = (f"<span style='color:{colour};font-weight:bold'>{html.escape(state)}</span> "
+                             f"{html.escape(message)}")
+
+    def _refresh(self) -> None:
+        """Bring every widget up to date with the worker (main loop; at most a few times a second)."""
+        self._refresh_pending = False
+        self.refreshes += 1
+        worker = self.worker
+        if worker is None:
+            self._show_status("idle", text.status_line(None))
+            self.log.value = "<i>No jobs yet.</i>"
+            return
+        self._show_status(worker.state, worker.status_message)
+        running = [j for j in worker.jobs.values() if j.status in ("queued", "running")]
+        for job in running:
+            row = self._rows.get(job.job_id)
+            if row is None:
+                row = self._rows[job.job_id] = JobRow(job, self._cancel)
+            row.update(job)
+        for job_id in [j for j in self._rows if j not in {r.job_id for r in running}]:
+            self._rows.pop(job_id).box.close()
+        boxes = [row.box for row in self._rows.values()]
+        if list(self.progress_box.children) != boxes:
+            self.progress_box.children = boxes
+        self.log.value = self._log_html(worker)
+
+    def _log_html(self, worker: Worker) -> str:
+        finished = [j for j in worker.jobs.values() if j.finished][::-1]
+        if not finished:
+            return "<i>No finished jobs yet.</i>"
+        rows = []
+        for job in finished[: self.max_log_rows]:
+            when = time.strftime("%H:%M:%S", time.localtime(job.started_at or job.accepted_at))
+            colour = "#1a7f37" if job.status == "done" else "#cf222e"
+            outcome = job.message if job.status == "done" else job.error or ""
+            cells = [when, job.action, file_of(job.params), job.status,
+                     f"{job.duration:.1f} s" if job.duration is not None else "-", outcome]
+            rows.append("<tr>" + "".join(
+                f"<td style='padding:0 8px;{'color:' + colour if i == 3 else ''}'>{html.escape(str(c))[:160]}</td>"
+                for i, c in enumerate(cells)) + "</tr>")
+        older = finished[self.max_log_rows:]
+        if older:
+            failed = sum(1 for j in older if j.status != "done")
+            rows.append(f"<tr><td colspan=6 style='padding:0 8px'><i>... {len(older)} older job(s): "
+                        f"{len(older) - failed} done, {failed} failed or cancelled</i></td></tr>")
+        header = "".join(f"<th style='text-align:left;padding:0 8px'>{h}</th>"
+                         for h in ("time", "action", "file", "status", "duration", "outcome"))
+        return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+    def close(self) -> None:
+        """Stop observing and close the widgets."""
+        session.remove_listener(self._on_new_worker)
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+        self.widget.close()
+
+
+_panel: ControlPanel | None = None
+
+
+def panel() -> ControlPanel:
+    """The control panel of this session (made on first use, following the current worker)."""
+    global _panel
+    if _panel is None:
+        _panel = ControlPanel(session.current_worker())
+    return _panel
+
+
+def close_panel() -> None:
+    """Forget the session's panel (used when the extension is unloaded)."""
+    global _panel
+    if _panel is not None:
+        _panel.close()
+        _panel = None
