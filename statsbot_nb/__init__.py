@@ -22,6 +22,8 @@ __all__ = [
     "current_worker",
     "disconnect",
     "load_ipython_extension",
+    "model",
+    "models",
     "panel",
     "unload_ipython_extension",
 ]
@@ -31,9 +33,12 @@ _LAZY = {
     "current_worker": ("statsbot_nb.session", "current_worker"),
     "disconnect": ("statsbot_nb.session", "disconnect"),
     "panel": ("statsbot_nb.ui.panel", "panel"),
+    "models": ("statsbot_nb.local", "models"),
+    "model": ("statsbot_nb.local", "model"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from .local import model, models
     from .session import connect, current_worker, disconnect
     from .ui.panel import panel
 

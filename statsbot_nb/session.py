@@ -49,20 +49,25 @@ def capture_main_loop() -> asyncio.AbstractEventLoop | None:
         try:
             from tornado.ioloop import IOLoop
 
-            _main_loop = IOLoop.current().asyncio_loop  # type: ignore[attr-defined]
-        except Exception:  # no tornado, or no loop: a plain script
+            current = IOLoop.current(instance=False)  # only an existing one: never create a loop here
+            _main_loop = current.asyncio_loop if current is not None else None  # type: ignore[attr-defined]
+        except Exception:  # no tornado: a plain script
             _main_loop = None
     return _main_loop
 
 
 def main_loop() -> asyncio.AbstractEventLoop:
-    """The loop the worker runs on: the captured notebook loop, the running one, or a background loop."""
-    if _main_loop is not None and not _main_loop.is_closed():
-        return _main_loop
+    """The loop the worker runs on: the captured notebook loop, else the running one, else a background one.
+
+    A captured loop that is not running (yet) only wins when no other loop runs on this thread.
+    """
     try:
-        return asyncio.get_running_loop()
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
     except RuntimeError:
-        return _background_loop()
+        running = None
+    if _main_loop is not None and not _main_loop.is_closed() and (_main_loop.is_running() or running is None):
+        return _main_loop
+    return running or _background_loop()
 
 
 def _background_loop() -> asyncio.AbstractEventLoop:

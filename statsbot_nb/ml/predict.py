@@ -60,22 +60,15 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     ctx.progress(1, "Loading the model", "loading")
     model, encoders, meta = store.load_model(ctx.settings.models_dir, params.get("model_id"))
     model_id = str(meta.get("model_id") or params["model_id"])
-    features = meta.get("feature_columns")
-    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
-        raise JobError(f"Model {model_id} does not record its feature columns; train it again.")
+    features = feature_columns_of(meta, model_id)
     notes = _compare_features(params.get("feature_columns"), features)
 
     policy = PathPolicy.from_settings(ctx.settings)
     source = policy.readable(file_path)
     columns = read_columns(source)
-    missing = [c for c in features if c not in set(columns)]
-    if missing:
-        raise JobError(
-            f"{source.name} lacks the column(s) {', '.join(repr(c) for c in missing)} that model {model_id} "
-            "needs; add them to the file or choose another model."
-        )
+    check_features(columns, features, source.name, model_id, "add them to the file")
     output = policy.writable(output_path_for(source))
-    predictor = _Predictor(model, encoders, meta, features)
+    predictor = Predictor(model, encoders, meta, features)
     if predictor.replaced(columns):
         notes.append(f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
                      "the new predictions in the output file.")
@@ -88,7 +81,7 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     with AtomicTableWriter(output) as writer:
         for chunk in iter_table_chunks(source, columns, chunk_rows=CHUNK_ROWS):
             extra = predictor.predict(chunk)
-            result = pd.concat([chunk.drop(columns=list(extra.columns), errors="ignore"), extra], axis=1)
+            result = with_predictions(chunk, extra)
             writer.write(result)
             out_columns = [str(c) for c in result.columns]
             if len(predictions_sample) < SAMPLE_ROWS:
@@ -117,6 +110,30 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return store.json_safe(data)
 
 
+def feature_columns_of(meta: dict[str, Any], model_id: str) -> list[str]:
+    """The feature columns a model records (the ones it needs), or a :class:`JobError` when it has none."""
+    features = meta.get("feature_columns")
+    if not isinstance(features, list) or not features or not all(isinstance(f, str) for f in features):
+        raise JobError(f"Model {model_id} does not record its feature columns; train it again.")
+    return features
+
+
+def check_features(columns: list[str], features: list[str], where: str, model_id: str, fix: str) -> None:
+    """Raise a :class:`JobError` naming every feature column that ``where`` (a file or table) lacks."""
+    present = set(columns)
+    missing = [c for c in features if c not in present]
+    if missing:
+        raise JobError(
+            f"{where} lacks the column(s) {', '.join(repr(c) for c in missing)} that model {model_id} "
+            f"needs; {fix} or choose another model."
+        )
+
+
+def with_predictions(chunk: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
+    """``chunk`` followed by the prediction columns (an input column of the same name is replaced)."""
+    return pd.concat([chunk.drop(columns=list(extra.columns), errors="ignore"), extra], axis=1)
+
+
 def _percent(rows: int, total: int | None) -> float:
     if total:
         return 5 + 90 * min(1.0, rows / total)
@@ -137,8 +154,12 @@ def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [store.json_safe(rec) for rec in clean.to_dict("records")]
 
 
-class _Predictor:
-    """Turns an input chunk into prediction columns for one loaded model (ours or an older worker's)."""
+class Predictor:
+    """Turns an input chunk into prediction columns for one loaded model (ours or an older worker's).
+
+    Built from what :func:`statsbot_nb.ml.store.load_model` returns; the predict job and the notebook's
+    :meth:`statsbot_nb.local.LocalModel.predict` share it, so both apply the stored preprocessing the same way.
+    """
 
     def __init__(self, model: Any, encoders: dict[str, Any], meta: dict[str, Any], features: list[str]) -> None:
         self.model = model

@@ -121,6 +121,11 @@ class ControlPanel:
                              W.HTML("<b>Job log</b>"), self.log, privacy])
         self.tabs = W.Tab(children=[worker_tab])
         self.tabs.set_title(0, "Worker")
+        from .browser import ModelBrowser
+
+        self.browser = ModelBrowser()
+        self.add_tab("Models", self.browser.widget)
+        self.browser.refresh()
         self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
         self.widget.add_class("statsbot-panel")
 
@@ -204,7 +209,11 @@ class ControlPanel:
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.worker = worker
-        self._unsubscribe = worker.events.subscribe(self._on_event)
+        unsubscribe_panel = worker.events.subscribe(self._on_event)
+        unsubscribe_browser = worker.events.subscribe(self.browser.on_worker_event)
+        self._unsubscribe = lambda: (unsubscribe_panel(), unsubscribe_browser())
+        self.browser.home = worker.settings.home
+        self.browser.refresh()
         self._extra_dirs = [str(p) for p in worker.settings.allowed_dirs]
         self.folders.options = list(self._extra_dirs)
         self.share.value = worker.settings.share_data

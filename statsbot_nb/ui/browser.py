@@ -1,0 +1,243 @@
+"""The model browser tab: the local models (filter by task and type), a card, plots and a comparison chart.
+
+Reading the store and drawing figures take tens to hundreds of milliseconds, so they run in a thread;
+only the finished values (an option list, HTML, PNG bytes) are applied to the widgets, on the main loop.
+The browser refreshes by itself when the worker finishes a job that changes the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ipywidgets as W
+
+from .. import session
+from ..config import models_dir, statsbot_home
+from ..errors import StatsbotError
+from ..events import Event, JobFinished
+from ..ml import store
+
+log = logging.getLogger("statsbot_nb.browser")
+
+ALL = "all"
+STORE_ACTIONS = frozenset({"train", "delete_model", "set_model_name"})
+COMPARISON_METRICS = {"regression": ["r2", "rmse", "mae", "mse"],
+                      "classification": ["accuracy", "f1", "roc_auc", "precision", "recall", "log_loss"]}
+
+
+def _headline(entry: dict[str, Any]) -> str:
+    metrics = entry.get("metrics") or {}
+    for key in ("r2", "accuracy"):
+        value = metrics.get(key)
+        if isinstance(value, (int, float)):
+            return f"{key} {value:.3f}"
+    return "no metric"
+
+
+class ModelBrowser:
+    """Browse the local model store inside the control panel (or on its own: display ``.widget``)."""
+
+    def __init__(self, home: Path | None = None) -> None:
+        self.home = home
+        self.entries: list[dict[str, Any]] = []
+        self._pending: set[asyncio.Future[Any]] = set()
+        self.task = W.Dropdown(options=[ALL, "regression", "classification"], value=ALL, description="Task")
+        self.model_type = W.Dropdown(options=[ALL], value=ALL, description="Type")
+        self.models = W.Select(options=[], rows=8, layout=W.Layout(width="100%"))
+        self.models.add_class("statsbot-models")
+        self.refresh_button = W.Button(description="Refresh", icon="refresh")
+        self.card = W.HTML("<i>No model selected.</i>")
+        self.kinds = W.ToggleButtons(options=[], style={"button_width": "auto"})
+        self.kinds.add_class("statsbot-plot-kinds")
+        self.plot = W.Image(format="png", layout=W.Layout(max_width="600px"))
+        self.plot_note = W.HTML()
+        self.metric = W.Dropdown(options=[], description="Compare")
+        self.comparison = W.Image(format="png", layout=W.Layout(max_width="600px"))
+        self.comparison_note = W.HTML()
+        for control in (self.task, self.model_type):
+            control.observe(lambda _c: session.call_on_main(self._apply_filter), "value")
+        self.models.observe(lambda _c: session.call_on_main(self._select), "value")
+        self.kinds.observe(lambda _c: session.call_on_main(self._draw), "value")
+        self.metric.observe(lambda _c: session.call_on_main(self._compare), "value")
+        self.refresh_button.on_click(lambda _b: session.call_on_main(self.refresh))
+        self.widget = W.VBox([
+            W.HBox([self.task, self.model_type, self.refresh_button]), self.models, self.card,
+            self.kinds, self.plot, self.plot_note, self.metric, self.comparison, self.comparison_note])
+        self.widget.add_class("statsbot-browser")
+
+    # ------------------------------------------------------------------ plumbing
+
+    @property
+    def store_dir(self) -> Path:
+        """The model store being browsed."""
+        return models_dir(self.home if self.home is not None else statsbot_home())
+
+    def _offload(self, work: Callable[[], Any], apply: Callable[[Any], None]) -> None:
+        """Run ``work`` in a thread, then ``apply(result)`` on the main loop."""
+        loop = session.main_loop()
+
+        def schedule() -> None:
+            future = loop.run_in_executor(None, work)
+            self._pending.add(future)
+
+            def done(fut: asyncio.Future[Any]) -> None:
+                self._pending.discard(fut)
+                try:
+                    apply(fut.result())
+                except Exception:
+                    log.exception("The model browser failed to update")
+
+            future.add_done_callback(done)
+
+        session.call_on_main(schedule)
+
+    async def settled(self, timeout: float = 30.0) -> None:
+        """Wait until every pending refresh and drawing has been applied (tests, notebooks)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._pending:
+            if asyncio.get_running_loop().time() > deadline:
+                raise TimeoutError("the model browser did not settle in time")
+            await asyncio.gather(*list(self._pending), return_exceptions=True)
+            await asyncio.sleep(0)
+
+    def on_worker_event(self, event: Event) -> None:
+        """Refresh after a job that changed the store (subscribe it to the worker's events)."""
+        if isinstance(event, JobFinished) and event.action in STORE_ACTIONS:
+            self.refresh()
+
+    # ------------------------------------------------------------------ list and filters
+
+    def refresh(self) -> None:
+        """Re-read the store (in a thread) and update the list, keeping the selection where possible."""
+        self._offload(lambda: store.list_models(self.store_dir), self._set_entries)
+
+    def _set_entries(self, entries: list[dict[str, Any]]) -> None:
+        self.entries = entries
+        types = sorted({str(e.get("model_type")) for e in entries if e.get("model_type")})
+        current = self.model_type.value
+        self.model_type.options = [ALL, *types]
+        self.model_type.value = current if current in self.model_type.options else ALL
+        self._apply_filter()
+
+    def visible(self) -> list[dict[str, Any]]:
+        """The models that pass the task and type filters, newest first."""
+        return [e for e in self.entries
+                if self.task.value in (ALL, e.get("task_type"))
+                and self.model_type.value in (ALL, e.get("model_type"))]
+
+    def _apply_filter(self) -> None:
+        shown = self.visible()
+        options = [(f"{e.get('display_name') or e['model_id']}  ·  {e.get('model_type') or '?'}  ·  "
+                    f"{_headline(e)}  ·  {e.get('created_at') or ''}", e["model_id"]) for e in shown]
+        selected = self.models.value
+        self.models.options = options
+        ids = [mid for _, mid in options]
+        self.models.value = selected if selected in ids else (ids[0] if ids else None)
+        if not ids:
+            self.card.value = "<i>No models match.</i>" if self.entries else "<i>No models yet.</i>"
+            self.kinds.options = []
+            self.plot.value = b""
+        self._update_metrics()
+
+    # ------------------------------------------------------------------ one model
+
+    def _select(self) -> None:
+        model_id = self.models.value
+        if model_id is None:
+            return
+        from ..local import LocalModel
+        from ..ml.plots import default_kind
+
+        def load() -> tuple[str, dict[str, str | None], str]:
+            m = LocalModel(self.store_dir, model_id)
+            return m._repr_html_(), m.plot_kinds, default_kind(m.task_type)
+
+        def apply(result: tuple[str, dict[str, str | None], str]) -> None:
+            card, kinds, default = result
+            self.card.value = card
+            usable = [k for k, reason in kinds.items() if reason is None]
+            missing = [f"{k}: {reason}" for k, reason in kinds.items() if reason is not None]
+            previous = self.kinds.value
+            self.plot_note.value = ("<small>" + html.escape("; ".join(missing)) + "</small>") if missing else ""
+            if list(self.kinds.options) != usable:
+                self.kinds.options = usable
+            if not usable:
+                self.plot.value = b""
+                return
+            wanted = previous if previous in usable else (default if default in usable else usable[0])
+            if self.kinds.value == wanted:
+                self._draw()
+            else:
+                self.kinds.value = wanted  # its observer draws
+
+        self._offload(load, apply)
+
+    def _draw(self) -> None:
+        model_id, kind = self.models.value, self.kinds.value
+        if model_id is None or kind is None:
+            return
+        from ..local import LocalModel
+        from ..ml.plots import figure_to_png
+
+        def render() -> bytes | str:
+            try:
+                return figure_to_png(LocalModel(self.store_dir, model_id).plot(kind))
+            except StatsbotError as exc:
+                return str(exc)
+
+        def apply(png: bytes | str) -> None:
+            if isinstance(png, bytes):
+                self.plot.value = png
+            else:
+                self.plot.value = b""
+                self.plot_note.value = f"<small>{html.escape(png)}</small>"
+
+        self._offload(render, apply)
+
+    # ------------------------------------------------------------------ comparison
+
+    def _comparison_task(self) -> str | None:
+        """The task whose models are compared: the filter's, or the only one among the visible models."""
+        if self.task.value != ALL:
+            return str(self.task.value)
+        tasks = {e.get("task_type") for e in self.visible()}
+        return str(tasks.pop()) if len(tasks) == 1 else None
+
+    def _update_metrics(self) -> None:
+        options = COMPARISON_METRICS.get(str(self._comparison_task()), [])
+        previous = self.metric.value
+        if list(self.metric.options) != options:
+            self.metric.options = options
+        if not options:
+            self.comparison.value = b""
+            self.comparison_note.value = "<small>Pick a task to compare models of the same kind.</small>"
+            return
+        wanted = previous if previous in options else options[0]
+        if self.metric.value == wanted:
+            self._compare()
+        else:
+            self.metric.value = wanted  # its observer draws
+
+    def _compare(self) -> None:
+        metric, task = self.metric.value, self._comparison_task()
+        rows = [e for e in self.visible() if e.get("task_type") == task]
+        if metric is None or not rows:
+            return
+        from ..ml.plots import comparison_plot, figure_to_png
+
+        def render() -> bytes | str:
+            try:
+                return figure_to_png(comparison_plot(rows, metric))
+            except StatsbotError as exc:
+                return str(exc)
+
+        def apply(png: bytes | str) -> None:
+            self.comparison.value = png if isinstance(png, bytes) else b""
+            self.comparison_note.value = "" if isinstance(png, bytes) else f"<small>{html.escape(png)}</small>"
+
+        self._offload(render, apply)
