@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "__version__",
+    "compare",
     "connect",
     "current_worker",
     "disconnect",
@@ -35,10 +36,11 @@ _LAZY = {
     "panel": ("statsbot_nb.ui.panel", "panel"),
     "models": ("statsbot_nb.local", "models"),
     "model": ("statsbot_nb.local", "model"),
+    "compare": ("statsbot_nb.local", "compare"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .local import model, models
+    from .local import compare, model, models
     from .session import connect, current_worker, disconnect
     from .ui.panel import panel
 

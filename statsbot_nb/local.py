@@ -21,6 +21,7 @@ import difflib
 import html
 import math
 import os
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,6 +101,17 @@ def models(home: Path | None = None) -> pd.DataFrame:
     return frame
 
 
+def compare(metric: str, task: str | None = None, home: Path | None = None) -> Figure:
+    """A bar chart of ``metric`` (e.g. ``"r2"``, ``"accuracy"``, ``"f1"``) across the local models of ``task``.
+
+    Models without the metric are left out (and counted on the chart).
+    """
+    from .ml.plots import comparison_plot
+
+    rows = [e for e in store.list_models(models_dir(_home(home))) if task is None or e.get("task_type") == task]
+    return comparison_plot(rows, metric)
+
+
 def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     """The model with this exact id, else the one with this exact display name.
 
@@ -126,6 +138,13 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     where = f"the model store ({folder})" if entries else f"the model store ({folder}), which is empty"
     raise ModelNotFound(f"There is no model with the id or name {key!r} in {where}.{hint} "
                         "statsbot_nb.models() lists every model.")
+
+
+def _worker_dirs() -> tuple[Path, ...]:
+    """Folders the user allowed for the current worker (panel, ``%statsbot allow``, ``connect(allow=)``)."""
+    session = sys.modules.get("statsbot_nb.session")  # only if a worker was ever started here
+    worker = session.current_worker() if session is not None else None
+    return tuple(worker.settings.allowed_dirs) if worker is not None else ()
 
 
 def _fmt(value: Any) -> str:
@@ -230,7 +249,7 @@ class LocalModel:
 
         extra = tuple(Path(d).expanduser() for d in allowed_dirs)
         env = parse_allowed_dirs(os.environ.get("STATSBOT_ALLOWED_DIRS"))
-        return JobSettings(home=self.store_dir.parent, allowed_dirs=env + extra, cwd=Path.cwd())
+        return JobSettings(home=self.store_dir.parent, allowed_dirs=env + _worker_dirs() + extra, cwd=Path.cwd())
 
     def _alive(self) -> None:
         if self.deleted:

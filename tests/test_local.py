@@ -392,3 +392,14 @@ def test_headline_score_is_nan_not_an_error_for_broken_metrics(env: Env) -> None
     assert row["headline_metric"] == "r2" and math.isnan(row["score"]) and pd.isna(row["n_features"])
     assert row["created_at"] == "5"
     assert "r2" in local.model("model_broken")._repr_html_()
+
+
+def test_compare_draws_one_metric_across_a_task(env: Env) -> None:
+    from statsbot_nb.local import compare
+
+    fig = compare("accuracy", task="classification")
+    assert fig.axes and "accuracy" in fig.axes[0].get_title().lower()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert "Grades" in " ".join(labels) and len(labels) == 3  # two trained here, one older worker's
+    with pytest.raises(StatsbotError):
+        compare("accuracy", task="regression")

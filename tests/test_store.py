@@ -237,3 +237,19 @@ def test_metadata_is_strict_json(ctx: JobContext) -> None:
     meta = json.loads(text)
     assert meta["metrics"] == {"r2": None, "mse": 2.5} and meta["n"] == 3
     assert "NaN" not in text
+
+
+def test_list_models_orders_by_real_time_not_text(tmp_path: Path) -> None:
+    """Newest first even within one second, across time zones, with zone-less and missing times last-ish."""
+    store_dir = tmp_path / "models"
+    stamps = {
+        "model_a": "2026-11-28T18:16:37.900+00:00",
+        "model_b": "2026-11-28T18:16:37.100+00:00",
+        "model_c": "2026-11-28T19:16:37.500+02:00",  # 17:16:37.5 UTC: oldest of the zoned ones
+        "model_d": None,
+    }
+    for model_id, created in stamps.items():
+        folder = store_dir / model_id
+        folder.mkdir(parents=True)
+        (folder / "metadata.json").write_text(json.dumps({"model_id": model_id, "created_at": created}))
+    assert [m["model_id"] for m in store.list_models(store_dir)] == ["model_a", "model_b", "model_c", "model_d"]

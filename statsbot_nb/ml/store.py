@@ -115,11 +115,23 @@ def list_models(store: Path) -> list[dict[str, Any]]:
         if isinstance(meta.get("metrics"), dict):
             entry["metrics"] = meta["metrics"]
         models.append(entry)
-    models.sort(key=lambda m: (str(m.get("created_at") or ""), m["model_id"]), reverse=True)
+    models.sort(key=lambda m: (_created_key(m.get("created_at")), m["model_id"]), reverse=True)
     return models
 
 
 # -- creating and saving ------------------------------------------------------------------------------
+
+def _created_key(value: object) -> float:
+    """``created_at`` as a POSIX time for sorting (times without a zone are local, as older workers wrote
+    them; unreadable or missing ones sort last)."""
+    if not isinstance(value, str):
+        return float("-inf")
+    try:
+        stamp = datetime.fromisoformat(value)
+    except ValueError:
+        return float("-inf")
+    return (stamp if stamp.tzinfo else stamp.astimezone()).timestamp()
+
 
 def new_model_id(store: Path, model_type: str, task_type: str, now: datetime | None = None) -> str:
     """Reserve and return ``model_<model_type>_<task_type>_<YYYYmmdd_HHMMSS>`` (``_2``... on collision).

@@ -145,7 +145,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     display = req.custom_name or (
         f"{req.model_type.replace('_', ' ').title()} ({len(req.feature_columns)} features)")
     model_info = {"model_type": req.model_type, "task_type": task,
-                  "created_at": created.isoformat(timespec="seconds"),
+                  "created_at": created.isoformat(timespec="milliseconds"),  # orders models made in one second
                   "target_column": req.target_column, "feature_columns": req.feature_columns}
     metadata = {
         **model_info,
