@@ -23,6 +23,7 @@ import pandas as pd
 from ..context import JobContext
 from ..errors import JobError
 from ..paths import PathPolicy
+from ..strictjson import to_strict_json
 from . import store
 from .data import AtomicTableWriter, iter_table_chunks, read_columns
 from .preprocess import ColumnRoles, coerce_features
@@ -107,7 +108,7 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     }
     if notes:
         data["notes"] = notes
-    return store.json_safe(data)
+    return to_strict_json(data)
 
 
 def feature_columns_of(meta: dict[str, Any], model_id: str) -> list[str]:
@@ -151,7 +152,7 @@ def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     if frame is None:
         return []
     clean = frame.astype(object).where(frame.notna(), None)
-    return [store.json_safe(rec) for rec in clean.to_dict("records")]
+    return [to_strict_json(rec) for rec in clean.to_dict("records")]
 
 
 class Predictor:

@@ -28,7 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
 import os
 import pickle
 import re
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..errors import JobError
+from ..strictjson import to_strict_json
 
 if TYPE_CHECKING:
     from ..context import JobContext
@@ -179,27 +179,8 @@ def _dumps(obj: Any, what: str) -> bytes:
                        f"({type(exc).__name__}); nothing was written to the model store.") from exc
 
 
-def json_safe(value: Any) -> Any:
-    """``value`` as strict JSON data: NaN/Infinity become None, numpy scalars and arrays plain Python."""
-    if value is None or isinstance(value, (bool, str)):
-        return value
-    if isinstance(value, int):
-        return int(value)
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, set)):
-        return [json_safe(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalar or array
-        return json_safe(value.tolist())
-    if isinstance(value, (datetime, Path)):
-        return str(value)
-    return str(value)
-
-
 def _dump_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(json_safe(data), indent=2, ensure_ascii=False, allow_nan=False)
+    text = json.dumps(to_strict_json(data), indent=2, ensure_ascii=False, allow_nan=False)
     _write_file(path, text.encode("utf-8"))
 
 
@@ -426,7 +407,7 @@ def _rewrite_metadata(folder: Path, meta: dict[str, Any]) -> None:
 
 def list_models_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """``list_models``: every model in the local store, newest first."""
-    return {"models": json_safe(list_models(ctx.settings.models_dir))}
+    return {"models": to_strict_json(list_models(ctx.settings.models_dir))}
 
 
 def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -21,6 +21,7 @@ import pandas as pd
 from ..context import JobContext
 from ..errors import JobError
 from ..paths import PathPolicy
+from ..strictjson import to_strict_json
 from . import estimators, evaluate, preprocess, store
 from .data import read_columns, read_table
 from .fitting import fit_with_progress
@@ -183,7 +184,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     }
     if notes:
         data["notes"] = notes
-    return store.json_safe(data)
+    return to_strict_json(data)
 
 
 def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.DataFrame, dropped: int,
