@@ -95,10 +95,35 @@ def test_unknown_model_type_is_a_sentence(bad: object) -> None:
         build_estimator(bad, "regression", None)  # type: ignore[arg-type]
 
 
-@pytest.mark.skipif(HAS_CATBOOST, reason="catboost is installed here")
-def test_catboost_missing_names_pip_package() -> None:
-    with pytest.raises(JobError, match=r"pip install catboost"):
-        build_estimator("catboost_regression", "regression", None)
+def test_missing_optional_library_names_the_pip_package() -> None:
+    """With catboost hidden from imports (whether or not it is installed), the sentence names the package."""
+    import subprocess
+    import sys
+
+    code = (
+        "import importlib.abc, sys\n"
+        "class Hide(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path, target=None):\n"
+        "        if name.split('.')[0] == 'catboost':\n"
+        "            raise ModuleNotFoundError(name)\n"
+        "sys.meta_path.insert(0, Hide())\n"
+        "from statsbot_nb.errors import JobError\n"
+        "from statsbot_nb.ml.estimators import available_model_types, build_estimator\n"
+        "print('listed', 'catboost_regression' in available_model_types())\n"
+        "try:\n"
+        "    build_estimator('catboost_regression', 'regression', None)\n"
+        "except JobError as exc:\n"
+        "    print(exc)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert "listed False" in out
+    assert "pip install catboost" in out and "catboost_regression needs the catboost library" in out
+
+
+@pytest.mark.skipif(not HAS_CATBOOST, reason="catboost is an optional extra ([boost])")
+def test_catboost_builds_when_installed() -> None:
+    plan = build_estimator("catboost_regression", "regression", {"iterations": 20})
+    assert plan.family == "catboost" and plan.estimator.get_params()["iterations"] == 20
 
 
 @pytest.mark.skipif(HAS_KERAS, reason="keras is installed here")

@@ -8,7 +8,8 @@ from "fitting" to "done":
 - MLP: one ``partial_fit`` per epoch with the same stopping rule as ``fit`` (``tol``/``n_iter_no_change``)
   when the solver allows it (sgd/adam without early stopping); otherwise a single ``fit``;
 - xgboost: a ``TrainingCallback`` per boosting round (removed again before the model is saved, so the
-  pickle holds no object of ours); lightgbm: a callback passed to ``fit`` (never stored in the model);
+  pickle holds no object of ours); lightgbm and catboost: a callback passed to ``fit`` (never stored in
+  the model);
 - everything else: one ``fit`` call between a start and an end report.
 
 ``report(fraction, message)`` receives a fraction in [0, 1] of the fitting stage.
@@ -54,6 +55,8 @@ def fit_with_progress(plan: EstimatorPlan, X: np.ndarray, y: np.ndarray, report:
                 _fit_xgboost(est, X, y, report)
             elif plan.family == "lightgbm":
                 _fit_lightgbm(est, X, y, report)
+            elif plan.family == "catboost":
+                _fit_catboost(est, X, y, report)
             else:
                 report(0.05, f"Fitting {plan.model_type}")
                 est.fit(X, y)
@@ -166,3 +169,19 @@ def _fit_lightgbm(est: Any, X: np.ndarray, y: np.ndarray, report: Report) -> Non
 
     report(0.0, f"Boosting round 0/{total}")
     est.fit(X, y, callbacks=[callback])
+
+
+def _fit_catboost(est: Any, X: np.ndarray, y: np.ndarray, report: Report) -> None:
+    params = est.get_params()
+    total = int(params.get("iterations") or params.get("n_estimators") or 1000)
+
+    class _Progress:
+        """CatBoost calls ``after_iteration(info)`` once per tree; returning True keeps training."""
+
+        def after_iteration(self, info: Any) -> bool:
+            done = int(info.iteration)
+            report(done / total, f"Boosting round {done}/{total}")
+            return True
+
+    report(0.0, f"Boosting round 0/{total}")
+    est.fit(X, y, callbacks=[_Progress()])
