@@ -12,6 +12,7 @@ import socket
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from websockets.exceptions import (
     ConnectionClosed,
@@ -46,13 +47,36 @@ class Backoff:
             delay = min(self.cap, delay * self.factor)
 
 
+def proxy_for(url: str) -> str | None:
+    """The HTTP proxy websockets will use for ``url`` (from the environment), credentials removed."""
+    try:
+        from websockets.proxy import get_proxy
+        from websockets.uri import parse_uri
+
+        proxy = get_proxy(parse_uri(url))
+    except Exception:  # an older websockets, or an unparsable URL (reported elsewhere)
+        return None
+    if not proxy:
+        return None
+    parts = urlsplit(proxy)
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
+
+
 def is_fatal(exc: BaseException) -> bool:
     """True for errors that retrying cannot fix (an invalid URL)."""
     return isinstance(exc, InvalidURI)
 
 
-def describe_connect_error(exc: BaseException, url: str) -> str:
-    """A plain sentence saying why connecting to ``url`` failed and what to check."""
+def describe_connect_error(exc: BaseException, url: str, proxy: str | None = None) -> str:
+    """A plain sentence saying why connecting to ``url`` failed and what to check.
+
+    ``proxy`` is the HTTP proxy the connection went through, if any (see :func:`proxy_for`): a refused or
+    unresolvable proxy must not be reported as an unreachable server.
+    """
+    if proxy and isinstance(exc, (ConnectionRefusedError, socket.gaierror, TimeoutError)):
+        return (f"Could not reach the HTTP proxy {proxy} that your environment sets (http_proxy, "
+                f"https_proxy or all_proxy) for {url}; fix that setting, or add the server's host to no_proxy.")
     if isinstance(exc, InvalidURI):
         return f"The server URL {url} is not valid ({exc}); it should look like ws://host:8765/ws."
     if isinstance(exc, (InvalidProxy, ProxyError)):
@@ -77,8 +101,13 @@ def describe_connect_error(exc: BaseException, url: str) -> str:
         return f"The host name in {url} could not be resolved; check the URL and your network or DNS."
     if isinstance(exc, ConnectionRefusedError):
         return f"Nothing is accepting connections at {url}; is the StatsBot server running and the URL right?"
+    if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, EOFError)):
+        if url.startswith("wss://"):
+            return (f"The server at {url} dropped the connection during the TLS handshake; if it speaks plain "
+                    "WebSocket, use ws:// instead of wss://.")
+        return f"The server at {url} dropped the connection while connecting; check the URL (ws:// or wss://?)."
     if isinstance(exc, TimeoutError):
         return f"Connecting to {url} timed out; the server or the network may be down."
     if isinstance(exc, OSError):
-        return f"Could not connect to {url}: {exc.strerror or exc}."
+        return f"Could not connect to {url}: {exc.strerror or str(exc) or type(exc).__name__}."
     return f"Lost the connection to {url} ({type(exc).__name__}: {exc})."

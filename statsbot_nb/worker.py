@@ -43,7 +43,7 @@ from .events import (
 )
 from .jobs import ACTIONS, ActionSpec, summarize, unknown_action_error
 from .outbox import Outbox
-from .retry import Backoff, describe_connect_error, is_fatal
+from .retry import Backoff, describe_connect_error, is_fatal, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
 log = logging.getLogger("statsbot_nb.worker")
@@ -122,6 +122,7 @@ class Worker:
         if max_jobs < 1:
             raise ValueError("max_jobs must be at least 1")
         self.url = validate_ws_url(url)
+        self._proxy = None if is_loopback_url(self.url) else proxy_for(self.url)
         self.settings = settings
         self.machine_id = machine_id or default_machine_id()
         self.max_jobs = max_jobs
@@ -307,9 +308,9 @@ class Worker:
             except Exception as exc:
                 if is_fatal(exc):
                     self.fatal_error = exc
-                    self._set_state("stopped", describe_connect_error(exc, self.url))
+                    self._set_state("stopped", describe_connect_error(exc, self.url, self._proxy))
                     return
-                reason = describe_connect_error(exc, self.url)
+                reason = describe_connect_error(exc, self.url, self._proxy)
                 log.debug("connection error", exc_info=True)
             finally:
                 self._connected.clear()

@@ -334,3 +334,51 @@ async def test_stop_interrupts_a_pending_authentication(make_worker):
         await asyncio.wait_for(worker.stop(), 10)
         assert time.monotonic() - started < 3
         assert worker.state == "stopped"
+
+
+async def _first_failure(worker) -> str:
+    """Start ``worker`` and return the words of its first failed connection attempt."""
+    failures: list[StateChanged] = []
+    worker.events.subscribe(
+        lambda e: failures.append(e) if isinstance(e, StateChanged) and e.retry_in is not None else None)
+    worker.start()
+    for _ in range(200):
+        if failures:
+            return failures[0].message
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"no failed attempt reported; state {worker.state}: {worker.status_message}")
+
+
+async def test_dns_failure_is_explained(make_worker):
+    message = await _first_failure(make_worker("ws://statsbot-nowhere.invalid:8765/ws", "t"))
+    assert "could not be resolved" in message and "Reconnecting in" in message
+
+
+async def test_http_status_is_explained(make_worker):
+    async def not_websocket(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(not_websocket, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        message = await _first_failure(make_worker(f"ws://127.0.0.1:{port}/wrong-path", "t"))
+    assert "answered HTTP 404" in message and "check the URL" in message
+
+
+async def test_tls_failure_is_explained(legacy: LegacyServer, make_worker):
+    message = await _first_failure(make_worker(f"wss://127.0.0.1:{legacy.port}/ws", legacy.token))
+    assert "TLS handshake" in message and "use ws:// instead of wss://" in message
+    assert legacy.auths == []
+
+
+async def test_proxy_failure_names_the_proxy_not_the_server(make_worker, monkeypatch: pytest.MonkeyPatch):
+    for var in ("http_proxy", "https_proxy", "all_proxy"):
+        monkeypatch.setenv(var, "http://someone:s3cret@127.0.0.1:9")
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    message = await _first_failure(make_worker("ws://statsbot.example.invalid:8765/ws", "t"))
+    assert "HTTP proxy http://127.0.0.1:9" in message and "no_proxy" in message
+    assert "s3cret" not in message and "someone" not in message
