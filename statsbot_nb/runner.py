@@ -33,7 +33,7 @@ ProgressCallback = Callable[[float, str, str], None]
 
 #: Modules imported once in the forkserver so each job process starts warm.
 PRELOAD = ("statsbot_nb.jobs", "pandas", "sklearn", "statsbot_nb.ml.train", "statsbot_nb.ml.predict",
-           "statsbot_nb.ml.files")
+           "statsbot_nb.ml.files", "statsbot_nb.ui.render", "matplotlib.backends.backend_agg")
 
 
 def resolve_target(target: str) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:

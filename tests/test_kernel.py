@@ -62,10 +62,12 @@ async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, trainin
     monkeypatch.setenv("TEST_TOKEN", legacy.token)
     monkeypatch.setenv("TEST_URL", legacy.url)
     monkeypatch.setenv("SECOND_TOKEN", SECOND_TOKEN)
+    monkeypatch.setenv("TESTS_DIR", str(Path(__file__).parent))
     nb = _notebook([
         "%load_ext statsbot_nb",
         "import asyncio, os, sys, time\nimport statsbot_nb\n"
-        "w = statsbot_nb.connect(token=os.environ['TEST_TOKEN'], url=os.environ['TEST_URL'])\n"
+        "sys.path.insert(0, os.environ['TESTS_DIR'])\nfrom jobfuncs import TEST_ACTIONS\n"
+        "w = statsbot_nb.connect(token=os.environ['TEST_TOKEN'], url=os.environ['TEST_URL'], actions=TEST_ACTIONS)\n"
         "await w.wait_connected(timeout=60)\nprint('state', w.state)",
         # the train job arrives from the server while this cell awaits
         "p = statsbot_nb.panel()\nlags, bars = [], []\ndeadline = time.monotonic() + 150\n"
@@ -74,10 +76,12 @@ async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, trainin
         "    await asyncio.sleep(0.01)\n"
         "    lags.append(time.monotonic() - t0 - 0.01)\n"
         "    bars += [r.bar.value for r in p._rows.values()]\n"
-        "    if w.jobs and all(j.finished for j in w.jobs.values()):\n"
+        "    if len(w.jobs) == 2 and all(j.finished for j in w.jobs.values()):\n"
         "        break\n"
-        "job = next(iter(w.jobs.values()))\n"
-        "print('job', job.action, job.status, job.error)\n"
+        "train_job = next(j for j in w.jobs.values() if j.action == 'train')\n"
+        "died = next(j for j in w.jobs.values() if j.action == 'die')\n"
+        "print('job', train_job.action, train_job.status, train_job.error)\n"
+        "print('died', died.status, 'killed' in died.error)\n"
         "print('lag_max_ms', round(max(lags) * 1000, 1), 'lag_p99_ms',"
         " round(sorted(lags)[int(len(lags) * 0.99)] * 1000, 1), 'ticks', len(lags))\n"
         "print('bar_values', len(set(bars)), 'bar_max', max(bars or [0]))\n"
@@ -97,6 +101,7 @@ async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, trainin
         params = train_params(training_csv, "price", "random_forest", "regression",
                               hyperparameters={"n_estimators": 150})
         await legacy.send_job("train", params)
+        await legacy.send_job("die", {})  # a job whose process is killed: the kernel must stay up
 
     sender = asyncio.create_task(bot())
     executed = await _execute(nb, tmp_path)
@@ -106,17 +111,19 @@ async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, trainin
     out = texts[2]
     print(out)
     assert "job train done None" in out, out
+    assert "died failed True" in out, out
     lag = float(re.search(r"lag_max_ms ([\d.]+)", out).group(1))
     ticks = int(re.search(r"ticks (\d+)", out).group(1))
     assert ticks > 100
-    # generous bound for a shared 2-core machine; the note reports the measured figures
-    assert lag < 250, f"the kernel's loop stalled: {out}"
+    # the issue asks for "a few tens of milliseconds"; measured 10-17 ms max (p99 1-4 ms) on a shared
+    # 2-core machine. A browser refresh drawing in a thread once made this 65-170 ms.
+    assert lag < 100, f"the kernel's loop stalled: {out}"
     assert int(re.search(r"bar_values (\d+)", out).group(1)) >= 3, out
     assert int(re.search(r"refreshes (\d+)", out).group(1)) >= 3, out
     panel_outputs = executed.cells[3]["outputs"]
     assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in panel_outputs)
     assert "StatsBot worker - connected" in texts[3]
-    assert "connected" in texts[4] and "Jobs: 1 done" in texts[4]
+    assert "connected" in texts[4] and "Jobs: 1 done, 1 failed" in texts[4]
     assert "train" in texts[5] and "done" in texts[5]
     assert "token field ''" in texts[6] and "new worker True" in texts[6]
     # the widget panel was shown by %load_ext

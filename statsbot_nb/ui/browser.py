@@ -1,7 +1,8 @@
 """The model browser tab: the local models (filter by task and type), a card, plots and a comparison chart.
 
-Reading the store and drawing figures take tens to hundreds of milliseconds, so they run in a thread;
-only the finished values (an option list, HTML, PNG bytes) are applied to the widgets, on the main loop.
+Reading the store runs in a thread; drawing figures runs in a separate process (matplotlib holds the GIL
+for long stretches, which would stall the kernel's loop from a thread). Only the finished values (an
+option list, HTML, PNG bytes) are applied to the widgets, on the main loop.
 The browser refreshes by itself when the worker finishes a job that changes the store.
 """
 
@@ -18,9 +19,11 @@ import ipywidgets as W
 
 from .. import session
 from ..config import models_dir, statsbot_home
+from ..context import JobSettings
 from ..errors import StatsbotError
 from ..events import Event, JobFinished
 from ..ml import store
+from ..runner import ProcessRunner
 
 log = logging.getLogger("statsbot_nb.browser")
 
@@ -45,6 +48,7 @@ class ModelBrowser:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home
         self.entries: list[dict[str, Any]] = []
+        self._runner = ProcessRunner()
         self._pending: set[asyncio.Future[Any]] = set()
         self.task = W.Dropdown(options=[ALL, "regression", "classification"], value=ALL, description="Task")
         self.model_type = W.Dropdown(options=[ALL], value=ALL, description="Type")
@@ -78,11 +82,33 @@ class ModelBrowser:
         return models_dir(self.home if self.home is not None else statsbot_home())
 
     def _offload(self, work: Callable[[], Any], apply: Callable[[Any], None]) -> None:
-        """Run ``work`` in a thread, then ``apply(result)`` on the main loop."""
+        """Run ``work`` in a thread, then ``apply(result)`` on the main loop (quick reads only)."""
+        self._schedule(lambda loop: loop.run_in_executor(None, work), apply)
+
+    def _in_process(self, handler: str, params: dict[str, Any], apply: Callable[[Any], None]) -> None:
+        """Run ``statsbot_nb.ui.render:<handler>`` in a job process (numpy and matplotlib would stall the
+        kernel's loop from a thread), then ``apply(result_dict_or_error_sentence)`` on the main loop."""
+        settings = JobSettings(home=self.store_dir.parent)
+
+        async def run() -> dict[str, Any] | str:
+            try:
+                return await self._runner.run(f"statsbot_nb.ui.render:{handler}", params, settings,
+                                              lambda *_: None)
+            except StatsbotError as exc:
+                return str(exc)
+
+        self._schedule(lambda loop: asyncio.ensure_future(run(), loop=loop), apply)
+
+    def _png(self, handler: str, params: dict[str, Any], apply: Callable[[bytes | str], None]) -> None:
+        """Draw a PNG in a job process; ``apply`` gets the bytes or an error sentence."""
+        self._in_process(handler, params, lambda r: apply(bytes(r["png"]) if isinstance(r, dict) else r))
+
+    def _schedule(self, start: Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]],
+                  apply: Callable[[Any], None]) -> None:
         loop = session.main_loop()
 
         def schedule() -> None:
-            future = loop.run_in_executor(None, work)
+            future = start(loop)
             self._pending.add(future)
 
             def done(fut: asyncio.Future[Any]) -> None:
@@ -150,16 +176,15 @@ class ModelBrowser:
         model_id = self.models.value
         if model_id is None:
             return
-        from ..local import LocalModel
-        from ..ml.plots import default_kind
 
-        def load() -> tuple[str, dict[str, str | None], str]:
-            m = LocalModel(self.store_dir, model_id)
-            return m._repr_html_(), m.plot_kinds, default_kind(m.task_type)
-
-        def apply(result: tuple[str, dict[str, str | None], str]) -> None:
-            card, kinds, default = result
-            self.card.value = card
+        def apply(result: dict[str, Any] | str) -> None:
+            if isinstance(result, str):
+                self.card.value = f"<i>{html.escape(result)}</i>"
+                self.kinds.options = []
+                self.plot.value = b""
+                return
+            kinds, default = result["kinds"], result["default"]
+            self.card.value = result["html"]
             usable = [k for k, reason in kinds.items() if reason is None]
             missing = [f"{k}: {reason}" for k, reason in kinds.items() if reason is not None]
             previous = self.kinds.value
@@ -175,21 +200,12 @@ class ModelBrowser:
             else:
                 self.kinds.value = wanted  # its observer draws
 
-        self._offload(load, apply)
+        self._in_process("model_card", {"model_id": model_id}, apply)
 
     def _draw(self) -> None:
         model_id, kind = self.models.value, self.kinds.value
         if model_id is None or kind is None:
             return
-        from ..local import LocalModel
-        from ..ml.plots import figure_to_png
-
-        def render() -> bytes | str:
-            try:
-                return figure_to_png(LocalModel(self.store_dir, model_id).plot(kind))
-            except StatsbotError as exc:
-                return str(exc)
-
         def apply(png: bytes | str) -> None:
             if isinstance(png, bytes):
                 self.plot.value = png
@@ -197,7 +213,7 @@ class ModelBrowser:
                 self.plot.value = b""
                 self.plot_note.value = f"<small>{html.escape(png)}</small>"
 
-        self._offload(render, apply)
+        self._png("model_plot_png", {"model_id": model_id, "kind": kind}, apply)
 
     # ------------------------------------------------------------------ comparison
 
@@ -228,16 +244,8 @@ class ModelBrowser:
         rows = [e for e in self.visible() if e.get("task_type") == task]
         if metric is None or not rows:
             return
-        from ..ml.plots import comparison_plot, figure_to_png
-
-        def render() -> bytes | str:
-            try:
-                return figure_to_png(comparison_plot(rows, metric))
-            except StatsbotError as exc:
-                return str(exc)
-
         def apply(png: bytes | str) -> None:
             self.comparison.value = png if isinstance(png, bytes) else b""
             self.comparison_note.value = "" if isinstance(png, bytes) else f"<small>{html.escape(png)}</small>"
 
-        self._offload(render, apply)
+        self._png("comparison_png", {"rows": rows, "metric": metric}, apply)
