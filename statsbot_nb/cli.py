@@ -50,7 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', "
                "'statsbot-worker trust-model ID' (each has --help).",
     )
-    parser.add_argument("--token", help="one-time token from /connect in the bot (never printed)")
+    parser.add_argument("--token", help="one-time token from /connect in the bot (never printed); "
+                                        "STATSBOT_TOKEN keeps it out of the process list")
     parser.add_argument("--ws-url", help="server URL (default: $STATSBOT_WS_URL, config.json, "
                                          "or ws://localhost:8765/ws)")
     parser.add_argument("--max-jobs", type=int, default=2, help="heavy jobs run at once (default 2)")
@@ -178,9 +179,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
             update_config(home, forget_token=True)
             out(f"Forgot the remembered token ({home / 'config.json'}).")
             return EXIT_OK
-        token = args.token or config.get("token")
+        token = args.token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
         if not isinstance(token, str) or not token.strip():
-            out("No token: run 'statsbot-worker --token TOKEN' with the token from /connect in the bot.")
+            out("No token: run 'statsbot-worker --token TOKEN' (or set STATSBOT_TOKEN) with the token from "
+                "/connect in the bot.")
             return EXIT_USAGE
         machine_id = args.machine_id or config.get("machine_id") or default_machine_id()
         update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)

@@ -32,7 +32,9 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 def dumps(message: Mapping[str, Any]) -> str:
     """Encode one message as a strict JSON text frame."""
-    return json.dumps(to_strict_json(message), allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    # ASCII escapes: a lone surrogate echoed from a server string (an action name, a path) would make the
+    # UTF-8 encoding of the frame fail and take the connection down on every reconnect.
+    return json.dumps(to_strict_json(message), allow_nan=False, ensure_ascii=True, separators=(",", ":"))
 
 
 def _reject_constant(name: str) -> Any:

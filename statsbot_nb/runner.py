@@ -18,7 +18,10 @@ import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
+import os
+import shutil
 import signal
+import tempfile
 import threading
 import traceback
 from collections.abc import Callable
@@ -73,6 +76,11 @@ def _child_main(target: str, params: dict[str, Any], settings: JobSettings,
                 conn: multiprocessing.connection.Connection) -> None:
     """Entry point of a job process: run the handler, stream progress, send one outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    # A private, throwaway working folder: a library option that writes a bare file name (or anything
+    # relative) lands here and is deleted, never in the user's folders. Handlers resolve paths against
+    # ``settings.cwd``, not the process's working folder.
+    scratch = tempfile.mkdtemp(prefix="statsbot-job-")
+    os.chdir(scratch)
 
     def sink(percent: float, message: str, stage: str) -> None:
         conn.send(("progress", (percent, message, stage), None))
@@ -83,6 +91,8 @@ def _child_main(target: str, params: dict[str, Any], settings: JobSettings,
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
         conn.close()
+        os.chdir(tempfile.gettempdir())
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, Any]:

@@ -127,16 +127,16 @@ def connect(
 ) -> Worker:
     """Start a worker connected to the StatsBot server and return it at once.
 
-    ``token``: from the argument, else one remembered in ``config.json``. ``url``: from the argument, else
-    ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra folders jobs may use (besides your
-    home and the working folder); ``share_data`` lets ``load_data`` send tables to the server. A previous
-    current worker is stopped first, so there is only ever one.
+    ``token``: from the argument, else ``$STATSBOT_TOKEN``, else one remembered in ``config.json``.
+    ``url``: from the argument, else ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra
+    folders jobs may use (besides your home and the working folder); ``share_data`` lets ``load_data`` send
+    tables to the server. A previous current worker is stopped first, so there is only ever one.
     """
     global _current
     home = statsbot_home()
     config = load_config(home)
     resolved_url = resolve_ws_url(url, config)
-    token = token or config.get("token")
+    token = token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
     if not isinstance(token, str) or not token.strip():
         raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
     extra = [str(Path(p).expanduser()) for p in allow]

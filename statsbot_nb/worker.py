@@ -47,6 +47,11 @@ from .retry import Backoff, describe_connect_error, is_fatal, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
 log = logging.getLogger("statsbot_nb.worker")
+#: websockets logs every frame at DEBUG, the auth frame (with the token) included. Its connections log
+#: through this logger, held at INFO so that a notebook's ``logging.basicConfig(level=DEBUG)`` never
+#: prints a token.
+_WS_LOG = logging.getLogger("statsbot_nb.websockets")
+_WS_LOG.setLevel(logging.INFO)
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 #: Finished job records kept in ``Worker.jobs`` (their results stay re-sendable through the outbox).
@@ -279,6 +284,7 @@ class Worker:
             "ping_timeout": self._ping_timeout,
             "close_timeout": 5,
             "max_queue": 64,
+            "logger": _WS_LOG,
         }
         if is_loopback_url(self.url):
             kwargs["proxy"] = None  # loopback never goes through an HTTP proxy
@@ -391,6 +397,15 @@ class Worker:
                 await ws.send(frame)
             except ConnectionClosed:
                 return
+            except Exception:  # a frame that cannot be sent must not take the connection down
+                log.exception("Could not send a %s frame for %s", kind, job_id)
+                if kind == "result" and job_id is not None:
+                    replacement = protocol.encode_result_error(
+                        job_id, "The worker could not send this job's result; details are in its local log.")
+                    if replacement != frame:
+                        self._outbox.add(job_id, replacement)
+                        queue.put_nowait(("result", job_id, replacement))
+                continue
             if kind == "result" and job_id is not None and self.server_protocol < 2:
                 self._spawn(self._confirm_by_ping(ws, job_id))
 

@@ -53,10 +53,17 @@ def raise_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     raise ValueError("secret internal detail")
 
 
+def write_relative(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Write a file by a bare name, as a library option might; report where the process was."""
+    Path("relative.txt").write_text("written by a job")
+    return {"cwd": os.getcwd()}
+
+
 TEST_ACTIONS = {
     **ACTIONS,
     "sleep": ActionSpec("jobfuncs:sleep_job", isolated=True),
     "burn": ActionSpec("jobfuncs:burn_cpu", isolated=True),
     "die": ActionSpec("jobfuncs:die_job", isolated=True),
     "boom": ActionSpec("jobfuncs:raise_job", isolated=True),
+    "write_relative": ActionSpec("jobfuncs:write_relative", isolated=True),
 }

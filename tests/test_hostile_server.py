@@ -104,6 +104,12 @@ async def test_hostile_requests_are_refused_with_a_sentence(legacy: LegacyServer
         ("join", {"operation": "concat", "file_paths": [str(layout["csv"]), str(layout["csv"])],
                   "key_columns": [], "output_path": str(d / "j.csv"), "filters": ["x1 > 0; import os"]}, ""),
         ("load_data", {"file_path": str(layout["csv"])}, "data sharing"),
+        ("train", train_params(layout["csv"], "price", "catboost_regression", "regression",
+                               hyperparameters={"output_borders": str(o / "victim.txt")}), "cannot be set"),
+        ("train", train_params(layout["csv"], "price", "catboost_regression", "regression",
+                               hyperparameters={"input_borders": "/etc/shadow"}), "cannot be set"),
+        ("train", train_params(layout["csv"], "price", "random_forest", "regression",
+                               hyperparameters={"criterion": "/etc/passwd"}), "file path"),
         ("train", "not an object", "params"),
         ("train", {"file_path": 42}, "file_path"),
     ]

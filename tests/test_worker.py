@@ -382,3 +382,38 @@ async def test_proxy_failure_names_the_proxy_not_the_server(make_worker, monkeyp
     message = await _first_failure(make_worker("ws://statsbot.example.invalid:8765/ws", "t"))
     assert "HTTP proxy http://127.0.0.1:9" in message and "no_proxy" in message
     assert "s3cret" not in message and "someone" not in message
+
+
+async def test_job_processes_work_in_a_throwaway_folder(legacy: LegacyServer, make_worker, settings):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    result = await legacy.wait_result(await legacy.send_job("write_relative"))
+    job_cwd = Path(result["data"]["cwd"])
+    assert job_cwd != Path.cwd() and job_cwd != settings.cwd
+    assert not job_cwd.exists(), "the job's scratch folder is removed when the job ends"
+    assert not (Path.cwd() / "relative.txt").exists() and not (settings.cwd / "relative.txt").exists()
+
+
+async def test_lone_surrogates_from_the_server_cannot_break_the_connection(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    await legacy.send_raw('{"type":"job","job_id":"job_sur","action":"\\ud800evil","params":{}}')
+    bad = await legacy.wait_result("job_sur")
+    assert bad["success"] is False and "Unknown action" in bad["error"]
+    ok = await legacy.wait_result(await legacy.send_job("list_models"))
+    assert ok["success"] and legacy.connections == 1 and worker.pending_results <= 1
+    await asyncio.sleep(0.5)
+    assert worker.pending_results == 0
+
+
+async def test_token_never_logged_even_at_debug(legacy: LegacyServer, make_worker, caplog):
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    await legacy.wait_result(await legacy.send_job("list_models"))
+    assert caplog.records, "debug logging was on"
+    assert all(legacy.token not in record.getMessage() for record in caplog.records)

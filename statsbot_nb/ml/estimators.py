@@ -39,7 +39,8 @@ _MANAGED = {
 # Parameters that would make a library read or write files of its own choosing.
 _MANAGED.update(dict.fromkeys(
     ("train_dir", "allow_writing_files", "save_snapshot", "snapshot_file", "snapshot_interval", "memory",
-     "input_model", "output_model"),
+     "input_model", "output_model", "output_borders", "input_borders", "output_result", "init_score_file",
+     "forcedsplits_filename", "forcedbins_filename", "convert_model", "data", "valid", "log_file"),
     "it makes the library read or write files, which jobs may not do"))
 
 # Sklearn families: model_type -> (family, tasks it supports, scale numeric columns).
@@ -290,7 +291,25 @@ def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, An
             raise JobError(f"hyperparameter names for {model_type} must be strings.")
         if key in _MANAGED:
             raise JobError(f"The hyperparameter {key!r} cannot be set for {model_type}: {_MANAGED[key]}.")
+        if _looks_like_path(hyperparameters[key]):
+            raise JobError(f"The hyperparameter {key!r} of {model_type} looks like a file path; jobs only read "
+                           "and write the files their request names, so hyperparameters may not hold paths.")
     return dict(hyperparameters)
+
+
+def _looks_like_path(value: object) -> bool:
+    """True for a string (or one nested in a list/dict) holding a path separator or starting with ``~``.
+
+    Defence in depth: besides the block list above, no estimator option needs a path, and a library
+    option we do not know about must not become a way to read or write files.
+    """
+    if isinstance(value, str):
+        return "/" in value or "\\" in value or value.startswith("~")
+    if isinstance(value, dict):
+        return any(_looks_like_path(k) or _looks_like_path(v) for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return any(_looks_like_path(v) for v in value)
+    return False
 
 
 def _valid_names(probe: Any) -> list[str]:
