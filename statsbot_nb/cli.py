@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
+import math
 import os
 import signal
 import sys
@@ -175,6 +176,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         url = resolve_ws_url(args.ws_url, config)
         if args.max_jobs < 1:
             raise ConfigError("--max-jobs must be at least 1.")
+        if not math.isfinite(args.max_file_mb) or args.max_file_mb <= 0:
+            raise ConfigError("--max-file-mb must be a positive number of megabytes.")
         if args.forget:
             update_config(home, forget_token=True)
             out(f"Forgot the remembered token ({home / 'config.json'}).")

@@ -46,7 +46,12 @@ def default_machine_id() -> str:
 
 def validate_ws_url(url: str) -> str:
     """Return ``url`` if it is a usable ``ws://`` or ``wss://`` URL, else raise :class:`ConfigError`."""
-    parts = urlsplit(url.strip())
+    try:
+        parts = urlsplit(url.strip())
+        parts.hostname  # noqa: B018 - raises ValueError for a malformed IPv6 host
+    except ValueError as exc:
+        raise ConfigError(
+            f"The server URL {url!r} is malformed ({exc}); it should look like ws://host:8765/ws.") from exc
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConfigError(
             f"The server URL {url!r} is not a WebSocket URL; it should look like ws://host:8765/ws "

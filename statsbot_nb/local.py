@@ -383,9 +383,10 @@ def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
         if stats.get("dropped_rows"):
             shape += f" ({_fmt_int(stats.get('dropped_rows'))} dropped for a missing target)"
         rows.append(_row("Data", e(shape)))
-        classes = stats.get("class_distribution")
+        classes = stats.get("class_percentages") or stats.get("class_distribution")
         if isinstance(classes, dict) and classes:
-            parts = [f"{k} {v.get('pct')}%" for k, v in list(classes.items())[:12] if isinstance(v, dict)]
+            unit = "%" if "class_percentages" in stats else ""
+            parts = [f"{k} {v}{unit}" for k, v in list(classes.items())[:12] if isinstance(v, (int, float))]
             rows.append(_row("Classes", e(" · ".join(parts) + (" …" if len(classes) > 12 else ""))))
     if meta.get("source_file"):
         rows.append(_row("Trained on", f"<code>{e(str(meta['source_file']))}</code>"))

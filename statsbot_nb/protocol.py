@@ -133,7 +133,7 @@ ServerMessage = AuthResponse | AuthFailed | Connected | Job | Cancel | Ack | Unk
 
 def _job_id_of(obj: Mapping[str, Any]) -> str | None:
     job_id = obj.get("job_id")
-    if isinstance(job_id, str) and _JOB_ID_RE.match(job_id):
+    if isinstance(job_id, str) and _JOB_ID_RE.fullmatch(job_id):
         return job_id
     return None
 

@@ -14,6 +14,7 @@ Progress travels over a pipe; a small reader thread per job hands each message t
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import logging
 import multiprocessing
@@ -136,9 +137,15 @@ class ProcessRunner:
         reader, writer = self._ctx.Pipe(duplex=False)
         proc = self._ctx.Process(target=_child_main, args=(target, params, settings, writer),
                                  name=f"statsbot-job-{target.rpartition(':')[2]}")
+        starter = asyncio.ensure_future(asyncio.to_thread(proc.start))
         try:
-            await asyncio.to_thread(proc.start)
+            await asyncio.shield(starter)  # a cancel must not leave a half-started process behind
         except BaseException:
+            with contextlib.suppress(BaseException):
+                await starter
+            if proc.pid is not None:
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
             reader.close()
             writer.close()
             raise

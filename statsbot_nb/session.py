@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import threading
 from collections.abc import Callable, Iterable
@@ -139,6 +140,8 @@ def connect(
     token = token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
     if not isinstance(token, str) or not token.strip():
         raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
+    if not isinstance(max_file_mb, (int, float)) or not math.isfinite(max_file_mb) or max_file_mb <= 0:
+        raise ConfigError(f"max_file_mb must be a positive number of megabytes, not {max_file_mb!r}.")
     extra = [str(Path(p).expanduser()) for p in allow]
     env_dirs = os.environ.get("STATSBOT_ALLOWED_DIRS", "")
     settings = JobSettings(

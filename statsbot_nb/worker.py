@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from . import __version__, protocol
 from .config import default_machine_id, is_loopback_url, validate_ws_url
 from .context import JobSettings
-from .errors import BadJobError, JobCancelled, JobError, ProtocolError, TokenRejectedError
+from .errors import BadJobError, ConfigError, JobCancelled, JobError, ProtocolError, TokenRejectedError
 from .events import (
     Event,
     EventBus,
@@ -56,6 +56,8 @@ _WS_LOG.setLevel(logging.INFO)
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 #: Finished job records kept in ``Worker.jobs`` (their results stay re-sendable through the outbox).
 MAX_JOB_RECORDS = 1000
+#: Jobs queued or running at once; beyond this a job is answered at once with a failed result.
+MAX_ACTIVE_JOBS = 256
 REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
 
 
@@ -124,8 +126,8 @@ class Worker:
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
-        if max_jobs < 1:
-            raise ValueError("max_jobs must be at least 1")
+        if not isinstance(max_jobs, int) or isinstance(max_jobs, bool) or max_jobs < 1:
+            raise ConfigError(f"max_jobs must be a whole number of at least 1, not {max_jobs!r}.")
         self.url = validate_ws_url(url)
         self._proxy = None if is_loopback_url(self.url) else proxy_for(self.url)
         self.settings = settings
@@ -162,6 +164,7 @@ class Worker:
         self._idle.set()
         self._main_task: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._stopper: asyncio.Future[None] | None = None
         self.rejection: TokenRejectedError | None = None
         self.fatal_error: BaseException | None = None
 
@@ -176,6 +179,9 @@ class Worker:
             self._loop = asyncio.get_running_loop()
             self._set_state("connecting", f"Connecting to {self.url} ...")
             self._main_task = self._loop.create_task(self._run_quietly(), name="statsbot-worker")
+            warm_up = getattr(self._process_runner, "warm_up", None)
+            if callable(warm_up):  # start the forkserver now (seconds, off the loop): first job starts fast
+                self._spawn(asyncio.to_thread(warm_up))
         return self._main_task
 
     def disconnect(self) -> concurrent.futures.Future[None] | asyncio.Future[None]:
@@ -188,7 +194,8 @@ class Worker:
         except RuntimeError:
             running = None
         if running is loop:
-            return asyncio.ensure_future(self.stop())
+            self._stopper = asyncio.ensure_future(self.stop())  # referenced: asyncio keeps weak refs only
+            return self._stopper
         return asyncio.run_coroutine_threadsafe(self.stop(), loop)
 
     def update_settings(self, **changes: Any) -> JobSettings:
@@ -211,6 +218,16 @@ class Worker:
     async def stop(self) -> None:
         """Stop: close the connection and cancel running jobs (their processes are killed)."""
         self._stop.set()
+        # Cancel jobs first, while still connected, so the server gets their cancelled results instead
+        # of waiting out its own timeout.
+        jobs = list(self._tasks.values())
+        for job in jobs:
+            job.cancel()
+        if jobs:
+            await asyncio.gather(*jobs, return_exceptions=True)
+        if self._send_queue is not None:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._send_queue.join(), 2.0)
         if self._ws is not None:
             with contextlib.suppress(Exception):
                 await self._ws.close()
@@ -406,6 +423,8 @@ class Worker:
                         self._outbox.add(job_id, replacement)
                         queue.put_nowait(("result", job_id, replacement))
                 continue
+            finally:
+                queue.task_done()
             if kind == "result" and job_id is not None and self.server_protocol < 2:
                 self._spawn(self._confirm_by_ping(ws, job_id))
 
@@ -466,6 +485,11 @@ class Worker:
             return
         if known is not None:
             return  # finished long ago and its result forgotten: still never run twice
+        if len(self._tasks) >= MAX_ACTIVE_JOBS:
+            self._fail_at_once(job.job_id, job.action,
+                               f"This worker already has {len(self._tasks)} jobs queued or running; "
+                               "send this one again when some have finished.")
+            return
         spec = self._actions.get(job.action)
         if spec is None:
             self._fail_at_once(job.job_id, job.action, unknown_action_error(job.action))

@@ -98,6 +98,10 @@ def test_usage_errors(home: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("STATSBOT_WS_URL", "nonsense")
     assert main(["--token", "t"], out=lines.append) == 2
     assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--max-jobs", "0"], out=lines.append) == 2
+    assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--max-file-mb", "nan"], out=lines.append) == 2
+    assert "--max-file-mb" in lines[-1]
+    assert main(["--token", "t", "--ws-url", "ws://[::1/ws"], out=lines.append) == 2
+    assert "malformed" in lines[-1]
 
 
 def test_demo_runs(tmp_path: Path, home: Path):

@@ -94,7 +94,8 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
             assert {"accuracy", "precision", "recall", "f1", "roc_auc", "auc_pr", "brier_score",
                     "log_loss"} <= set(metrics), (model_type, metrics)
             assert metrics["accuracy"] > 0.7, (model_type, metrics)
-            assert out["dataset_stats"]["class_distribution"]
+            classes = out["dataset_stats"]["class_distribution"]
+            assert set(classes) == {"yes", "no"} and sum(classes.values()) == 400
         assert out["model_info"]["feature_columns"] == ["x1", "x2", "city"]
         assert out["dataset_stats"]["n_rows"] == 400 and out["training_time"] >= 0
         assert (home / "models" / out["model_id"] / "metadata.json").is_file()

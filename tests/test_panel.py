@@ -168,6 +168,15 @@ async def test_magics_in_an_ipython_shell(reference: JobServer, capsys, home: Pa
     assert "Jobs may now use" in capsys.readouterr().out
     ip.run_line_magic("statsbot", "bogus")
     assert "invalid choice" in capsys.readouterr().out
+    ip.run_line_magic("statsbot", f"connect --token t --url {reference.url} --max-jobs 0")
+    assert "Error: max_jobs must be a whole number of at least 1" in capsys.readouterr().out
+    assert statsbot_nb.current_worker() is worker
+    p = statsbot_nb.panel()
+    p.token.set_state({"value": "t"})
+    p.url.value = "ws://[::1/ws"
+    p.connect_button.click()
+    assert "malformed" in p.status.value and p.token.value == ""
+    assert statsbot_nb.current_worker() is worker
     ip.run_line_magic("load_ext", "statsbot_nb")  # loading twice starts no second worker
     assert statsbot_nb.current_worker() is worker
     ip.run_line_magic("unload_ext", "statsbot_nb")

@@ -417,3 +417,25 @@ async def test_token_never_logged_even_at_debug(legacy: LegacyServer, make_worke
     await legacy.wait_result(await legacy.send_job("list_models"))
     assert caplog.records, "debug logging was on"
     assert all(legacy.token not in record.getMessage() for record in caplog.records)
+
+
+async def test_stopping_answers_running_jobs_before_closing(legacy: LegacyServer, make_worker):
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    job_id = await legacy.send_job("sleep", {"seconds": 30})
+    await legacy.wait_for(lambda: job_id in legacy.progress, timeout=20)
+    await asyncio.wait_for(worker.stop(), 10)
+    result = await legacy.wait_result(job_id, timeout=5)
+    assert result["success"] is False and "cancelled" in result["error"]
+    assert legacy.violations == []
+
+
+async def test_too_many_queued_jobs_are_answered_at_once(legacy: LegacyServer, make_worker, monkeypatch):
+    from statsbot_nb import worker as worker_module
+
+    monkeypatch.setattr(worker_module, "MAX_ACTIVE_JOBS", 2)
+    worker = make_worker(legacy.url, legacy.token, max_jobs=1)
+    worker.start()
+    ids = [await legacy.send_job("sleep", {"seconds": 2}) for _ in range(3)]
+    refused = await legacy.wait_result(ids[2], timeout=10)
+    assert refused["success"] is False and "already has 2 jobs" in refused["error"]

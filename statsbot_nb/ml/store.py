@@ -64,7 +64,7 @@ _STALE_TMP_SECONDS = 3600
 
 def validate_model_id(model_id: object) -> str:
     """Return ``model_id`` if it is a plain store name, else raise :class:`JobError` saying why."""
-    if not isinstance(model_id, str) or not MODEL_ID_RE.match(model_id) or ".." in model_id:
+    if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id) or ".." in model_id:
         raise JobError(
             f"{model_id!r} is not a valid model id: use the id shown by list_models "
             "(letters, digits, '_', '-', '.')."
@@ -103,7 +103,7 @@ def list_models(store: Path) -> list[dict[str, Any]]:
         return []
     models: list[dict[str, Any]] = []
     for folder in store.iterdir():
-        if not folder.is_dir() or folder.is_symlink() or not MODEL_ID_RE.match(folder.name):
+        if not folder.is_dir() or folder.is_symlink() or not MODEL_ID_RE.fullmatch(folder.name):
             continue
         meta = read_metadata(folder)
         if meta is None:

@@ -303,10 +303,11 @@ def dataset_stats(y: np.ndarray, labels: list[Any] | None, n_train: int, n_test:
                              "n_features": n_features, "dropped_rows": dropped}
     if labels is not None:
         counts = np.bincount(y, minlength=len(labels))
-        stats["class_distribution"] = {
-            str(label): {"count": int(c), "pct": round(100.0 * c / len(y), 1)}
-            for label, c in zip(labels, counts, strict=True)
-        }
+        # label -> count, the plain shape a value_counts() gives (what a bot formats as "label: count");
+        # percentages ride alongside rather than nesting inside it.
+        stats["class_distribution"] = {str(label): int(c) for label, c in zip(labels, counts, strict=True)}
+        stats["class_percentages"] = {
+            str(label): round(100.0 * c / len(y), 1) for label, c in zip(labels, counts, strict=True)}
     else:
         q = np.percentile(y, [0, 25, 50, 75, 100])
         stats["quartiles"] = {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),

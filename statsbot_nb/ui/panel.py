@@ -154,6 +154,9 @@ class ControlPanel:
                             share_data=self.share.value)
         except StatsbotError as exc:
             self._show_status("rejected" if "token" in str(exc).lower() else "stopped", str(exc))
+        except Exception as exc:  # never a traceback from a button; the log has the details
+            log.exception("Connect failed")
+            self._show_status("stopped", f"Could not connect: {exc}")
 
     def _disconnect_clicked(self) -> None:
         if self.worker is not None and self.worker.state not in ("stopped", "rejected"):
