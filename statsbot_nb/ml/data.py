@@ -290,6 +290,34 @@ def write_table_atomic(df: pd.DataFrame, path: Path) -> Path:
     return path
 
 
+def _write_xlsx_as_values(frame: pd.DataFrame, path: Path) -> None:
+    """Write ``frame`` to ``.xlsx`` with every text cell stored as text.
+
+    pandas (through openpyxl) stores a string that starts with ``=`` as a live formula, so a table from
+    the server could plant ``=HYPERLINK(...)`` or worse in a workbook the user later opens. Here such
+    strings stay inert text.
+    """
+    from openpyxl import Workbook
+    from openpyxl.cell import WriteOnlyCell
+
+    book = Workbook(write_only=True)
+    sheet = book.create_sheet()
+
+    def cell(value: object) -> object:
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        if isinstance(value, str):
+            text = WriteOnlyCell(sheet, value=value)
+            text.data_type = "s"
+            return text
+        return value.item() if hasattr(value, "item") else value
+
+    sheet.append([cell(str(c)) for c in frame.columns])
+    for row in frame.itertuples(index=False, name=None):
+        sheet.append([cell(v) for v in row])
+    book.save(path)
+
+
 class AtomicTableWriter:
     """Write a table in chunks to a temporary file and move it into place on a clean exit.
 
@@ -390,7 +418,7 @@ class AtomicTableWriter:
                 pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), str(self._tmp))
             elif self.ext == ".xlsx":
                 frame = pd.concat(self._excel, ignore_index=True) if self._excel else pd.DataFrame()
-                frame.to_excel(self._tmp, index=False, engine="openpyxl")
+                _write_xlsx_as_values(frame, self._tmp)
             if self._fh is not None:
                 self._fh.flush()
         except JobError:
