@@ -35,6 +35,7 @@ _main_loop: asyncio.AbstractEventLoop | None = None
 _background: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 _current: Worker | None = None
 _listeners: list[Callable[[Worker], None]] = []
+_token_sources: list[Callable[[], str | None]] = []
 
 
 def capture_main_loop() -> asyncio.AbstractEventLoop | None:
@@ -109,9 +110,27 @@ def on_new_worker(callback: Callable[[Worker], None]) -> None:
 
 
 def remove_listener(callback: Callable[[Worker], None]) -> None:
-    """Undo :func:`on_new_worker`."""
+    """Undo :func:`on_new_worker` (and :func:`add_token_source`)."""
     if callback in _listeners:
         _listeners.remove(callback)
+    if callback in _token_sources:
+        _token_sources.remove(callback)  # type: ignore[arg-type]
+
+
+def add_token_source(source: Callable[[], str | None]) -> None:
+    """Let :func:`connect` take a token typed elsewhere (the panel's field) when none is passed.
+
+    ``source()`` returns the token, or None, and forgets it (the panel clears its field).
+    """
+    _token_sources.append(source)
+
+
+def _token_from_sources() -> str | None:
+    for source in list(_token_sources):
+        token = source()
+        if token:
+            return token
+    return None
 
 
 def connect(
@@ -128,7 +147,8 @@ def connect(
 ) -> Worker:
     """Start a worker connected to the StatsBot server and return it at once.
 
-    ``token``: from the argument, else ``$STATSBOT_TOKEN``, else one remembered in ``config.json``.
+    ``token``: from the argument, else the panel's token field, else ``$STATSBOT_TOKEN``, else one remembered
+    in ``config.json``.
     ``url``: from the argument, else ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra
     folders jobs may use (besides your home and the working folder); ``share_data`` lets ``load_data`` send
     tables to the server. A previous current worker is stopped first, so there is only ever one.
@@ -137,7 +157,7 @@ def connect(
     home = statsbot_home()
     config = load_config(home)
     resolved_url = resolve_ws_url(url, config)
-    token = token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
+    token = token or _token_from_sources() or os.environ.get("STATSBOT_TOKEN") or config.get("token")
     if not isinstance(token, str) or not token.strip():
         raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
     if not isinstance(max_file_mb, (int, float)) or not math.isfinite(max_file_mb) or max_file_mb <= 0:

@@ -216,3 +216,11 @@ async def test_sync_helper_on_the_loop_thread_refuses(reference: JobServer):
     with pytest.raises(RuntimeError, match=r"await w\.wait_connected"):
         session.wait_connected_sync(worker)
     await worker.wait_connected(timeout=10)
+
+
+async def test_connect_without_a_token_takes_the_one_typed_in_the_panel(reference: JobServer):
+    p = statsbot_nb.panel()
+    p.token.set_state({"value": reference.issue_token()})
+    worker = statsbot_nb.connect(url=reference.url)
+    assert p.token.value == ""
+    await worker.wait_connected(timeout=10)

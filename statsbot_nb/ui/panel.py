@@ -68,6 +68,7 @@ class ControlPanel:
         self._extra_dirs: list[str] = []
         self._build()
         session.on_new_worker(self._on_new_worker)
+        session.add_token_source(self._take_token)
         if worker is not None:
             self.attach(worker)
         else:
@@ -146,11 +147,18 @@ class ControlPanel:
 
     # ------------------------------------------------------------------ actions (main loop only)
 
-    def _connect_clicked(self) -> None:
+    def _take_token(self) -> str | None:
+        """The token typed into the field, which is cleared at once (never kept in widget state or a
+        saved notebook). Also how ``statsbot_nb.connect()`` without a token finds one typed here."""
         token = self.token.value.strip()
-        self.token.value = ""  # cleared at once: never kept in the widget state or a saved notebook
+        if self.token.value:
+            self.token.value = ""
+        return token or None
+
+    def _connect_clicked(self) -> None:
+        token = self._take_token()
         try:
-            session.connect(token or None, self.url.value.strip() or None, allow=self._extra_dirs,
+            session.connect(token, self.url.value.strip() or None, allow=self._extra_dirs,
                             share_data=self.share.value)
         except StatsbotError as exc:
             self._show_status("rejected" if "token" in str(exc).lower() else "stopped", str(exc))
@@ -286,6 +294,7 @@ class ControlPanel:
     def close(self) -> None:
         """Stop observing and close the widgets."""
         session.remove_listener(self._on_new_worker)
+        session.remove_listener(self._take_token)  # type: ignore[arg-type]
         if self._unsubscribe is not None:
             self._unsubscribe()
         self.widget.close()
