@@ -11,6 +11,8 @@ from test_panel import _until
 
 from statsbot_nb import session
 from statsbot_nb.context import JobSettings
+from statsbot_nb.local import LocalModel
+from statsbot_nb.ml.plots import figure_to_png
 from statsbot_nb.server import JobServer
 from statsbot_nb.ui.browser import ModelBrowser
 from statsbot_nb.ui.panel import ControlPanel
@@ -111,3 +113,16 @@ async def test_panel_browser_refreshes_after_a_training_job(env):  # noqa: F811
 def test_browser_has_its_own_widget_classes(tmp_path: Path, home):
     browser = ModelBrowser(tmp_path)
     assert "statsbot-browser" in browser.widget._dom_classes
+
+
+async def test_a_slow_drawing_never_overwrites_a_newer_choice(env):  # noqa: F811
+    browser = ModelBrowser(env.statsbot)
+    browser.refresh()
+    await browser.settled()
+    browser.models.value = env.ids["binary"]
+    await browser.settled()
+    for kind in ("roc", "calibration", "precision_recall", "confusion_matrix", "roc"):
+        browser.kinds.value = kind  # clicked quickly: several drawings in flight at once
+    await browser.settled()
+    expected = figure_to_png(LocalModel(env.statsbot / "models", env.ids["binary"]).plot("roc"))
+    assert png(browser.plot) == expected, "the picture shown must be the last kind chosen"

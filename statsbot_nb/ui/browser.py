@@ -178,6 +178,8 @@ class ModelBrowser:
             return
 
         def apply(result: dict[str, Any] | str) -> None:
+            if self.models.value != model_id:
+                return  # another model was selected meanwhile
             if isinstance(result, str):
                 self.card.value = f"<i>{html.escape(result)}</i>"
                 self.kinds.options = []
@@ -206,7 +208,10 @@ class ModelBrowser:
         model_id, kind = self.models.value, self.kinds.value
         if model_id is None or kind is None:
             return
+
         def apply(png: bytes | str) -> None:
+            if (self.models.value, self.kinds.value) != (model_id, kind):
+                return  # the user moved on while this was drawing; a newer drawing is on its way
             if isinstance(png, bytes):
                 self.plot.value = png
             else:
@@ -244,7 +249,10 @@ class ModelBrowser:
         rows = [e for e in self.visible() if e.get("task_type") == task]
         if metric is None or not rows:
             return
+
         def apply(png: bytes | str) -> None:
+            if self.metric.value != metric:
+                return  # superseded by a newer choice
             self.comparison.value = png if isinstance(png, bytes) else b""
             self.comparison_note.value = "" if isinstance(png, bytes) else f"<small>{html.escape(png)}</small>"
 
