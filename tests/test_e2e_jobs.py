@@ -21,10 +21,10 @@ SCRIPT = shutil.which("statsbot-worker") or ""
 
 REGRESSION_TYPES = ["linear", "ridge", "lasso", "elasticnet", "polynomial", "decision_tree", "random_forest",
                     "gradient_boosting", "svm", "mlp_regression", "xgboost_regression", "lightgbm_regression",
-                    "catboost_regression"]
+                    "catboost_regression", "keras_regression"]
 CLASSIFICATION_TYPES = ["logistic", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting", "svm",
                         "mlp_classification", "xgboost_classification", "lightgbm_classification",
-                        "catboost_classification"]
+                        "catboost_classification", "keras_classification"]
 
 
 def make_tables(folder: Path, n: int = 400, seed: int = 0) -> dict[str, Path]:
@@ -129,14 +129,6 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
     deleted = await run(cli_worker, "delete_model", {"model_id": target})
     assert deleted["data"] == {"deleted": target}
     assert not (home / "models" / target).exists()
-
-
-async def test_optional_libraries_fail_with_install_sentence(cli_worker: LegacyServer, home: Path):
-    data = make_tables(home.parent / "data")
-    for model_type, package in (("keras_regression", "tensorflow"),):
-        result = await run(cli_worker, "train", train_params(data["csv"], "price", model_type, "regression"))
-        assert not result["success"]
-        assert "pip install" in result["error"] and package in result["error"]
 
 
 async def test_bad_hyperparameters_and_params_are_sentences(cli_worker: LegacyServer, home: Path):

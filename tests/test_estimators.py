@@ -13,7 +13,7 @@ from statsbot_nb.ml.estimators import build_estimator
 HAS_XGB = importlib.util.find_spec("xgboost") is not None
 HAS_LGBM = importlib.util.find_spec("lightgbm") is not None
 HAS_CATBOOST = importlib.util.find_spec("catboost") is not None
-HAS_KERAS = importlib.util.find_spec("keras") is not None or importlib.util.find_spec("tensorflow") is not None
+HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None
 
 
 def test_capabilities_list_installed_types_and_versions() -> None:
@@ -95,8 +95,13 @@ def test_unknown_model_type_is_a_sentence(bad: object) -> None:
         build_estimator(bad, "regression", None)  # type: ignore[arg-type]
 
 
-def test_missing_optional_library_names_the_pip_package() -> None:
-    """With catboost hidden from imports (whether or not it is installed), the sentence names the package."""
+@pytest.mark.parametrize(("model_type", "hidden", "package"), [
+    ("catboost_regression", ("catboost",), "catboost"),
+    ("keras_classification", ("keras", "tensorflow"), "tensorflow"),
+])
+def test_missing_optional_library_names_the_pip_package(model_type: str, hidden: tuple[str, ...],
+                                                        package: str) -> None:
+    """With the library hidden from imports (whether or not it is installed), the sentence names the package."""
     import subprocess
     import sys
 
@@ -104,20 +109,20 @@ def test_missing_optional_library_names_the_pip_package() -> None:
         "import importlib.abc, sys\n"
         "class Hide(importlib.abc.MetaPathFinder):\n"
         "    def find_spec(self, name, path, target=None):\n"
-        "        if name.split('.')[0] == 'catboost':\n"
+        f"        if name.split('.')[0] in {hidden!r}:\n"
         "            raise ModuleNotFoundError(name)\n"
         "sys.meta_path.insert(0, Hide())\n"
         "from statsbot_nb.errors import JobError\n"
         "from statsbot_nb.ml.estimators import available_model_types, build_estimator\n"
-        "print('listed', 'catboost_regression' in available_model_types())\n"
+        f"print('listed', {model_type!r} in available_model_types())\n"
         "try:\n"
-        "    build_estimator('catboost_regression', 'regression', None)\n"
+        f"    build_estimator({model_type!r}, {model_type.split('_', 1)[1]!r}, None)\n"
         "except JobError as exc:\n"
         "    print(exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert "listed False" in out
-    assert "pip install catboost" in out and "catboost_regression needs the catboost library" in out
+    assert f"pip install {package}" in out and f"{model_type} needs the" in out
 
 
 @pytest.mark.skipif(not HAS_CATBOOST, reason="catboost is an optional extra ([boost])")
@@ -126,10 +131,13 @@ def test_catboost_builds_when_installed() -> None:
     assert plan.family == "catboost" and plan.estimator.get_params()["iterations"] == 20
 
 
-@pytest.mark.skipif(HAS_KERAS, reason="keras is installed here")
-def test_keras_missing_names_pip_package() -> None:
-    with pytest.raises(JobError, match=r"pip install tensorflow"):
-        build_estimator("keras_classification", "classification", None)
+@pytest.mark.skipif(not HAS_KERAS, reason="keras is an optional extra ([keras])")
+def test_keras_builds_when_installed() -> None:
+    plan = build_estimator("keras_classification", "classification", {"epochs": 5, "hidden_layers": [16]})
+    assert plan.family == "keras" and plan.scale_numeric
+    assert plan.estimator.get_params()["hidden_layers"] == (16,)
+    with pytest.raises(JobError, match="valid names are"):
+        build_estimator("keras_regression", "regression", {"layers": 3})
 
 
 def test_unknown_hyperparameter_lists_valid_names() -> None:

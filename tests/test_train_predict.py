@@ -282,13 +282,6 @@ def test_text_target_for_regression_is_a_sentence(env: Env) -> None:
         train(train_params(path, "linear", "label", "regression"), env.ctx)
 
 
-@pytest.mark.skipif(importlib.util.find_spec("tensorflow") is not None, reason="tensorflow is installed")
-def test_keras_job_names_the_package(env: Env) -> None:
-    path = write(make_frame(), env.data, "train", "csv")
-    with pytest.raises(JobError, match=r"pip install tensorflow"):
-        train(train_params(path, "keras_classification", "label", "neural_network"), env.ctx)
-
-
 @pytest.mark.skipif(not HAS_BOOST, reason="xgboost is needed")
 def test_library_fit_errors_become_sentences(env: Env) -> None:
     path = write(make_frame(), env.data, "train", "csv")

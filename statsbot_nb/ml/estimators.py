@@ -104,7 +104,8 @@ def _has(module: str) -> bool:
 
 
 def _keras_installed() -> bool:
-    return _has("keras") or _has("tensorflow")
+    """Keras with TensorFlow, the backend ``keras_*`` models are built on (``pip install tensorflow``)."""
+    return _has("keras") and _has("tensorflow")
 
 
 def installed_libraries() -> dict[str, str | None]:
@@ -193,7 +194,7 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
         )
     prefix = _prefix_of(model_type)
     if prefix:
-        family, library, scale = prefix, prefix, False
+        family, library, scale = prefix, prefix, prefix == "keras"  # a neural network wants scaled inputs
         factory, defaults = _library_factory(prefix, task_type, model_type)
     else:
         family, _, scale = _SKLEARN_TYPES[model_type]
@@ -275,10 +276,9 @@ def _library_factory(prefix: str, task: str, model_type: str) -> tuple[Callable[
         catboost = importlib.import_module("catboost")
         cls = catboost.CatBoostRegressor if reg else catboost.CatBoostClassifier
         return cls, {"iterations": 300, "random_seed": SEED, "verbose": False, "allow_writing_files": False}
-    raise JobError(
-        f"{model_type} is not supported by this worker yet even though Keras is installed; choose "
-        f"{'mlp_regression' if reg else 'mlp_classification'} (a scikit-learn neural network) instead."
-    )
+    from .kerasnet import KerasClassifier, KerasRegressor  # keras itself loads only when fitting
+
+    return (KerasRegressor if reg else KerasClassifier), {"random_state": SEED}
 
 
 def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, Any]:

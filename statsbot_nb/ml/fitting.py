@@ -7,6 +7,7 @@ from "fitting" to "done":
 - gradient boosting: the ``monitor`` callable scikit-learn calls after every stage;
 - MLP: one ``partial_fit`` per epoch with the same stopping rule as ``fit`` (``tol``/``n_iter_no_change``)
   when the solver allows it (sgd/adam without early stopping); otherwise a single ``fit``;
+- keras: one report per epoch from a Keras callback (see :mod:`.kerasnet`);
 - xgboost: a ``TrainingCallback`` per boosting round (removed again before the model is saved, so the
   pickle holds no object of ours); lightgbm and catboost: a callback passed to ``fit`` (never stored in
   the model);
@@ -57,6 +58,9 @@ def fit_with_progress(plan: EstimatorPlan, X: np.ndarray, y: np.ndarray, report:
                 _fit_lightgbm(est, X, y, report)
             elif plan.family == "catboost":
                 _fit_catboost(est, X, y, report)
+            elif plan.family == "keras":
+                report(0.0, f"Epoch 0/{est.get_params()['epochs']}")
+                est.fit(X, y, report=report)
             else:
                 report(0.05, f"Fitting {plan.model_type}")
                 est.fit(X, y)
