@@ -14,6 +14,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from .ml.store import headline_metric
+
 
 @dataclass(frozen=True)
 class ActionSpec:
@@ -49,11 +51,11 @@ def summarize(action: str, data: Mapping[str, Any]) -> str:
     if action == "list_models":
         return f"{len(data.get('models') or [])} model(s)"
     if action == "train":
-        metrics = data.get("metrics") or {}
-        for key in ("r2", "accuracy"):
-            value = metrics.get(key)
-            if isinstance(value, (int, float)):
-                return f"{data.get('model_id')} {key}={value:.3f}"
+        info = data.get("model_info")
+        task = info.get("task_type") if isinstance(info, Mapping) else None
+        key, value = headline_metric({"metrics": data.get("metrics"), "task_type": task})
+        if key and value is not None:
+            return f"{data.get('model_id')} {key}={value:.3f}"
         return str(data.get("model_id", "trained"))
     if action == "predict":
         return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"

@@ -78,12 +78,10 @@ def models(home: Path | None = None) -> pd.DataFrame:
     """
     import pandas as pd
 
-    from .ml.plots import headline_metric
-
     rows = []
     for entry in store.list_models(models_dir(_home(home))):
         features = entry.get("feature_columns")
-        metric, score = headline_metric(entry)
+        metric, score = store.headline_metric(entry)
         rows.append({
             "model_id": entry["model_id"],
             "display_name": _text(entry.get("display_name")),

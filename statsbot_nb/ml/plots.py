@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import JobError
+from .store import headline_metric
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -45,7 +46,6 @@ KIND_TITLES = {
     "feature_importance": "Feature importance", "confusion_matrix": "Confusion matrix",
     "roc": "ROC curve", "precision_recall": "Precision-recall curve", "calibration": "Calibration",
 }
-HEADLINE_METRIC = {REGRESSION: "r2", CLASSIFICATION: "accuracy"}
 METRIC_LABELS = {"r2": "R²", "mse": "MSE", "rmse": "RMSE", "mae": "MAE", "accuracy": "accuracy",
                  "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC AUC",
                  "auc_pr": "PR AUC", "brier_score": "Brier score", "log_loss": "log loss"}
@@ -98,22 +98,6 @@ def _finite(value: Any) -> float | None:
         return None
     out = float(value)
     return out if math.isfinite(out) else None
-
-
-def headline_metric(metadata: Mapping[str, Any]) -> tuple[str | None, float | None]:
-    """``(name, value)`` of the metric a model is judged by: r2 (regression) or accuracy (classification).
-
-    The value is None when the metric was not recorded; the name is None when the task is unknown too.
-    """
-    metrics = metadata.get("metrics")
-    metrics = metrics if isinstance(metrics, Mapping) else {}
-    task = metadata.get("task_type")
-    names = [HEADLINE_METRIC[task]] if task in HEADLINE_METRIC else ["r2", "accuracy"]
-    for name in names:
-        value = _finite(metrics.get(name))
-        if value is not None:
-            return name, value
-    return (names[0] if len(names) == 1 else None), None
 
 
 def task_of(metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | None) -> str | None:

@@ -28,6 +28,8 @@ import hashlib
 import hmac
 import json
 import logging
+import math
+import numbers
 import os
 import pickle
 import re
@@ -35,6 +37,7 @@ import secrets
 import shutil
 import stat
 import time
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -60,6 +63,28 @@ METADATA_FILE = "metadata.json"
 ARTEFACTS_FILE = "artefacts.npz"
 MAX_NAME_CHARS = 100
 _STALE_TMP_SECONDS = 3600
+
+
+#: The metric a model is judged by, per task (the bot shows the same two).
+HEADLINE_METRIC = {"regression": "r2", "classification": "accuracy"}
+
+
+def headline_metric(metadata: Mapping[str, Any]) -> tuple[str | None, float | None]:
+    """``(name, value)`` of the metric a model is judged by: r2 (regression) or accuracy (classification).
+
+    Works on metadata, ``list_models`` entries and train results alike (anything with ``metrics`` and
+    ``task_type``). The value is None when the metric was not recorded or is not a finite number; the name
+    is None when the task is unknown too. Lives here, numpy-free, so the panel can call it on its loop.
+    """
+    metrics = metadata.get("metrics")
+    metrics = metrics if isinstance(metrics, Mapping) else {}
+    task = metadata.get("task_type")
+    names = [HEADLINE_METRIC[task]] if task in HEADLINE_METRIC else ["r2", "accuracy"]
+    for name in names:
+        value = metrics.get(name)
+        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
+            return name, float(value)
+    return (names[0] if len(names) == 1 else None), None
 
 
 def validate_model_id(model_id: object) -> str:

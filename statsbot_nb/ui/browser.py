@@ -23,6 +23,7 @@ from ..context import JobSettings
 from ..errors import StatsbotError
 from ..events import Event, JobFinished
 from ..ml import store
+from ..ml.store import headline_metric
 from ..runner import ProcessRunner
 
 log = logging.getLogger("statsbot_nb.browser")
@@ -34,12 +35,8 @@ COMPARISON_METRICS = {"regression": ["r2", "rmse", "mae", "mse"],
 
 
 def _headline(entry: dict[str, Any]) -> str:
-    metrics = entry.get("metrics") or {}
-    for key in ("r2", "accuracy"):
-        value = metrics.get(key)
-        if isinstance(value, (int, float)):
-            return f"{key} {value:.3f}"
-    return "no metric"
+    name, value = headline_metric(entry)
+    return f"{name} {value:.3f}" if name and value is not None else "no metric"
 
 
 class ModelBrowser:

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..jobs import file_of
+from ..ml.store import headline_metric
 from ..worker import JobRecord, Worker
 
 
@@ -57,9 +58,8 @@ def models_text(models: list[dict[str, Any]]) -> str:
         return "No models in the local store yet."
     lines = []
     for m in models:
-        metrics = m.get("metrics") or {}
-        key = next((k for k in ("r2", "accuracy") if isinstance(metrics.get(k), (int, float))), None)
-        score = f"{key}={metrics[key]:.3f}" if key else "-"
+        key, value = headline_metric(m)
+        score = f"{key}={value:.3f}" if key and value is not None else "-"
         lines.append("  ".join(str(x) for x in (m.get("model_id"), repr(m.get("display_name")),
                                                   m.get("task_type") or "?", score, m.get("created_at") or "")))
     return "\n".join(lines)
