@@ -414,15 +414,6 @@ class Worker:
                 await ws.send(frame)
             except ConnectionClosed:
                 return
-            except Exception:  # a frame that cannot be sent must not take the connection down
-                log.exception("Could not send a %s frame for %s", kind, job_id)
-                if kind == "result" and job_id is not None:
-                    replacement = protocol.encode_result_error(
-                        job_id, "The worker could not send this job's result; details are in its local log.")
-                    if replacement != frame:
-                        self._outbox.add(job_id, replacement)
-                        queue.put_nowait(("result", job_id, replacement))
-                continue
             finally:
                 queue.task_done()
             if kind == "result" and job_id is not None and self.server_protocol < 2:

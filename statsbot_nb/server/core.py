@@ -158,7 +158,8 @@ class JobServer:
     async def drop_workers(self) -> None:
         """Cut every worker connection abruptly (for tests and demos of reconnecting)."""
         for info in list(self._workers):
-            info.connection.transport.abort() if info.connection.transport else None
+            if info.connection.transport is not None:
+                info.connection.transport.abort()
 
     # ------------------------------------------------------------------ jobs
 
