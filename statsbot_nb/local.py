@@ -381,11 +381,10 @@ def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
         if stats.get("dropped_rows"):
             shape += f" ({_fmt_int(stats.get('dropped_rows'))} dropped for a missing target)"
         rows.append(_row("Data", e(shape)))
-        classes = stats.get("class_percentages") or stats.get("class_distribution")
+        classes = stats.get("class_distribution")
         if isinstance(classes, dict) and classes:
-            unit = "%" if "class_percentages" in stats else ""
-            parts = [f"{k} {v}{unit}" for k, v in list(classes.items())[:12] if isinstance(v, (int, float))]
-            rows.append(_row("Classes", e(" · ".join(parts) + (" …" if len(classes) > 12 else ""))))
+            parts = [_class_share(k, v) for k, v in list(classes.items())[:12]]
+            rows.append(_row("Classes", e(" · ".join(p for p in parts if p) + (" …" if len(classes) > 12 else ""))))
     if meta.get("source_file"):
         rows.append(_row("Trained on", f"<code>{e(str(meta['source_file']))}</code>"))
     when = m.created_at or "unknown"
@@ -393,6 +392,15 @@ def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
         when += f" (fit in {meta['training_time']:.1f} s)"
     rows.append(_row("Created", e(when)))
     return rows
+
+
+def _class_share(label: str, value: Any) -> str:
+    """``label 39.9%`` from the bot's ``{count, pct}`` shape; ``label 71`` from a plain count (older models)."""
+    if isinstance(value, dict) and isinstance(value.get("pct"), (int, float)):
+        return f"{label} {value['pct']}%"
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{label} {value}"
+    return ""
 
 
 def _fmt_int(value: Any) -> str:

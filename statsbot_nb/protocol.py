@@ -41,15 +41,20 @@ def _reject_constant(name: str) -> Any:
     raise ValueError(f"non-standard JSON constant {name}")
 
 
-def loads(frame: str | bytes) -> dict[str, Any]:
-    """Decode one frame into a JSON object, or raise :class:`ProtocolError` saying what is wrong."""
+def loads(frame: str | bytes, *, strict: bool = True) -> dict[str, Any]:
+    """Decode one frame into a JSON object, or raise :class:`ProtocolError` saying what is wrong.
+
+    ``strict=False`` reads the bare ``NaN``, ``Infinity`` and ``-Infinity`` that Python's ``json.dumps``
+    writes: today's server encodes jobs that way (a ``save_file`` table with missing values arrives with
+    ``NaN``). What the worker sends is always strict (:func:`dumps`).
+    """
     if isinstance(frame, bytes):
         try:
             frame = frame.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise ProtocolError("Frame is not valid UTF-8 text.") from exc
     try:
-        obj = json.loads(frame, parse_constant=_reject_constant)
+        obj = json.loads(frame, parse_constant=_reject_constant) if strict else json.loads(frame)
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"Frame is not valid JSON ({exc}).") from exc
     if not isinstance(obj, dict):
@@ -138,13 +143,34 @@ def _job_id_of(obj: Mapping[str, Any]) -> str | None:
     return None
 
 
-def parse_server_message(frame: str | bytes) -> ServerMessage:
-    """Parse a frame the server sent.
+#: A job id that is not one we accept is still answered (never silence), if it is short, printable text.
+_ANSWERABLE_ID_RE = re.compile(r"^[\x20-\x7e]{1,256}$")
+_RAW_JOB_RE = re.compile(r'"type"\s*:\s*"job"')
+_RAW_JOB_ID_RE = re.compile(r'"job_id"\s*:\s*"([\x20-\x21\x23-\x5b\x5d-\x7e]{1,256})"')
 
-    Raises :class:`BadJobError` for a job frame with a valid id but unusable action/params (so the worker
-    can answer it), and :class:`ProtocolError` for anything else malformed (logged and skipped).
+
+def _salvage_job_id(frame: str | bytes) -> str | None:
+    """The job id of a job frame that could not be decoded, when it can be read off the raw text."""
+    text = frame.decode("utf-8", "replace") if isinstance(frame, bytes) else frame
+    head = text[:65536]
+    found = _RAW_JOB_ID_RE.search(head)
+    return found.group(1) if found and _RAW_JOB_RE.search(head) else None
+
+
+def parse_server_message(frame: str | bytes) -> ServerMessage:
+    """Parse a frame the server sent (bare ``NaN``/``Infinity`` accepted, as today's server writes them).
+
+    Raises :class:`BadJobError` for a job frame that can be answered but not run (a broken frame whose
+    job id can still be read, an unusual id, no action, params that are not an object), so every job gets
+    a result; :class:`ProtocolError` for anything else malformed (logged and skipped).
     """
-    obj = loads(frame)
+    try:
+        obj = loads(frame, strict=False)
+    except ProtocolError as exc:
+        job_id = _salvage_job_id(frame)
+        if job_id is not None:
+            raise BadJobError(job_id, f"The job frame could not be read: {exc}") from exc
+        raise
     msg_type = obj["type"]
     if msg_type == "auth_response":
         success = obj.get("success")
@@ -169,6 +195,10 @@ def parse_server_message(frame: str | bytes) -> ServerMessage:
     if msg_type == "job":
         job_id = _job_id_of(obj)
         if job_id is None:
+            raw_id = obj.get("job_id")
+            if isinstance(raw_id, str) and _ANSWERABLE_ID_RE.fullmatch(raw_id):
+                raise BadJobError(raw_id, "The job's 'job_id' is not one this worker accepts (letters, digits "
+                                          "and '_-.:', up to 128 characters), so it was not run.")
             raise ProtocolError("Job frame has no valid 'job_id' (letters, digits, '_-.:', up to 128).")
         action = obj.get("action")
         if not isinstance(action, str) or not action:

@@ -74,7 +74,7 @@ def _call_handler(target: str, params: dict[str, Any], ctx: JobContext) -> tuple
 
 
 def _child_main(target: str, params: dict[str, Any], settings: JobSettings,
-                conn: multiprocessing.connection.Connection) -> None:
+                conn: multiprocessing.connection.Connection, job_id: str = "") -> None:
     """Entry point of a job process: run the handler, stream progress, send one outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # A private, throwaway working folder: a library option that writes a bare file name (or anything
@@ -87,7 +87,7 @@ def _child_main(target: str, params: dict[str, Any], settings: JobSettings,
         conn.send(("progress", (percent, message, stage), None))
 
     try:
-        conn.send(_call_handler(target, params, JobContext(settings, sink)))
+        conn.send(_call_handler(target, params, JobContext(settings, sink, job_id=job_id)))
     except BaseException as exc:  # e.g. a result that cannot be pickled
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
@@ -126,7 +126,7 @@ class ProcessRunner:
             forkserver.ensure_running()
 
     async def run(self, target: str, params: dict[str, Any], settings: JobSettings,
-                  on_progress: ProgressCallback) -> dict[str, Any]:
+                  on_progress: ProgressCallback, job_id: str = "") -> dict[str, Any]:
         """Run ``target(params, ctx)`` in its own process and return its result data.
 
         Raises :class:`JobError` (a sentence) on failure, :class:`JobCancelled` if the handler cancelled,
@@ -135,7 +135,7 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         reader, writer = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(target=_child_main, args=(target, params, settings, writer),
+        proc = self._ctx.Process(target=_child_main, args=(target, params, settings, writer, job_id),
                                  name=f"statsbot-job-{target.rpartition(':')[2]}")
         starter = asyncio.ensure_future(asyncio.to_thread(proc.start))
         try:
@@ -206,7 +206,7 @@ class ThreadRunner:
     """Runs quick, light handlers (listing models, file info) in a thread; they cannot be killed."""
 
     async def run(self, target: str, params: dict[str, Any], settings: JobSettings,
-                  on_progress: ProgressCallback) -> dict[str, Any]:
+                  on_progress: ProgressCallback, job_id: str = "") -> dict[str, Any]:
         """Run ``target(params, ctx)`` in a worker thread and return its result data."""
         loop = asyncio.get_running_loop()
 
@@ -214,5 +214,5 @@ class ThreadRunner:
             loop.call_soon_threadsafe(on_progress, percent, message, stage)
 
         kind, payload, details = await asyncio.to_thread(
-            _call_handler, target, params, JobContext(settings, sink))
+            _call_handler, target, params, JobContext(settings, sink, job_id=job_id))
         return _outcome(kind, payload, details, target)

@@ -474,8 +474,12 @@ class Worker:
             self._outbox.add(job.job_id, frame)
             self._send("result", job.job_id, frame)
             return
-        if known is not None:
-            return  # finished long ago and its result forgotten: still never run twice
+        if known is not None:  # finished long ago and its result forgotten: never run twice, but answer
+            log.info("Job %s arrived again after its result was confirmed; not running it twice", job.job_id)
+            self._deliver(job.job_id, protocol.encode_result_error(
+                job.job_id, f"Job {job.job_id} already ran on this worker and its result was delivered; "
+                "it is not run twice. Start a new job to run it again."))
+            return
         if len(self._tasks) >= MAX_ACTIVE_JOBS:
             self._fail_at_once(job.job_id, job.action,
                                f"This worker already has {len(self._tasks)} jobs queued or running; "
@@ -512,7 +516,8 @@ class Worker:
                 self._publish(JobStarted(record.job_id, record.action))
                 self._on_progress(record, 0.0, f"Started {record.action}", "starting")
                 data = await runner.run(spec.target, record.params, self.settings,
-                                        lambda p, m, s: self._on_progress(record, p, m, s))
+                                        lambda p, m, s: self._on_progress(record, p, m, s),
+                                        job_id=record.job_id)
             record.status, record.result, record.progress = "done", data, 100.0
             frame = protocol.encode_result_ok(record.job_id, data)
         except (asyncio.CancelledError, JobCancelled) as exc:

@@ -95,22 +95,24 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
                     "log_loss"} <= set(metrics), (model_type, metrics)
             assert metrics["accuracy"] > 0.7, (model_type, metrics)
             classes = out["dataset_stats"]["class_distribution"]
-            assert set(classes) == {"yes", "no"} and sum(classes.values()) == 400
+            assert set(classes) == {"yes", "no"} and sum(c["count"] for c in classes.values()) == 400
         assert out["model_info"]["feature_columns"] == ["x1", "x2", "city"]
         assert out["dataset_stats"]["n_rows"] == 400 and out["training_time"] >= 0
         assert (home / "models" / out["model_id"] / "metadata.json").is_file()
         ids[f"{model_type}/{task}"] = out["model_id"]
     assert len(set(ids.values())) == len(cases), "model ids must be unique even within one second"
 
-    # predict with a classifier: labels come back as the user's labels, unseen category handled
+    # predict with a classifier: the file keeps the user's labels, the wire carries P(yes); unseen category
     pred = await run(cli_worker, "predict", {"model_id": ids["random_forest/classification"],
                                              "file_path": str(data["new"]), "feature_columns": ["x1"]})
     assert pred["success"], pred.get("error")
     body = pred["data"]
     assert body["predictions_count"] == 50 and body["dataframe_rows"] == 50
-    assert set(body["predictions_sample"]) <= {"yes", "no"} and len(body["predictions_sample"]) <= 10
+    assert len(body["predictions_sample"]) == 10 and all(0 <= p <= 1 for p in body["predictions_sample"])
     written = pd.read_csv(body["output_file"])
     assert len(written) == 50 and {"x1", "x2", "city", "prediction"} <= set(written.columns)
+    assert set(written["prediction"]) <= {"yes", "no"}
+    assert np.allclose(written["proba_yes"].iloc[:10].round(8), body["predictions_sample"])
     assert Path(body["output_file"]).parent == data["new"].parent
     reg = await run(cli_worker, "predict", {"model_id": ids["xgboost_regression/regression"],
                                             "file_path": str(data["new"])})

@@ -55,10 +55,31 @@ def test_auth_frame_is_today_compatible_with_optional_extensions():
 
 @pytest.mark.parametrize("frame", ["", "nope", "[]", "1", '{"a": 1}', '{"type": ""}', b"\xff",
                                    '{"type": "job", "job_id": 5}', '{"type":"auth_response"}',
-                                   '{"type": "x", "v": NaN}', '{"type":"cancel"}'])
+                                   '{"type":"cancel"}', '{"type": "job", "job_id": "a\\nb", "x": [}'])
 def test_malformed_server_frames_raise_protocol_error(frame):
     with pytest.raises(ProtocolError):
         protocol.parse_server_message(frame)
+
+
+def test_server_frames_with_python_json_constants_are_read():
+    # Today's server encodes jobs with Python's json.dumps, which writes bare NaN and Infinity.
+    job = protocol.parse_server_message(
+        '{"type": "job", "job_id": "job_1", "action": "save_file", '
+        '"params": {"dataframe": [{"a": NaN, "b": Infinity, "c": -Infinity}]}}')
+    row = job.params["dataframe"][0]
+    assert math.isnan(row["a"]) and row["b"] == math.inf and row["c"] == -math.inf
+    # what the worker sends stays strict
+    assert protocol.dumps({"type": "x", "v": math.nan}) == '{"type":"x","v":null}'
+
+
+@pytest.mark.parametrize(("frame", "job_id"), [
+    ('{"type": "job", "job_id": "job_2", "action": "train", "params": {"x": }', "job_2"),  # broken JSON
+    ('{"type": "job", "job_id": "job 2/../x", "action": "train"}', "job 2/../x"),  # an id we do not run
+])
+def test_job_frames_that_cannot_run_are_still_answerable(frame, job_id):
+    with pytest.raises(BadJobError) as info:
+        protocol.parse_server_message(frame)
+    assert info.value.job_id == job_id and str(info.value)
 
 
 def test_bad_job_with_id_raises_bad_job_error():

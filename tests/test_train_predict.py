@@ -104,20 +104,30 @@ def check_prediction_file(env: Env, model_id: str, fmt: str, labels: set[str] | 
     source = write(new_rows(), env.data, "new", fmt)
     data = predict({"model_id": model_id, "file_path": str(source), "feature_columns": FEATURES}, env.ctx)
     out = Path(data["output_file"])
-    assert out == env.data / "new_predictions.csv"
+    meta = json.loads((env.settings.models_dir / model_id / "metadata.json").read_text())
+    kind, target = meta["model_type"].upper().replace("_", ""), meta["target_column"].upper()
+    assert out.parent == env.data and out.name.startswith(f"predictions_{kind}_{target}_"), out
     written = pd.read_csv(out)
     assert len(written) == 30 == data["predictions_count"] == data["dataframe_rows"]
     assert list(written.columns[:3]) == FEATURES
     assert written["prediction"].notna().all()
-    assert 0 < len(data["predictions_sample"]) <= 10 and len(data["dataframe_sample"]) <= 10
+    # on the wire: up to ten numbers, and no row of the user's table (sharing is off)
+    sample = data["predictions_sample"]
+    assert len(sample) == 10 and all(isinstance(v, float) for v in sample), sample
+    assert data["dataframe_sample"] is None
     json.dumps(data, allow_nan=False)
     if labels is not None:
-        assert set(written["prediction"].astype(str)) <= labels
-        proba = written[[f"proba_{label}" for label in sorted(labels)]]
+        assert set(written["prediction"].astype(str)) <= labels  # the file keeps the user's labels
+        ordered = sorted(labels)
+        proba = written[[f"proba_{label}" for label in ordered]]
         assert np.allclose(proba.sum(axis=1), 1.0, atol=1e-4)
-        assert set(map(str, data["predictions_sample"])) <= labels
+        if len(ordered) == 2:  # the positive class's probability, as today's worker sends it
+            assert np.allclose(sample, proba[f"proba_{ordered[1]}"].iloc[:10].round(8), atol=1e-8)
+        else:  # text labels: the predicted class's position in the sorted labels
+            assert sample == [float(ordered.index(v)) for v in written["prediction"].astype(str).iloc[:10]]
     else:
         assert pd.api.types.is_float_dtype(written["prediction"])
+        assert np.allclose(sample, written["prediction"].iloc[:10])
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
@@ -309,22 +319,35 @@ def test_predict_missing_columns_are_listed(env: Env, trained: str) -> None:
     source = write(new_rows().drop(columns=["x2", "city"]), env.data, "partial", "csv")
     with pytest.raises(JobError, match=r"lacks the column\(s\) 'x2', 'city' that model"):
         predict({"model_id": trained, "file_path": str(source)}, env.ctx)
-    assert not (env.data / "partial_predictions.csv").exists()
+    assert not list(env.data.glob("predictions_*"))
 
 
 def test_predict_uses_the_models_own_features_and_notes_it(env: Env, trained: str) -> None:
     source = write(new_rows().assign(extra=1), env.data, "new", "csv")
     data = predict({"model_id": trained, "file_path": str(source), "feature_columns": ["x1"]}, env.ctx)
     assert any("model's own feature columns" in n for n in data["notes"])
-    assert "extra" in data["dataframe_columns"] and data["dataframe_columns"][-1] == "proba_yes"
+    assert data["dataframe_columns"] == [*FEATURES, "extra"]  # the input's columns, as today's worker sends
 
 
 def test_dataframe_sample_shares_input_values_only_when_allowed(env: Env, trained: str) -> None:
-    source = write(new_rows(), env.data, "new", "csv")
+    rows = new_rows()
+    source = write(rows, env.data, "new", "csv")
     private = predict({"model_id": trained, "file_path": str(source)}, env.ctx)
-    assert set(private["dataframe_sample"][0]) == {"prediction", "proba_no", "proba_yes"}
+    assert private["dataframe_sample"] is None
     shared = predict({"model_id": trained, "file_path": str(source)}, env.ctx_sharing())
-    assert set(shared["dataframe_sample"][0]) >= {"x1", "x2", "city", "prediction"}
+    assert [r["x1"] for r in shared["dataframe_sample"]] == pytest.approx(rows["x1"].iloc[:10].tolist())
+    assert set(shared["dataframe_sample"][0]) == set(FEATURES)  # the input rows, as today's worker sends
+
+
+def test_predict_never_overwrites_a_file(env: Env, trained: str) -> None:
+    source = write(new_rows(), env.data, "new", "csv")
+    ctx = JobContext(env.settings, job_id="job_0123456789ab")
+    first = Path(predict({"model_id": trained, "file_path": str(source)}, ctx)["output_file"])
+    assert first.name == "predictions_DECISIONTREE_LABEL_job_0123456789ab.csv"
+    first.write_text("the user's own edits\n")
+    second = Path(predict({"model_id": trained, "file_path": str(source)}, ctx)["output_file"])
+    assert second.name == "predictions_DECISIONTREE_LABEL_job_0123456789ab_2.csv"
+    assert first.read_text() == "the user's own edits\n" and len(pd.read_csv(second)) == 30
 
 
 @pytest.mark.parametrize("bad_id", ["../x", "/etc", "a/b", "..", "", None])

@@ -268,11 +268,41 @@ def _fsync_path(path: Path) -> None:
             os.close(fd)
 
 
-def _commit(tmp: Path, path: Path) -> None:
+def _commit(tmp: Path, path: Path, overwrite: bool = True) -> None:
+    """Move the finished temp file to ``path``; with ``overwrite=False`` an existing file is never replaced.
+
+    The no-overwrite move is a hard link (which fails if the name exists, atomically) and the unlink of
+    the temp name, so a file that appeared after the name was chosen is refused rather than replaced.
+    """
     try:
-        os.replace(tmp, path)
+        if overwrite:
+            os.replace(tmp, path)
+            return
+        _link_or_claim(tmp, path)
+    except FileExistsError as exc:
+        raise JobError(f"{path.name} appeared in {path.parent} while the job was writing it; it was left "
+                       "untouched. Run the job again to write a new file.") from exc
     except OSError as exc:
-        raise JobError(f"Cannot replace {path}: {exc.strerror or exc}.") from exc
+        raise JobError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
+    with contextlib.suppress(OSError):
+        os.unlink(tmp)
+
+
+def _link_or_claim(tmp: Path, path: Path) -> None:
+    """Put ``tmp`` at ``path`` only if nothing is there (FileExistsError otherwise).
+
+    A hard link where the file system has them; elsewhere (FAT, some network shares) the name is first
+    claimed with an exclusive create, then the finished file is moved over that empty placeholder.
+    """
+    try:
+        os.link(tmp, path)
+        return
+    except FileExistsError:
+        raise
+    except OSError:
+        pass
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    os.replace(tmp, path)
 
 
 def _writer_ext(path: Path) -> str:
@@ -324,10 +354,12 @@ class AtomicTableWriter:
     CSV/TSV chunks are appended (header once), Parquet chunks become row groups of one file (later
     chunks are cast to the first chunk's schema), ``.xlsx`` chunks are collected and written at the end.
     On an exception inside the ``with`` block the temporary file is deleted and ``path`` is untouched.
+    With ``overwrite=False`` a file already at ``path`` is never replaced (the job fails instead).
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, overwrite: bool = True) -> None:
         self.path = Path(path)
+        self.overwrite = overwrite
         self.ext = _writer_ext(self.path)
         self.rows = 0
         self._tmp: Path | None = None
@@ -395,7 +427,7 @@ class AtomicTableWriter:
             self._close()
             if exc_type is None:
                 _fsync_path(tmp)
-                _commit(tmp, self.path)
+                _commit(tmp, self.path, self.overwrite)
                 log.info("Wrote %d rows to %s", self.rows, self.path)
         except BaseException:
             self._close()

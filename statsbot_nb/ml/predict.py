@@ -2,18 +2,21 @@
 
 The model (checksum-verified, see :func:`statsbot_nb.ml.store.load_model`) decides which columns it needs;
 the server's ``feature_columns`` are only compared with them. The input is read in chunks so memory stays
-bounded, and ``<stem>_predictions.csv`` is written next to the input (input columns + ``prediction``, plus
-``proba_<class>`` for classifiers) through an atomic writer, so it appears complete or not at all.
+bounded, and a new ``predictions_<MODELTYPE>_<TARGET>_<job id>.csv`` is written next to the input (input
+columns + ``prediction`` in the user's labels, plus ``proba_<class>`` for classifiers) through an atomic
+writer, so it appears complete or not at all and never replaces an existing file.
 
-Only a small sample goes back to the server. Unless the user allowed sharing table contents
-(``share_data``), ``dataframe_sample`` carries only the prediction columns, not the user's input values.
+Only a small sample goes back to the server: up to ten numbers (:func:`wire_predictions`). Unless the
+user allowed sharing table contents (``share_data``), ``dataframe_sample`` is null: no input value leaves.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import os
 import warnings
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +38,54 @@ CHUNK_ROWS = 100_000
 PREDICTION_COLUMN = "prediction"
 
 
-def output_path_for(source: Path) -> Path:
-    """Where the predictions for ``source`` go: ``<stem>_predictions.csv`` in the same folder."""
-    return source.with_name(f"{source.stem}_predictions.csv")
+def _name_part(value: object, fallback: str) -> str:
+    """``random_forest`` -> ``RANDOMFOREST``: letters and digits only, so no name can leave the folder."""
+    text = "".join(ch for ch in str(value or "").upper() if ch.isascii() and ch.isalnum())[:40]
+    return text or fallback
+
+
+def output_path_for(source: Path, meta: dict[str, Any], job_id: str) -> Path:
+    """A new file beside ``source`` for its predictions; an existing file is never chosen.
+
+    Named as today's worker names it, ``predictions_<MODELTYPE>_<TARGET>_<job id>.csv`` (the bot shows
+    the name), with ``_2``, ``_3``... added when that name is taken. Without a job id (a notebook call)
+    the time stands in for it.
+    """
+    tag = "".join(ch for ch in job_id if ch.isascii() and (ch.isalnum() or ch in "_-"))[:64]
+    if not tag:
+        tag = datetime.now().strftime("%Y%m%d_%H%M%S")
+    stem = (f"predictions_{_name_part(meta.get('model_type'), 'MODEL')}_"
+            f"{_name_part(meta.get('target_column'), 'PRED')}_{tag}")
+    candidate = source.with_name(f"{stem}.csv")
+    n = 1
+    while os.path.lexists(candidate):
+        n += 1
+        candidate = source.with_name(f"{stem}_{n}.csv")
+    return candidate
+
+
+def wire_predictions(extra: pd.DataFrame, labels: list[Any] | None, classifier: bool) -> tuple[list[float], str]:
+    """The numbers the bot gets for ``predictions_sample``, and a sentence saying what they mean.
+
+    The bot takes mean/std/min/max/median of them (prediction_handlers.py ``_execute_prediction``), so
+    they must be numbers, as today's worker sends: regression values; for a two-class model the
+    probability of the second class in sorted order (``predict_proba[:, 1]``, 8 decimals); for more
+    classes (where today's worker's column 1 means nothing) the predicted label itself when every label
+    is a number, else the predicted class's 0-based position in ``class_labels``. The local file keeps
+    the real labels and every class probability.
+    """
+    values = extra[PREDICTION_COLUMN]
+    if not classifier:
+        return [float(v) for v in pd.to_numeric(values, errors="coerce")], "predicted values"
+    labels = list(labels or [])
+    if len(labels) == 2 and f"proba_{labels[1]}" in extra.columns:
+        proba = extra[f"proba_{labels[1]}"].astype("float64").round(8)
+        return [float(v) for v in proba], f"probability of class {labels[1]!r}"
+    if labels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in labels):
+        return [float(v) for v in values], "predicted class labels"
+    position = {str(label): i for i, label in enumerate(labels)}
+    return ([float(position.get(str(v), -1)) for v in values],
+            f"position of the predicted class in {labels!r} (0-based)")
 
 
 def _total_rows(path: Path) -> int | None:
@@ -68,7 +116,7 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     source = policy.readable(file_path)
     columns = read_columns(source)
     check_features(columns, features, source.name, model_id, "add them to the file")
-    output = policy.writable(output_path_for(source))
+    output = policy.writable(output_path_for(source, meta, ctx.job_id))
     predictor = Predictor(model, encoders, meta, features)
     if predictor.replaced(columns):
         notes.append(f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
@@ -76,20 +124,20 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     total = _total_rows(source)
     ctx.progress(5, f"Predicting on {source.name}", "predicting")
     rows = 0
-    predictions_sample: list[Any] = []
+    predictions_sample: list[float] = []
+    meaning = ""
     sample_frame: pd.DataFrame | None = None
-    out_columns: list[str] = []
-    with AtomicTableWriter(output) as writer:
+    with AtomicTableWriter(output, overwrite=False) as writer:
         for chunk in iter_table_chunks(source, columns, chunk_rows=CHUNK_ROWS):
             extra = predictor.predict(chunk)
-            result = with_predictions(chunk, extra)
-            writer.write(result)
-            out_columns = [str(c) for c in result.columns]
+            writer.write(with_predictions(chunk, extra))
             if len(predictions_sample) < SAMPLE_ROWS:
                 need = SAMPLE_ROWS - len(predictions_sample)
-                predictions_sample.extend(extra[PREDICTION_COLUMN].iloc[:need].tolist())
-                part = result.iloc[:need] if ctx.settings.share_data else extra.iloc[:need]
-                sample_frame = part if sample_frame is None else pd.concat([sample_frame, part])
+                numbers, meaning = wire_predictions(extra.iloc[:need], predictor.labels, predictor.classifier)
+                predictions_sample.extend(numbers)
+                if ctx.settings.share_data:  # the input rows, as today's worker sends them
+                    part = chunk.iloc[:need]
+                    sample_frame = part if sample_frame is None else pd.concat([sample_frame, part])
             rows += len(chunk)
             ctx.progress(_percent(rows, total), f"Predicted {rows:,} rows", "predicting")
         if rows == 0:
@@ -100,11 +148,14 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     data: dict[str, Any] = {
         "predictions_sample": predictions_sample[:SAMPLE_ROWS],
         "predictions_count": rows,
-        "dataframe_sample": _records(sample_frame),
+        # Without sharing: null, and the bot builds its preview from empty feature cells
+        # (prediction_handlers.py ``_execute_prediction``); no value of the user's table leaves.
+        "dataframe_sample": _records(sample_frame) if ctx.settings.share_data else None,
         "dataframe_rows": rows,
-        "dataframe_columns": out_columns,
+        "dataframe_columns": columns,
         "output_file": str(output),
         "model_id": model_id,
+        "predictions_meaning": meaning,
     }
     if notes:
         data["notes"] = notes

@@ -431,8 +431,14 @@ def _rewrite_metadata(folder: Path, meta: dict[str, Any]) -> None:
 # -- job handlers -------------------------------------------------------------------------------------
 
 def list_models_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``list_models``: every model in the local store, newest first."""
-    return {"models": to_strict_json(list_models(ctx.settings.models_dir))}
+    """``list_models``: every model in the local store, newest first.
+
+    A field an older worker's model lacks is left out rather than sent as null: the bot reads entries
+    with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
+    ``model_selection_prompt``), so an absent key gets its default where a null would fail.
+    """
+    models = to_strict_json(list_models(ctx.settings.models_dir))
+    return {"models": [{k: v for k, v in entry.items() if v is not None} for entry in models]}
 
 
 def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:

@@ -176,7 +176,9 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     log.info("Trained %s in %.1fs", model_id, time.monotonic() - started)
     data: dict[str, Any] = {
         "model_id": model_id,
-        "metrics": result["metrics"],
+        # A metric that is undefined here (NaN, e.g. r2 of a constant target) is left out: the bot formats
+        # every metric key it finds as a number (``_format_keras_metrics``), so a null would fail there.
+        "metrics": {k: v for k, v in to_strict_json(result["metrics"]).items() if v is not None},
         "dataset_stats": result["dataset_stats"],
         "model_info": model_info,
         "training_time": result["training_time"],
@@ -303,11 +305,11 @@ def dataset_stats(y: np.ndarray, labels: list[Any] | None, n_train: int, n_test:
                              "n_features": n_features, "dropped_rows": dropped}
     if labels is not None:
         counts = np.bincount(y, minlength=len(labels))
-        # label -> count, the plain shape a value_counts() gives (what a bot formats as "label: count");
-        # percentages ride alongside rather than nesting inside it.
-        stats["class_distribution"] = {str(label): int(c) for label, c in zip(labels, counts, strict=True)}
-        stats["class_percentages"] = {
-            str(label): round(100.0 * c / len(y), 1) for label, c in zip(labels, counts, strict=True)}
+        # The bot formats each class as ``v['count']`` and ``v['pct']`` (percent of rows, one decimal):
+        # ml_training_local_path.py ``_format_sklearn_metrics`` and template_handlers.py.
+        stats["class_distribution"] = {
+            str(label): {"count": int(c), "pct": round(100.0 * c / len(y), 1)}
+            for label, c in zip(labels, counts, strict=True)}
     else:
         q = np.percentile(y, [0, 25, 50, 75, 100])
         stats["quartiles"] = {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),
