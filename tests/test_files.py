@@ -304,7 +304,7 @@ def test_key_joins(data_dir: Path, pair: tuple[str, str], operation: str, ids: l
                       "output_path": "joined.csv"}, ctx)
     assert out["operation"] == operation and out["row_count"] == rows
     assert out["output_file"] == str((data_dir / "joined.csv").resolve())
-    assert out["columns"] == ["id", "name", "age", "amount", "name_orders"]
+    assert out["columns"] == ["id", "name_x", "age", "amount", "name_y"]  # pandas' suffixes, as the bot's worker
     assert out["column_count"] == 5
     result = read_table(data_dir / "joined.csv")
     assert sorted(result["id"].tolist()) == ids
@@ -316,7 +316,7 @@ def test_key_joins(data_dir: Path, pair: tuple[str, str], operation: str, ids: l
 def test_cross_concat_union(data_dir: Path, pair: tuple[str, str]) -> None:
     ctx, _ = make_ctx(data_dir)
     out = files.join({"operation": "cross_join", "file_paths": list(pair), "output_path": "x.parquet"}, ctx)
-    assert out["row_count"] == 16 and out["columns"] == ["id", "name", "age", "id_orders", "amount", "name_orders"]
+    assert out["row_count"] == 16 and out["columns"] == ["id_x", "name_x", "age", "id_y", "amount", "name_y"]
     assert len(read_table(data_dir / "x.parquet")) == 16
 
     out = files.join({"operation": "concat", "file_paths": [pair[0], pair[1], pair[0]],
@@ -324,8 +324,8 @@ def test_cross_concat_union(data_dir: Path, pair: tuple[str, str]) -> None:
     assert out["row_count"] == 12 and out["columns"] == ["id", "name", "age", "amount"]
     out = files.join({"operation": "union", "file_paths": [pair[0], pair[1], pair[0]],
                       "output_path": "u.csv"}, ctx)
-    assert out["row_count"] == 8
-    assert read_table(data_dir / "u.csv")["amount"].isna().sum() == 4
+    assert out["row_count"] == 12  # union keeps duplicate rows (pd.concat), as the bot's worker does
+    assert read_table(data_dir / "u.csv")["amount"].isna().sum() == 8
 
 
 def test_join_filters_and_default_output(data_dir: Path, pair: tuple[str, str]) -> None:
@@ -334,9 +334,15 @@ def test_join_filters_and_default_output(data_dir: Path, pair: tuple[str, str]) 
                       "filters": ["amount >= 10", "name in ['Ann', 'Bo']"]}, ctx)
     first = Path(pair[0])
     assert out["output_file"] == str(first.with_name(f"{first.stem}_joined{first.suffix}").resolve())
-    assert out["row_count"] == 2
+    # each file is filtered before the join, on the columns it has (as the bot's worker does): people keeps
+    # Ann and Bo; in orders, amount >= 10 keeps names x and y, which the name filter then drops: no rows
+    assert out["row_count"] == 0 and out["input_rows"] == [4, 4]
     assert "filtering" in {s for _, _, s in seen}
-    assert read_table(Path(out["output_file"]))["amount"].tolist() == [10.0, 20.0]
+    out = files.join({"operation": "left_join", "file_paths": list(pair), "key_columns": "id",
+                      "filters": ["amount >= 10", "id <= 2"], "output_path": "f.csv"}, ctx)
+    # people keeps ids 1, 2; orders keeps (1, 10.0), (1, 20.0): Ann twice, Bo with no order
+    assert out["row_count"] == 3
+    assert read_table(data_dir / "f.csv")["amount"].tolist()[:2] == [10.0, 20.0]
 
 
 def test_join_three_files_and_excel_input(data_dir: Path) -> None:
@@ -347,7 +353,8 @@ def test_join_three_files_and_excel_input(data_dir: Path) -> None:
     out = files.join({"operation": "left_join", "file_paths": ["p.xlsx", "o.csv", "n.parquet"],
                       "key_columns": ["id"]}, ctx)
     assert out["output_file"].endswith("p_joined.csv") and out["row_count"] == 5
-    assert out["columns"] == ["id", "name", "age", "amount", "name_o", "name_n"]
+    # p, o clash on 'name' -> name_x, name_y; n's 'name' then clashes with nothing and stays 'name'
+    assert out["columns"] == ["id", "name_x", "age", "amount", "name_y", "name"]
 
 
 def test_join_refusals(data_dir: Path, pair: tuple[str, str]) -> None:
@@ -363,7 +370,7 @@ def test_join_refusals(data_dir: Path, pair: tuple[str, str]) -> None:
         ({"key_columns": ["age"]}, "has no column 'age'"),
         ({"filters": ["amount >> 3"]}, "cannot be used"),
         ({"filters": "amount > 3"}, "'filters' must be a list"),
-        ({"filters": ["nosuch > 3"]}, "does not have"),
+        ({"filters": ["nosuch > 3"]}, "which no input file has"),
         ({"output_path": 5}, "'output_path' must be"),
         ({"output_path": "../outside/j.csv"}, "outside the folders"),
         ({"output_path": "j.txt"}, "only tables"),

@@ -4,18 +4,22 @@ Each handler is ``handler(params, ctx) -> data`` (the success ``data`` of PROTOC
 :class:`JobError` with a sentence on failure. Every path goes through :class:`PathPolicy`; table contents
 leave the machine only through ``load_data`` and only when the user turned data sharing on.
 
-``join`` semantics (the names are the ones the bot sends):
+``join`` semantics match today's worker (``execute_join_job`` in the bot's ``worker/statsbot_worker.py``)
+row for row and column for column; the names are the ones the bot sends:
 
-- ``left_join`` / ``right_join`` / ``inner_join`` / ``outer_join``: SQL joins on ``key_columns``, applied
-  left to right over the files; clashing non-key columns of a later file get the suffix ``_<file stem>``;
-- ``merge``: the same as ``inner_join`` (pandas ``merge(how="inner")`` on ``key_columns``);
-- ``cross_join``: every row with every row (``key_columns`` not used), refused above ``MAX_RESULT_ROWS``;
-- ``concat``: rows of all files stacked, columns united (missing cells empty);
-- ``union``: ``concat`` without duplicate rows (SQL ``UNION``).
+- ``filters`` apply to **each input file before** the operation (so they name the inputs' columns, not the
+  result's); a filter is skipped for a file that lacks its column, and refused only if no file has it;
+- ``left_join`` / ``right_join`` / ``inner_join`` / ``outer_join``: pandas ``merge(on=key_columns, how=...)``
+  chained left to right over the files; clashing non-key columns get pandas' suffixes ``_x`` / ``_y``;
+- ``merge``: pandas ``merge`` (inner) on ``key_columns``, or, if none are given, on the columns the tables
+  share (a natural join);
+- ``cross_join``: every row with every row (``key_columns`` not used), suffixes ``_x`` / ``_y``, refused above
+  ``MAX_RESULT_ROWS``;
+- ``concat`` and ``union``: the same thing, rows of all files stacked (duplicates kept), columns united in
+  order of first appearance (missing cells empty).
 
-``filters`` apply to the joined table (so they name its columns), before it is written. The output goes to
-``output_path`` or, by default, to ``<first input stem>_joined.<ext>`` next to the first input (same
-format as that input; Excel inputs give CSV), written atomically.
+The output goes to ``output_path`` or, by default, to ``<first input stem>_joined.<ext>`` next to the first
+input (same format as that input; Excel inputs give CSV), written atomically.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from ..context import JobContext
 from ..errors import JobError
 from ..paths import MissingFile, PathPolicy
 from .data import check_columns, iter_table_chunks, read_columns, read_table, write_table_atomic
-from .filters import apply_filters, parse_filters
+from .filters import Filter, parse_filters
 
 log = logging.getLogger("statsbot_nb.files")
 
@@ -43,7 +47,7 @@ MAX_RESULT_ROWS = 50_000_000
 MAX_JOIN_FILES = 20
 INFO_COLUMNS = 50
 KEY_OPERATIONS = {"left_join": "left", "right_join": "right", "inner_join": "inner", "outer_join": "outer",
-                  "merge": "inner"}
+                  "merge": "inner"}  # merge: key_columns optional (none -> the columns the tables share)
 OPERATIONS = (*KEY_OPERATIONS, "cross_join", "union", "concat")
 
 
@@ -204,35 +208,81 @@ def _too_big(n: int, operation: str) -> JobError:
                     "worker allows; filter the files first or use keys that match fewer rows.")
 
 
+def _filter_inputs(frames: list[pd.DataFrame], paths: list[Path], parsed: list[Filter]) -> list[pd.DataFrame]:
+    """Each input keeps the rows that satisfy every filter on a column it has (as today's worker does).
+
+    A filter naming a column that no input has is refused (today's worker silently ignored it everywhere).
+    """
+    if not parsed:
+        return frames
+    unknown = list(dict.fromkeys(f.column for f in parsed if not any(f.column in fr.columns for fr in frames)))
+    if unknown:
+        shown = ", ".join(repr(c) for c in dict.fromkeys(str(c) for fr in frames for c in fr.columns))
+        raise JobError(f"The filters name {', '.join(repr(c) for c in unknown)}, which no input file has "
+                       f"(a filter applies to each file that has its column); the files' columns are {shown}.")
+    out = []
+    for frame, path in zip(frames, paths, strict=True):
+        used = [f for f in parsed if f.column in frame.columns]
+        if len(used) < len(parsed):
+            log.info("join: %s has no column for filter(s) %s; skipped for that file", path.name,
+                     ", ".join(repr(f.text) for f in parsed if f not in used))
+        if not used:
+            out.append(frame)
+            continue
+        mask = pd.Series(True, index=frame.index)
+        try:
+            for flt in used:
+                mask &= flt.mask(frame)
+        except JobError as exc:
+            raise JobError(f"In {path.name}: {exc}") from exc
+        out.append(frame.loc[mask].reset_index(drop=True))
+    return out
+
+
+def _merge_error(operation: str, path: Path, keys: list[str], exc: Exception) -> JobError:
+    text = str(exc)
+    on = ", ".join(keys) if keys else "the columns the tables share"
+    if "suffixes" in text:
+        hint = ("the _x/_y suffixes for clashing column names would repeat a column name; rename the clashing "
+                "columns in one of the files")
+    else:
+        hint = "make the key columns hold the same kind of values in every file"
+    return JobError(f"Cannot {operation} {path.name} on {on}: {text.rstrip('.')}. To fix it, {hint}.")
+
+
 def _combine(frames: list[pd.DataFrame], paths: list[Path], operation: str, keys: list[str]) -> pd.DataFrame:
+    """Today's worker's operation on the (already filtered) inputs, with size guards before each step."""
     if operation in ("concat", "union"):
-        out = pd.concat(frames, ignore_index=True, sort=False)
-        return out.drop_duplicates(ignore_index=True) if operation == "union" else out
+        # worker: union -> pd.concat(dfs, ignore_index=True); concat -> the same with join="outer" (the default)
+        return pd.concat(frames, ignore_index=True, join="outer", sort=False)
     if operation == "cross_join":
         total = math.prod(len(f) for f in frames)
         if total > MAX_RESULT_ROWS:
             raise _too_big(total, operation)
     how = KEY_OPERATIONS.get(operation, "cross")
     result = frames[0]
-    stems = [p.stem for p in paths]
-    for i, (frame, path) in enumerate(zip(frames[1:], paths[1:], strict=True), start=1):
-        suffix = f"_{path.stem}" if stems.count(path.stem) == 1 else f"_{path.stem}_{i + 1}"
+    for frame, path in zip(frames[1:], paths[1:], strict=True):
+        on = keys
         try:
             if how == "cross":
-                result = result.merge(frame, how="cross", suffixes=("", suffix))
+                result = result.merge(frame, how="cross")  # pandas' default suffixes _x, _y
                 continue
-            estimate = _estimate_rows(result, frame, keys, how)
+            if not on:  # merge without key_columns: pandas joins on the shared columns
+                on = [c for c in result.columns if c in frame.columns]
+                if not on:
+                    raise JobError(f"Cannot merge {path.name}: it has no column in common with the table "
+                                   "before it; choose key columns.")
+            estimate = _estimate_rows(result, frame, on, how)
             if estimate > MAX_RESULT_ROWS:
                 raise _too_big(estimate, operation)
-            result = result.merge(frame, on=keys, how=how, suffixes=("", suffix))
+            result = result.merge(frame, on=keys, how=how) if keys else result.merge(frame, how=how)
         except (ValueError, TypeError) as exc:  # pandas' MergeError is a ValueError
-            raise JobError(f"Cannot {operation} {path.name} on {', '.join(keys) or 'all rows'}: {exc}. "
-                           "Make the key columns hold the same kind of values in every file.") from exc
+            raise _merge_error(operation, path, on, exc) from exc
     return result
 
 
 def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Join, merge or stack two or more tables, filter the result, and write it next to the inputs."""
+    """Filter two or more tables, join, merge or stack them, and write the result next to the inputs."""
     operation = params.get("operation")
     if operation not in OPERATIONS:
         raise JobError(f"'operation' must be one of {', '.join(OPERATIONS)}, not {operation!r}.")
@@ -243,9 +293,10 @@ def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if len(file_paths) > MAX_JOIN_FILES:
         raise JobError(f"'file_paths' lists {len(file_paths)} files; "
                        f"at most {MAX_JOIN_FILES} can be joined at once.")
-    keys = _param_names(params, "key_columns") if operation in KEY_OPERATIONS else []
-    filters = params.get("filters") or None
-    parse_filters(filters)  # fail on bad syntax before reading anything
+    keys: list[str] = []  # cross_join, concat and union ignore key_columns, as today's worker does
+    if operation in KEY_OPERATIONS and (operation != "merge" or params.get("key_columns")):
+        keys = _param_names(params, "key_columns")  # merge without keys: the shared columns, as today
+    parsed = parse_filters(params.get("filters") or None)  # fail on bad syntax before reading anything
     out_raw = params.get("output_path")
     if out_raw is not None and (not isinstance(out_raw, str) or not out_raw.strip()):
         raise JobError("'output_path' must be the path of the table file to write, or left out.")
@@ -261,14 +312,15 @@ def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         if keys:
             check_columns(path, keys, read_columns(path))
         frames.append(read_table(path))
+    input_rows = [len(f) for f in frames]
+    if parsed:
+        ctx.progress(56, f"Applying {len(parsed)} filter(s) to each file", "filtering")
+        frames = _filter_inputs(frames, paths, parsed)
     ctx.progress(60, f"Running {operation} on {len(frames)} files", "joining")
     result = _combine(frames, paths, operation, keys)
-    if filters:
-        ctx.progress(80, f"Applying {len(filters)} filter(s)", "filtering")
-        result = apply_filters(result, filters)
     ctx.progress(90, f"Writing {output.name}", "writing")
     write_table_atomic(result, output)
     ctx.progress(100, f"Wrote {len(result):,} rows to {output.name}", "done")
     columns = [str(c) for c in result.columns]
     return {"output_file": str(output), "row_count": len(result), "column_count": len(columns),
-            "columns": columns[:20], "operation": operation, "input_rows": [len(f) for f in frames]}
+            "columns": columns[:20], "operation": operation, "input_rows": input_rows}
