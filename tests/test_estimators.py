@@ -153,7 +153,7 @@ def test_unknown_hyperparameter_lists_valid_names() -> None:
 @pytest.mark.skipif(not HAS_XGB, reason="xgboost is needed")
 def test_unknown_hyperparameter_for_xgboost_lists_its_names() -> None:
     with pytest.raises(JobError, match=r"valid names are: .*learning_rate.*max_depth"):
-        build_estimator("xgboost_regression", "regression", {"seed": 3})
+        build_estimator("xgboost_regression", "regression", {"n_trees": 3})  # `seed` is xgboost's own name
 
 
 @pytest.mark.parametrize(("params", "pattern"), [

@@ -8,7 +8,9 @@ run time, so a missing one is a sentence naming the ``pip`` package instead of a
 User hyperparameters are validated before anything is read or fitted: unknown names are refused with the
 list of valid ones, values are type-checked against the estimator's own defaults, and the estimator's own
 parameter validation is translated into a sentence. Our defaults (seed, number of trees) are merged *under*
-the user's values, so the same keyword can never be passed twice.
+the user's values, so the same keyword can never be passed twice. XGBoost, LightGBM and CatBoost also take
+their native parameter names and aliases (``bagging_fraction``, ``eta``, ``num_iterations``), each mapped to
+one canonical keyword the way the library maps it; two names for one parameter are refused.
 """
 
 from __future__ import annotations
@@ -24,24 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import JobError
+from .hyperparams import MANAGED, NATIVE_LIBRARIES, NativeNames, check_plain, native_names, to_canonical
 
 SEED = 42
 REGRESSION = "regression"
 CLASSIFICATION = "classification"
 TASKS = (REGRESSION, CLASSIFICATION)
-
-# Parameters the worker manages itself (progress reporting grows models step by step).
-_MANAGED = {
-    "warm_start": "the worker uses it to report progress while the model grows",
-    "callbacks": "the worker installs its own progress callback",
-    "early_stopping_rounds": "it needs a validation set, which this worker does not pass to the library",
-}
-# Parameters that would make a library read or write files of its own choosing.
-_MANAGED.update(dict.fromkeys(
-    ("train_dir", "allow_writing_files", "save_snapshot", "snapshot_file", "snapshot_interval", "memory",
-     "input_model", "output_model", "output_borders", "input_borders", "output_result", "init_score_file",
-     "forcedsplits_filename", "forcedbins_filename", "convert_model", "data", "valid", "log_file"),
-    "it makes the library read or write files, which jobs may not do"))
 
 # Sklearn families: model_type -> (family, tasks it supports, scale numeric columns).
 _SKLEARN_TYPES: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -83,7 +73,8 @@ class EstimatorPlan:
 
     ``family`` decides how progress is reported (``forest``, ``gradient_boosting``, ``mlp``, ``xgboost``,
     ``lightgbm`` grow step by step; the others fit in one call). ``hyperparameters`` are the effective,
-    JSON-friendly values the user chose merged over our defaults (kept in the model's metadata).
+    JSON-friendly values the user chose merged over our defaults, under canonical names (kept in the
+    model's metadata).
     """
 
     model_type: str
@@ -93,6 +84,7 @@ class EstimatorPlan:
     estimator: Any
     scale_numeric: bool
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)  # what was adjusted, for the train result's notes
 
 
 def _has(module: str) -> bool:
@@ -203,7 +195,17 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
     user = _check_user_params(hyperparameters, model_type)
     if model_type == "polynomial":
         user = {_POLY_ALIASES.get(key, key): value for key, value in user.items()}
-    user = _validate_names_and_types(factory(**defaults), factory(), user, model_type)
+    native = native_names(prefix, factory) if prefix in NATIVE_LIBRARIES else None
+    spelled: dict[str, str] = {}
+    if native is not None:
+        user, defaults, spelled = to_canonical(native, user, defaults, model_type)
+    user = _validate_names_and_types(factory(**defaults), factory(), user, model_type, native, spelled)
+    notes: list[str] = []
+    if prefix == "catboost" and user.get("use_best_model"):
+        # The bot's CatBoost templates send it; CatBoost refuses it without a validation set at fit time.
+        user["use_best_model"] = False
+        notes.append("use_best_model needs a validation set, which this worker does not pass to CatBoost, "
+                     "so the model after the last boosting round is kept.")
     params = {**defaults, **user}
     try:
         estimator = factory(**params)
@@ -211,7 +213,7 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
         raise JobError(f"The hyperparameters for {model_type} were not accepted: {_first_line(exc)}") from exc
     _run_estimator_validation(estimator, model_type)
     shown = {key: _json_value(value) for key, value in params.items()}
-    return EstimatorPlan(model_type, task_type, family, library, estimator, scale, shown)
+    return EstimatorPlan(model_type, task_type, family, library, estimator, scale, shown, notes)
 
 
 def _sklearn_factory(model_type: str, task: str) -> tuple[Callable[..., Any], dict[str, Any]]:
@@ -278,7 +280,19 @@ def _library_factory(prefix: str, task: str, model_type: str) -> tuple[Callable[
         return cls, {"iterations": 300, "random_seed": SEED, "verbose": False, "allow_writing_files": False}
     from .kerasnet import KerasClassifier, KerasRegressor  # keras itself loads only when fitting
 
-    return (KerasRegressor if reg else KerasClassifier), {"random_state": SEED}
+    keras_cls = KerasRegressor if reg else KerasClassifier
+
+    def make_keras(**kwargs: Any) -> Any:
+        """The network with every setting checked now: ``architecture`` is untrusted nested input that the
+        generic name/kind checks cannot see into, and a bad one must fail before the table is read."""
+        net = keras_cls(**kwargs)
+        try:
+            net.check_params()
+        except ValueError as exc:
+            raise JobError(f"The hyperparameters for {model_type} were not accepted: {_first_line(exc)}") from exc
+        return net
+
+    return make_keras, {"random_state": SEED}
 
 
 def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, Any]:
@@ -289,8 +303,8 @@ def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, An
     for key in hyperparameters:
         if not isinstance(key, str):
             raise JobError(f"hyperparameter names for {model_type} must be strings.")
-        if key in _MANAGED:
-            raise JobError(f"The hyperparameter {key!r} cannot be set for {model_type}: {_MANAGED[key]}.")
+        if key in MANAGED:
+            raise JobError(f"The hyperparameter {key!r} cannot be set for {model_type}: {MANAGED[key]}.")
         if _looks_like_path(hyperparameters[key]):
             raise JobError(f"The hyperparameter {key!r} of {model_type} looks like a file path; jobs only read "
                            "and write the files their request names, so hyperparameters may not hold paths.")
@@ -319,26 +333,37 @@ def _valid_names(probe: Any) -> list[str]:
     except (TypeError, ValueError):
         pass
     names -= {"kwargs", "args", "steps", "memory", "verbose_feature_names_out", "transform_input",
-              "poly", "linear", *_MANAGED}
+              "poly", "linear", *MANAGED}
     return sorted(names)
 
 
-def _validate_names_and_types(probe: Any, bare: Any, user: dict[str, Any], model_type: str) -> dict[str, Any]:
+def _validate_names_and_types(probe: Any, bare: Any, user: dict[str, Any], model_type: str,
+                              native: NativeNames | None = None,
+                              spelled: dict[str, str] | None = None) -> dict[str, Any]:
     """Refuse unknown names (listing the valid ones) and values of the wrong type; coerce JSON strings.
 
-    Names come from ``probe`` (built with our defaults, so library keyword arguments we set count too);
-    kinds come from ``bare``, the library's own defaults (``random_state=None`` accepts None, even
-    though our default is a number).
+    Names come from ``probe`` (built with our defaults, so library keyword arguments we set count too),
+    plus, for a boosting library, its native names (``native``; ``user`` is then already canonical and
+    ``spelled`` gives the name the user wrote, for messages). Kinds come from ``bare``, the library's own
+    defaults (``random_state=None`` accepts None, even though our default is a number).
     """
     valid = _valid_names(probe)
+    if native is not None:
+        valid = sorted(({native.canonical.get(n, n) for n in valid} | native.kwargs_only) - set(native.refused))
     unknown = sorted(set(user) - set(valid))
     if unknown:
-        shown = ", ".join(valid)
+        shown = native.describe(valid) if native is not None else ", ".join(valid)
         names = ", ".join(repr(n) for n in unknown)
         raise JobError(f"Unknown hyperparameter {names} for {model_type}; valid names are: {shown}.")
     defaults = {**probe.get_params(deep=True), **bare.get_params(deep=True)}
-    return {key: _check_value(model_type, key, _coerce(value), defaults.get(key))
-            for key, value in user.items()}
+    spelled = spelled or {}
+    checked = {key: _check_value(model_type, spelled.get(key, key), _coerce(value), defaults.get(key))
+               for key, value in user.items()}
+    if native is not None:
+        for key in native.kwargs_only & set(checked):
+            if key not in defaults:
+                check_plain(model_type, spelled.get(key, key), checked[key])
+    return checked
 
 
 def _coerce(value: Any) -> Any:
