@@ -30,6 +30,8 @@ log = logging.getLogger("statsbot_nb.train")
 
 SEED = estimators.SEED
 MIN_ROWS = 5
+#: The held-out share today's worker always uses (it ignores ``test_size``); see :func:`_bot_keras_split`.
+TODAYS_TEST_SIZE = 0.2
 CLASSIFICATION_MAX_DISTINCT = 10
 
 
@@ -45,6 +47,7 @@ class TrainRequest:
     hyperparameters: dict[str, Any] | None
     test_size: float
     custom_name: str | None
+    split_note: str | None = None  # why test_size differs from the one sent, if it does
 
 
 def parse_request(params: dict[str, Any]) -> TrainRequest:
@@ -76,12 +79,36 @@ def parse_request(params: dict[str, Any]) -> TrainRequest:
     hyper = params.get("hyperparameters")
     if hyper is not None and not isinstance(hyper, dict):
         raise JobError("hyperparameters must be an object of name: value pairs or null.")
-    test_size = _test_size(params.get("test_size"))
+    split_note = None
+    if _bot_keras_split(params, hyper):
+        test_size = TODAYS_TEST_SIZE
+        split_note = (f"The bot's neural-network flow sends test_size = 1 - validation_split "
+                      f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
+                      "are held out for testing and validation_split of the rest validates each epoch.")
+    else:
+        test_size = _test_size(params.get("test_size"))
     name = params.get("custom_name")
     if name is not None and not isinstance(name, str):
         raise JobError("custom_name must be text or null.")
     custom = store.validate_custom_name(name) if name and name.strip() else None
-    return TrainRequest(file_path, target, features, model_type, task, hyper or None, test_size, custom)
+    return TrainRequest(file_path, target, features, model_type, task, hyper or None, test_size, custom,
+                        split_note)
+
+
+def _bot_keras_split(params: dict[str, Any], hyper: dict[str, Any] | None) -> bool:
+    """True for the bot's keras flow, which sends ``test_size = 1 - validation_split``.
+
+    That makes the default validation split of 0.2 hold out 80 % of the rows (and 0 hold out all of
+    them); today's worker ignores ``test_size`` and always holds out 20 %, so its users' networks train
+    on most of their data. We do what they get today (ml_training_local_path.py, keras branch).
+    """
+    split = (hyper or {}).get("validation_split")
+    test_size = params.get("test_size")
+    if params.get("task_type") != "neural_network" or isinstance(split, bool) or isinstance(test_size, bool):
+        return False
+    if not isinstance(split, (int, float)) or not isinstance(test_size, (int, float)):
+        return False
+    return 0 <= split < 1 and math.isclose(test_size, 1.0 - split, abs_tol=1e-9)
 
 
 def _test_size(raw: object) -> float:
@@ -138,7 +165,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     task = req.task_type or infer_task(req.model_type, frame[req.target_column])
     if plan is None:
         plan = estimators.build_estimator(req.model_type, task, req.hyperparameters)
-    notes: list[str] = []
+    notes: list[str] = ([req.split_note] if req.split_note else []) + plan.notes
     result = _fit_and_score(req, plan, frame, dropped, notes, ctx)
     ctx.progress(95, "Saving the model", "saving")
     created = datetime.now().astimezone()
