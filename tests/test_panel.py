@@ -194,18 +194,21 @@ def test_sync_helpers_refuse_on_the_loop_thread_and_work_in_scripts(home: Path, 
         "from statsbot_nb import session\n"
         "from statsbot_nb.server import JobServer\n"
         "import statsbot_nb\n"
-        "ready = threading.Event(); box = {}\n"
+        "ready, answered, finish = threading.Event(), threading.Event(), threading.Event(); box = {}\n"
         "async def serve():\n"
         "    async with JobServer() as s:\n"
         "        box['url'], box['token'] = s.url, s.issue_token(); ready.set()\n"
-        "        box['result'] = await s.run_job('list_models', {}, timeout=60)\n"
+        "        box['result'] = await s.run_job('list_models', {}, timeout=60); answered.set()\n"
+        "        while not finish.is_set():\n"  # keep serving until the script has looked at the state
+        "            await asyncio.sleep(0.05)\n"
         "t = threading.Thread(target=lambda: asyncio.run(serve())); t.start(); ready.wait(30)\n"
         "w = statsbot_nb.connect(token=box['token'], url=box['url'])\n"
         "session.wait_connected_sync(w, 30)\n"
         "print('state', w.state)\n"
-        "t.join(60)\n"
+        "answered.wait(60)\n"
         "session.wait_idle_sync(w, 30)\n"
         "print('result', box['result'].success)\n"
+        "finish.set(); t.join(60)\n"
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "state connected" in out.stdout and "result True" in out.stdout, (
