@@ -263,6 +263,17 @@ async def test_regression_training_reads_as_the_bot_formats_it(start_bot, data_d
     assert "Training Time" in bot_template_training(result)
 
 
+async def test_a_linear_template_trains_as_the_regression_it_was_saved_as(start_bot, data_dir: Path) -> None:
+    """``template_handlers.py`` ``handle_template_selection`` sends ``_infer_task_type("linear")``, which is
+    "classification" for every name without "regression" in it."""
+    bot = await start_bot()
+    path = data_dir / "customers.csv"
+    customers().to_csv(path, index=False)
+    result = await bot.result("train", train_params(path, "value", "linear", "classification"))
+    assert result["model_info"]["task_type"] == "regression" and "r2" in result["metrics"]
+    assert "Q1=" in bot_template_training(result) and any("regression model" in n for n in result["notes"])
+
+
 async def test_lightgbm_training_takes_the_bots_native_names(start_bot, data_dir: Path) -> None:
     pytest.importorskip("lightgbm")
     bot = await start_bot()

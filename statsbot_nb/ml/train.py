@@ -47,7 +47,7 @@ class TrainRequest:
     hyperparameters: dict[str, Any] | None
     test_size: float
     custom_name: str | None
-    split_note: str | None = None  # why test_size differs from the one sent, if it does
+    note: str | None = None  # why the task or test_size differs from the one sent, if it does
 
 
 def parse_request(params: dict[str, Any]) -> TrainRequest:
@@ -76,23 +76,30 @@ def parse_request(params: dict[str, Any]) -> TrainRequest:
         task = None
     elif task not in estimators.TASKS:
         raise JobError(f"task_type {task!r} must be 'regression', 'classification' or 'neural_network'.")
+    note = None
+    if task == estimators.CLASSIFICATION and estimators.task_from_model_type(model_type) == estimators.REGRESSION:
+        # The bot's template flow sends every model name without "regression" in it as a classification
+        # (template_handlers.py ``_infer_task_type``), so a saved linear-regression template arrives as
+        # {linear, classification}. These model types only regress: train what the template was saved for.
+        task = estimators.REGRESSION
+        note = (f"{model_type} is a regression model, so it was trained for regression although the job "
+                "said classification (the bot's templates send that for every model type without "
+                "'regression' in its name).")
     hyper = params.get("hyperparameters")
     if hyper is not None and not isinstance(hyper, dict):
         raise JobError("hyperparameters must be an object of name: value pairs or null.")
-    split_note = None
     if _bot_keras_split(params, hyper):
         test_size = TODAYS_TEST_SIZE
-        split_note = (f"The bot's neural-network flow sends test_size = 1 - validation_split "
-                      f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
-                      "are held out for testing and validation_split of the rest validates each epoch.")
+        note = (f"The bot's neural-network flow sends test_size = 1 - validation_split "
+                f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
+                "are held out for testing and validation_split of the rest validates each epoch.")
     else:
         test_size = _test_size(params.get("test_size"))
     name = params.get("custom_name")
     if name is not None and not isinstance(name, str):
         raise JobError("custom_name must be text or null.")
     custom = store.validate_custom_name(name) if name and name.strip() else None
-    return TrainRequest(file_path, target, features, model_type, task, hyper or None, test_size, custom,
-                        split_note)
+    return TrainRequest(file_path, target, features, model_type, task, hyper or None, test_size, custom, note)
 
 
 def _bot_keras_split(params: dict[str, Any], hyper: dict[str, Any] | None) -> bool:
@@ -165,7 +172,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     task = req.task_type or infer_task(req.model_type, frame[req.target_column])
     if plan is None:
         plan = estimators.build_estimator(req.model_type, task, req.hyperparameters)
-    notes: list[str] = ([req.split_note] if req.split_note else []) + plan.notes
+    notes: list[str] = ([req.note] if req.note else []) + plan.notes
     result = _fit_and_score(req, plan, frame, dropped, notes, ctx)
     ctx.progress(95, "Saving the model", "saving")
     created = datetime.now().astimezone()
