@@ -464,21 +464,7 @@ class Worker:
             log.debug("Ignoring a %s frame", msg.type)
 
     def _accept(self, job: protocol.Job) -> None:
-        known = self.jobs.get(job.job_id)
-        if known is not None and not known.finished:
-            log.info("Job %s arrived again while still running; keeping the running one", job.job_id)
-            return
-        frame = self._outbox.known(job.job_id)
-        if frame is not None:
-            log.info("Job %s arrived again; re-sending its result instead of running it twice", job.job_id)
-            self._outbox.add(job.job_id, frame)
-            self._send("result", job.job_id, frame)
-            return
-        if known is not None:  # finished long ago and its result forgotten: never run twice, but answer
-            log.info("Job %s arrived again after its result was confirmed; not running it twice", job.job_id)
-            self._deliver(job.job_id, protocol.encode_result_error(
-                job.job_id, f"Job {job.job_id} already ran on this worker and its result was delivered; "
-                "it is not run twice. Start a new job to run it again."))
+        if self._answer_again(job.job_id):
             return
         if len(self._tasks) >= MAX_ACTIVE_JOBS:
             self._fail_at_once(job.job_id, job.action,
@@ -496,13 +482,37 @@ class Worker:
         task = asyncio.create_task(self._run_job(record, spec), name=f"statsbot-job-{job.job_id}")
         self._tasks[job.job_id] = task
 
+    def _answer_again(self, job_id: str) -> bool:
+        """A job id seen before is never run twice; True when it needs nothing more (still running, or answered).
+
+        A finished job's result is sent again while it is remembered (a malformed repeat of the frame must
+        not replace it); after that, a failed result says the job already ran.
+        """
+        known = self.jobs.get(job_id)
+        if known is not None and not known.finished:
+            log.info("Job %s arrived again while still running; keeping the running one", job_id)
+            return True
+        frame = self._outbox.known(job_id)
+        if frame is not None:
+            log.info("Job %s arrived again; re-sending its result instead of running it twice", job_id)
+            self._deliver(job_id, frame)
+            return True
+        if known is not None:  # finished long ago and its result forgotten
+            log.info("Job %s arrived again after its result was confirmed; not running it twice", job_id)
+            self._deliver(job_id, protocol.encode_result_error(
+                job_id, f"Job {job_id} already ran on this worker and its result was delivered; it is not run "
+                "twice. Start a new job to run it again."))
+            return True
+        return False
+
     def _fail_at_once(self, job_id: str, action: str, error: str) -> None:
         """Answer a job that cannot even start (unknown action, malformed) with a failed result."""
-        if job_id in self.jobs and not self.jobs[job_id].finished:
+        if self._answer_again(job_id):
             return
         now = time.time()
         record = JobRecord(job_id, action, {}, status="failed", error=error, started_at=now, ended_at=now)
         self.jobs[job_id] = record
+        self._prune_records()
         self._deliver(job_id, protocol.encode_result_error(job_id, error))
         self._publish(JobFailed(job_id, action, 0.0, error))
 

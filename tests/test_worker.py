@@ -439,3 +439,19 @@ async def test_too_many_queued_jobs_are_answered_at_once(legacy: LegacyServer, m
     ids = [await legacy.send_job("sleep", {"seconds": 2}) for _ in range(3)]
     refused = await legacy.wait_result(ids[2], timeout=10)
     assert refused["success"] is False and "already has 2 jobs" in refused["error"]
+
+
+async def test_a_malformed_repeat_of_a_finished_job_keeps_its_result(legacy: LegacyServer, make_worker):
+    """A broken frame naming a finished job's id is answered with that job's result, never a new failure."""
+    worker = make_worker(legacy.url, legacy.token)
+    worker.start()
+    job_id = await legacy.send_job("list_models")
+    first = await legacy.wait_result(job_id)
+    assert first["success"] is True
+    await legacy.send_raw(json.dumps({"type": "job", "job_id": job_id, "action": "list_models", "params": [1]}))
+    broken = json.dumps({"type": "job", "job_id": job_id, "action": "list_models"})[:-1] + ', "params": {'
+    await legacy.send_raw(broken)
+    await legacy.wait_for(lambda: len(legacy.results.get(job_id, [])) >= 3, 10)
+    assert [r["success"] for r in legacy.results[job_id]] == [True, True, True]
+    assert worker.jobs[job_id].status == "done"
+    assert legacy.violations == []
