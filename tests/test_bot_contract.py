@@ -323,6 +323,19 @@ async def test_null_metrics_never_reach_the_bot(start_bot, data_dir: Path) -> No
     bot_guided_training(result, "regression")
 
 
+async def test_a_target_too_extreme_for_quartiles_still_reads(start_bot, data_dir: Path) -> None:
+    """Quartiles that overflow would be null, and the bot formats them as numbers: they are left out."""
+    bot = await start_bot()
+    frame = customers(60)
+    frame["huge"] = np.where(np.arange(60) % 2 == 0, 1.7e308, -1.7e308)
+    path = data_dir / "huge.csv"
+    frame.to_csv(path, index=False)
+    result = await bot.result("train", train_params(path, "huge", "decision_tree", "regression"))
+    assert "quartiles" not in result["dataset_stats"]
+    bot_guided_training(result, "regression")
+    bot_template_training(result)
+
+
 # --------------------------------------------------------------------------------------------------
 # Prediction, save, models
 # --------------------------------------------------------------------------------------------------

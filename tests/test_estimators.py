@@ -228,3 +228,11 @@ def test_type_checks_use_the_librarys_own_defaults() -> None:
     assert plan.estimator.get_params()["random_state"] is None
     with pytest.raises(JobError, match=r"'max_iter' .* must be a number"):
         build_estimator("mlp_classification", "classification", {"max_iter": None})
+
+
+@pytest.mark.skipif(not HAS_XGB, reason="xgboost is needed")
+def test_a_nan_default_takes_numbers_only() -> None:
+    """xgboost's `missing` defaults to NaN: null would pass fitting and fail only when scoring."""
+    with pytest.raises(JobError, match=r"'missing' .* must be a number"):
+        build_estimator("xgboost_regression", "regression", {"missing": None})
+    assert build_estimator("xgboost_regression", "regression", {"missing": 0}).estimator.missing == 0.0

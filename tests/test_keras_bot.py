@@ -303,3 +303,13 @@ def test_regression_refuses_a_classification_loss_and_default_network_still_buil
     X = rng.normal(size=(20, 2))
     net = plan.estimator.fit(X, X[:, 0])
     assert dense_layers(net) == [(5, "relu", "GlorotUniform"), (1, "linear", "GlorotUniform")]
+
+
+def test_a_network_too_big_for_the_machine_is_refused_before_it_is_built(env: Env) -> None:
+    """31 layers of 4096 units pass the per-layer bounds but would need ~500M weights (8 GB with Adam)."""
+    hyper = bot_hyperparameters("keras_regression", epochs=1)
+    hyper["architecture"]["layers"] = [{"type": "Dense", "units": 4096, "activation": "relu"}] * 31 + [
+        {"type": "Dense", "units": 1, "activation": "linear"}]
+    with pytest.raises(JobError, match=r"weights .* at most 20,000,000"):
+        train(bot_job(write_csv(env, table()), "keras_regression", "y", hyper), env.ctx)
+    assert not any(env.settings.models_dir.glob("*/model.pkl"))

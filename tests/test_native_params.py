@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import inspect
 import json
+import os
 import pickle
 import re
 from pathlib import Path
@@ -358,3 +359,29 @@ def test_catboost_synonyms_read_from_the_library_match_the_fallback_table() -> N
     derived = hyperparams._catboost_groups(wrapper)
     for name, aliases in hyperparams._CATBOOST_FALLBACK.items():
         assert set(aliases) <= set(derived.get(name, ())), name
+
+
+@pytest.mark.parametrize(("model_type", "params", "name"), [
+    pytest.param("lightgbm_binary_classification", {"max_bin": 10**9}, "max_bin", marks=needs["lightgbm"]),
+    pytest.param("lightgbm_regression", {"num_iterations": 10**7}, "n_estimators", marks=needs["lightgbm"]),
+    pytest.param("xgboost_regression", {"num_boost_round": 10**6}, "n_estimators", marks=needs["xgboost"]),
+    pytest.param("catboost_regression", {"num_trees": 10**6}, "iterations", marks=needs["catboost"]),
+    ("random_forest", {"n_estimators": 10**9}, "n_estimators"),
+])
+def test_sizes_that_would_exhaust_the_machine_are_refused(model_type: str, params: dict[str, Any],
+                                                          name: str) -> None:
+    task = "regression" if "regression" in model_type else "classification"
+    with pytest.raises(JobError, match=rf"'{name}' .* allows at most"):
+        build_estimator(model_type, task, params)
+
+
+@pytest.mark.parametrize(("model_type", "params", "name"), [
+    pytest.param("lightgbm_regression", {"num_threads": 100_000}, "n_jobs", marks=needs["lightgbm"]),
+    pytest.param("catboost_regression", {"thread_count": 100_000}, "thread_count", marks=needs["catboost"]),
+    ("random_forest", {"n_jobs": -500}, "n_jobs"),
+])
+def test_thread_counts_are_held_to_the_machines_cores(model_type: str, params: dict[str, Any], name: str) -> None:
+    plan = build_estimator(model_type, "regression", params)
+    value = plan.estimator.get_params()[name]
+    assert value == -1 or 1 <= value <= (os.cpu_count() or 1)
+    assert any(name in note and "cores" in note for note in plan.notes)

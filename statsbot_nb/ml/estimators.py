@@ -26,7 +26,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import JobError
-from .hyperparams import MANAGED, NATIVE_LIBRARIES, NativeNames, check_plain, native_names, to_canonical
+from .hyperparams import (
+    MANAGED,
+    NATIVE_LIBRARIES,
+    NativeNames,
+    adjust,
+    check_plain,
+    native_names,
+    to_canonical,
+)
 
 SEED = 42
 REGRESSION = "regression"
@@ -200,12 +208,7 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
     if native is not None:
         user, defaults, spelled = to_canonical(native, user, defaults, model_type)
     user = _validate_names_and_types(factory(**defaults), factory(), user, model_type, native, spelled)
-    notes: list[str] = []
-    if prefix == "catboost" and user.get("use_best_model"):
-        # The bot's CatBoost templates send it; CatBoost refuses it without a validation set at fit time.
-        user["use_best_model"] = False
-        notes.append("use_best_model needs a validation set, which this worker does not pass to CatBoost, "
-                     "so the model after the last boosting round is kept.")
+    notes = adjust(prefix, user, model_type)
     params = {**defaults, **user}
     try:
         estimator = factory(**params)
@@ -402,7 +405,11 @@ def _check_value(model_type: str, name: str, value: Any, default: Any) -> Any:
         if not isinstance(value, bool):
             raise wrong("true or false")
         return value
-    if isinstance(default, int) or (isinstance(default, float) and not math.isnan(default)):
+    if isinstance(default, float) and math.isnan(default):  # xgboost's `missing`: any number, NaN included
+        if not _is_number(value):
+            raise wrong("a number")
+        return float(value)
+    if isinstance(default, int) or isinstance(default, float):
         if not _is_number(value) or not math.isfinite(float(value)):
             raise wrong("a number")
         if isinstance(default, float):

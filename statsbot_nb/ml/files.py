@@ -217,7 +217,8 @@ def _filter_inputs(frames: list[pd.DataFrame], paths: list[Path], parsed: list[F
         return frames
     unknown = list(dict.fromkeys(f.column for f in parsed if not any(f.column in fr.columns for fr in frames)))
     if unknown:
-        shown = ", ".join(repr(c) for c in dict.fromkeys(str(c) for fr in frames for c in fr.columns))
+        names = list(dict.fromkeys(str(c) for fr in frames for c in fr.columns))
+        shown = ", ".join(repr(c) for c in names[:INFO_COLUMNS]) + (" ..." if len(names) > INFO_COLUMNS else "")
         raise JobError(f"The filters name {', '.join(repr(c) for c in unknown)}, which no input file has "
                        f"(a filter applies to each file that has its column); the files' columns are {shown}.")
     out = []
@@ -242,12 +243,13 @@ def _filter_inputs(frames: list[pd.DataFrame], paths: list[Path], parsed: list[F
 def _merge_error(operation: str, path: Path, keys: list[str], exc: Exception) -> JobError:
     text = str(exc)
     on = ", ".join(keys) if keys else "the columns the tables share"
+    where = "" if operation == "cross_join" else f" on {on}"
     if "suffixes" in text:
         hint = ("the _x/_y suffixes for clashing column names would repeat a column name; rename the clashing "
                 "columns in one of the files")
     else:
         hint = "make the key columns hold the same kind of values in every file"
-    return JobError(f"Cannot {operation} {path.name} on {on}: {text.rstrip('.')}. To fix it, {hint}.")
+    return JobError(f"Cannot {operation} {path.name}{where}: {text.rstrip('.')}. To fix it, {hint}.")
 
 
 def _combine(frames: list[pd.DataFrame], paths: list[Path], operation: str, keys: list[str]) -> pd.DataFrame:

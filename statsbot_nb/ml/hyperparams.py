@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -252,3 +254,41 @@ def check_plain(model_type: str, name: str, value: Any) -> None:
     if not plain(value):
         raise JobError(f"The hyperparameter {name!r} for {model_type} must be a single value such as a word "
                        f"or a number, or a list of them, not {value!r}.")
+
+
+#: Upper bounds (canonical names, any library) on options whose size alone could exhaust the user's
+#: machine: a server may ask for any value, and LightGBM took 10 GB for ``max_bin=1e9`` on 200 rows.
+SIZE_LIMITS: dict[str, int] = {
+    "n_estimators": 100_000, "iterations": 100_000,  # boosting rounds and trees
+    "max_bin": 65_535, "border_count": 65_535,  # histogram bins (CatBoost's own cap)
+    "num_leaves": 131_072, "max_leaves": 131_072,  # LightGBM's own cap on leaves
+}
+#: Thread counts: a count far above the cores crashes LightGBM (segfault) and CatBoost (SIGFPE).
+THREAD_OPTIONS = ("n_jobs", "thread_count")
+
+
+def adjust(prefix: str | None, user: dict[str, Any], model_type: str) -> list[str]:
+    """Bound what the user (the server) asked for, in place; the notes say what was changed.
+
+    Sizes above :data:`SIZE_LIMITS` are refused with a sentence; thread counts above this machine's
+    cores become the number of cores; CatBoost's ``use_best_model`` (the bot's templates send it) is
+    turned off, because CatBoost accepts it only with a validation set, which this worker does not pass.
+    """
+    notes: list[str] = []
+    for name, limit in SIZE_LIMITS.items():
+        value = user.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= limit:
+            raise JobError(f"The hyperparameter {name!r} for {model_type} is {value!r}; this worker allows at "
+                           f"most {limit:,}, so a request cannot exhaust the computer's memory or time.")
+    cores = os.cpu_count() or 1
+    for name in THREAD_OPTIONS:
+        value = user.get(name)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
+                and not -1 <= value <= cores:
+            user[name] = cores if value > 0 else -1
+            notes.append(f"{name} {value!r} became {user[name]} (this computer has {cores} cores).")
+    if prefix == "catboost" and user.get("use_best_model"):
+        user["use_best_model"] = False
+        notes.append("use_best_model needs a validation set, which this worker does not pass to CatBoost, "
+                     "so the model after the last boosting round is kept.")
+    return notes

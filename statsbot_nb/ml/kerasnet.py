@@ -35,6 +35,7 @@ from .kerasspec import (
     MAX_EPOCHS,
     MAX_LAYERS,
     MAX_UNITS,
+    MAX_WEIGHTS,
     OPTIMIZERS,
     REGRESSION_LOSSES,
     ArchitectureSpec,
@@ -44,6 +45,7 @@ from .kerasspec import (
     _short,
     _whole,
     parse_architecture,
+    weight_count,
 )
 
 Report = Callable[[float, str], None]
@@ -167,6 +169,11 @@ class _KerasNet(BaseEstimator):
         if self.architecture is not None and changed:
             notes.append(f"The output layer has {output.units} {output.activation} unit(s) instead of "
                          f"{spec.output.units} {spec.output.activation} unit(s), to match the target.")
+        weights = weight_count(n_inputs, (*spec.hidden, output))
+        if weights > MAX_WEIGHTS:
+            raise ValueError(f"the network would have {weights:,} weights on {n_inputs} input columns and this "
+                             f"worker trains at most {MAX_WEIGHTS:,}, so a request cannot exhaust the computer's "
+                             "memory; use fewer or smaller layers.")
         default_init = _choice(self.kernel_initializer, INITIALIZERS, "kernel_initializer")
         layers: list[Any] = [keras.Input(shape=(n_inputs,))]
         for layer in (*spec.hidden, output):

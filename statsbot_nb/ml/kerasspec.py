@@ -15,6 +15,9 @@ from dataclasses import dataclass
 from typing import Any
 
 MAX_UNITS = 4096
+#: Weights in the whole network: 31 layers of 4096 units pass the per-layer bounds but need ~500M weights
+#: (8 GB with Adam's state); 20M trains in about 1 GB.
+MAX_WEIGHTS = 20_000_000
 MAX_LAYERS = 32
 MAX_EPOCHS = 10_000
 MAX_BATCH_SIZE = 65_536
@@ -194,3 +197,13 @@ def parse_architecture(architecture: object, classify: bool) -> ArchitectureSpec
 
 # ---------------------------------------------------------------------------------------------------
 # The estimators
+
+
+def weight_count(n_inputs: int, layers: tuple[LayerSpec, ...]) -> int:
+    """Trainable weights of a network of ``layers`` on ``n_inputs`` columns (a Dense layer: (in + 1) x units)."""
+    total, width = 0, n_inputs
+    for layer in layers:
+        if layer.kind == "Dense":
+            total += (width + 1) * layer.units
+            width = layer.units
+    return total

@@ -78,14 +78,15 @@ def wire_predictions(extra: pd.DataFrame, labels: list[Any] | None, classifier: 
     if not classifier:
         return [float(v) for v in pd.to_numeric(values, errors="coerce")], "predicted values"
     labels = list(labels or [])
+    # The meaning names no label: labels can be data the user did not choose to share.
     if len(labels) == 2 and f"proba_{labels[1]}" in extra.columns:
         proba = extra[f"proba_{labels[1]}"].astype("float64").round(8)
-        return [float(v) for v in proba], f"probability of class {labels[1]!r}"
+        return [float(v) for v in proba], "probability of the second class in sorted order"
     if labels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in labels):
         return [float(v) for v in values], "predicted class labels"
     position = {str(label): i for i, label in enumerate(labels)}
     return ([float(position.get(str(v), -1)) for v in values],
-            f"position of the predicted class in {labels!r} (0-based)")
+            "position of the predicted class in the model's sorted class labels (0-based)")
 
 
 def _total_rows(path: Path) -> int | None:

@@ -266,7 +266,11 @@ def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.
 
     ctx.progress(86, "Evaluating on the held-out rows", "evaluating")
     Xt_test = preprocessor.transform(X_test)
-    y_pred = np.asarray(model.predict(Xt_test))
+    try:
+        y_pred = np.asarray(model.predict(Xt_test))
+    except Exception as exc:  # a library refusing an option only when predicting (xgboost's `missing`)
+        raise JobError(f"The {req.model_type} model was fitted but could not score the held-out rows: "
+                       f"{estimators._first_line(exc)} Check its hyperparameters.") from exc
     proba = None
     if classify:
         y_pred = y_pred.astype("int64")
@@ -345,9 +349,14 @@ def dataset_stats(y: np.ndarray, labels: list[Any] | None, n_train: int, n_test:
             str(label): {"count": int(c), "pct": round(100.0 * c / len(y), 1)}
             for label, c in zip(labels, counts, strict=True)}
     else:
-        q = np.percentile(y, [0, 25, 50, 75, 100])
-        stats["quartiles"] = {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),
-                              "max": float(q[4]), "mean": float(np.mean(y)), "std": float(np.std(y))}
+        with np.errstate(all="ignore"):
+            q = np.percentile(y, [0, 25, 50, 75, 100])
+            quartiles = {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),
+                         "max": float(q[4]), "mean": float(np.mean(y)), "std": float(np.std(y))}
+        # The bot formats q1, median and q3 as numbers (``:.2f``); values so extreme that they overflow
+        # are left out rather than sent as null.
+        if all(math.isfinite(quartiles[k]) for k in ("q1", "median", "q3")):
+            stats["quartiles"] = {k: v for k, v in quartiles.items() if math.isfinite(v)}
     return stats
 
 
