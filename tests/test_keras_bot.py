@@ -18,8 +18,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from jobenv import JobEnv, job_env
 
-from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import JobError
 from statsbot_nb.ml import store
 from statsbot_nb.ml.estimators import build_estimator
@@ -66,22 +66,12 @@ def bot_job(path: Path, model_type: str, target: str, hyperparameters: dict[str,
             "test_size": 1.0 - hyperparameters["validation_split"], "custom_name": None}
 
 
-class Env:
-    def __init__(self, tmp_path: Path) -> None:
-        self.data = tmp_path / "data"
-        self.data.mkdir()
-        self.settings = JobSettings(home=tmp_path / "home" / ".statsbot", allowed_dirs=(self.data,),
-                                    cwd=self.data)
-        self.events: list[tuple[float, str, str]] = []
-        self.ctx = JobContext(self.settings, lambda p, m, s: self.events.append((p, m, s)), min_interval=0)
+Env = JobEnv
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return Env(tmp_path)
+    return job_env(tmp_path, monkeypatch)
 
 
 def table(n: int = 300, seed: int = 0) -> pd.DataFrame:

@@ -18,9 +18,9 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from jobenv import JobEnv, job_env
 from sklearn.datasets import make_classification, make_regression
 
-from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import JobError
 from statsbot_nb.ml import hyperparams
 from statsbot_nb.ml.estimators import build_estimator
@@ -55,16 +55,8 @@ BOT_CATBOOST_REGRESSION = {"iterations": 1000, "depth": 6, "learning_rate": 0.03
                            "use_best_model": True, "random_seed": 42, "verbose": False}
 
 
-class Job:
+class Job(JobEnv):
     """A data folder, a model store and the progress events of one ``train`` job."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.data = tmp_path / "data"
-        self.data.mkdir()
-        self.settings = JobSettings(home=tmp_path / "home" / ".statsbot", allowed_dirs=(self.data,),
-                                    cwd=self.data)
-        self.events: list[tuple[float, str, str]] = []
-        self.ctx = JobContext(self.settings, lambda p, m, s: self.events.append((p, m, s)), min_interval=0)
 
     def train(self, model_type: str, task: str, hyperparameters: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         """Train on a small sklearn dataset; return the fitted library model and the saved metadata."""
@@ -89,8 +81,7 @@ class Job:
 
 @pytest.fixture
 def job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Job:
-    monkeypatch.setenv("HOME", str(tmp_path))
-    return Job(tmp_path)
+    return job_env(tmp_path, monkeypatch, Job)
 
 
 def lightgbm_config(model: Any) -> dict[str, str]:

@@ -12,8 +12,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
+from jobenv import JobEnv, job_env
 
-from statsbot_nb.context import JobContext, JobSettings
+from statsbot_nb.context import JobContext
 from statsbot_nb.errors import AccessDenied, JobError
 from statsbot_nb.ml import store
 from statsbot_nb.ml.predict import predict
@@ -32,29 +33,12 @@ BOOST_CLASSIFICATION = [("xgboost_binary_classification", "label"), ("xgboost_mu
                         ("lightgbm_binary_classification", "label"), ("lightgbm_multiclass", "grade")]
 
 
-class Env:
-    """Settings, a progress recorder and the data folder of one test."""
-
-    def __init__(self, tmp_path: Path) -> None:
-        self.data = tmp_path / "data"
-        self.data.mkdir()
-        self.settings = JobSettings(home=tmp_path / "home" / ".statsbot", allowed_dirs=(self.data,),
-                                    cwd=self.data)
-        self.events: list[tuple[float, str, str]] = []
-        self.ctx = JobContext(self.settings, lambda p, m, s: self.events.append((p, m, s)), min_interval=0)
-
-    def ctx_sharing(self) -> JobContext:
-        settings = JobSettings(home=self.settings.home, allowed_dirs=self.settings.allowed_dirs,
-                               cwd=self.settings.cwd, share_data=True)
-        return JobContext(settings)
+Env = JobEnv
 
 
 @pytest.fixture
 def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Env:
-    home = tmp_path / "home"
-    home.mkdir()
-    monkeypatch.setenv("HOME", str(home))
-    return Env(tmp_path)
+    return job_env(tmp_path, monkeypatch)
 
 
 def make_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
