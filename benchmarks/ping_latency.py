@@ -62,15 +62,23 @@ def _row(name: str, rtts: list[float], idle_median: float) -> str:
     ordered = sorted(rtts)
     p99 = ordered[int(0.99 * (len(ordered) - 1) + 0.5)]
     med = statistics.median(rtts)
-    return (f"{name:<28} n={len(rtts):4d}  median={med * 1000:8.2f} ms  p99={p99 * 1000:8.2f} ms  "
-            f"max={max(rtts) * 1000:8.2f} ms  median/idle={med / idle_median:7.1f}x")
+    return (
+        f"{name:<28} n={len(rtts):4d}  median={med * 1000:8.2f} ms  p99={p99 * 1000:8.2f} ms  "
+        f"max={max(rtts) * 1000:8.2f} ms  median/idle={med / idle_median:7.1f}x"
+    )
 
 
 async def main(seconds: float) -> None:
     home = Path(tempfile.mkdtemp(prefix="statsbot-bench-"))
     async with JobServer() as server:
-        worker = Worker(server.issue_token(), server.url, actions=TEST_ACTIONS, max_jobs=2,
-                        settings=JobSettings(home=home), machine_id="bench")
+        worker = Worker(
+            server.issue_token(),
+            server.url,
+            actions=TEST_ACTIONS,
+            max_jobs=2,
+            settings=JobSettings(home=home),
+            machine_id="bench",
+        )
         worker.start()
         await worker.wait_connected(timeout=30)
         await server.run_job("burn", {"seconds": 0.2})  # warm the forkserver

@@ -26,8 +26,11 @@ def main(rows: int, repeat: int) -> None:
     path = Path(tempfile.mkdtemp(prefix="statsbot-bench-")) / "table.csv"
     frame.to_csv(path, index=False)
     needed = ["x0", "x1", "city", "y"]
-    timings: dict[str, list[float]] = {"pandas.read_csv (all columns)": [], "pandas.read_csv (usecols)": [],
-                                       "statsbot_nb read_table (needed columns)": []}
+    timings: dict[str, list[float]] = {
+        "pandas.read_csv (all columns)": [],
+        "pandas.read_csv (usecols)": [],
+        "statsbot_nb read_table (needed columns)": [],
+    }
     for _ in range(repeat):
         for name in timings:
             started = time.perf_counter()

@@ -31,12 +31,15 @@ def _tables(folder: Path) -> dict[str, tuple[Path, str, list[str]]]:
     diabetes = load_diabetes(as_frame=True, scaled=False).frame.rename(columns={"target": "progression"})
     cancer = load_breast_cancer(as_frame=True)
     tumours = cancer.frame.drop(columns="target").assign(
-        diagnosis=cancer.target.map(dict(enumerate(cancer.target_names))))
-    digits = load_digits(as_frame=True).frame.assign(digit=lambda f: f["target"].astype(str)).drop(
-        columns="target")
+        diagnosis=cancer.target.map(dict(enumerate(cancer.target_names)))
+    )
+    digits = load_digits(as_frame=True).frame.assign(digit=lambda f: f["target"].astype(str)).drop(columns="target")
     out = {}
-    for name, frame, target in [("diabetes", diabetes, "progression"), ("cancer", tumours, "diagnosis"),
-                                ("digits", digits, "digit")]:
+    for name, frame, target in [
+        ("diabetes", diabetes, "progression"),
+        ("cancer", tumours, "diagnosis"),
+        ("digits", digits, "digit"),
+    ]:
         path = folder / f"{name}.csv"
         frame.to_csv(path, index=False)
         out[name] = (path, target, [c for c in frame.columns if c != target])
@@ -45,8 +48,14 @@ def _tables(folder: Path) -> dict[str, tuple[Path, str, list[str]]]:
 
 def _train(ctx: JobContext, table: tuple[Path, str, list[str]], model_type: str, task: str, name: str) -> str:
     path, target, features = table
-    params = {"file_path": str(path), "target_column": target, "feature_columns": features,
-              "model_type": model_type, "task_type": task, "custom_name": name}
+    params = {
+        "file_path": str(path),
+        "target_column": target,
+        "feature_columns": features,
+        "model_type": model_type,
+        "task_type": task,
+        "custom_name": name,
+    }
     return str(train(params, ctx)["model_id"])
 
 
@@ -60,12 +69,15 @@ def main(out: Path = OUT) -> list[Path]:
         ctx = JobContext(JobSettings(home=home, allowed_dirs=(data,), cwd=data))
         tables = _tables(data)
         gallery = {
-            "regression": _train(ctx, tables["diabetes"], "gradient_boosting", "regression",
-                                 "Diabetes progression (gradient boosting)"),
-            "classification": _train(ctx, tables["cancer"], "random_forest", "classification",
-                                     "Breast tumours (random forest)"),
-            "multiclass": _train(ctx, tables["digits"], "naive_bayes", "classification",
-                                 "Handwritten digits (naive Bayes)"),
+            "regression": _train(
+                ctx, tables["diabetes"], "gradient_boosting", "regression", "Diabetes progression (gradient boosting)"
+            ),
+            "classification": _train(
+                ctx, tables["cancer"], "random_forest", "classification", "Breast tumours (random forest)"
+            ),
+            "multiclass": _train(
+                ctx, tables["digits"], "naive_bayes", "classification", "Handwritten digits (naive Bayes)"
+            ),
         }
         for prefix, model_id in gallery.items():
             model = local.model(model_id, home=home)
@@ -77,12 +89,18 @@ def main(out: Path = OUT) -> list[Path]:
                 model.plot(kind).savefig(path, dpi=100, metadata=PNG_METADATA)
                 written.append(path)
         for model_type in ("linear", "ridge", "random_forest", "extra_trees"):
-            _train(ctx, tables["diabetes"], model_type, "regression",
-                   f"Diabetes progression ({model_type.replace('_', ' ')})")
+            _train(
+                ctx,
+                tables["diabetes"],
+                model_type,
+                "regression",
+                f"Diabetes progression ({model_type.replace('_', ' ')})",
+            )
         rows = [r for r in local.models(home).to_dict("records") if r["task_type"] == "regression"]
         path = out / "comparison_r2.png"
         comparison_plot([{**r, "r2": r["score"]} for r in rows if pd.notna(r["score"])], "r2").savefig(
-            path, dpi=100, metadata=PNG_METADATA)
+            path, dpi=100, metadata=PNG_METADATA
+        )
         written.append(path)
     return written
 

@@ -49,22 +49,37 @@ def build_parser() -> argparse.ArgumentParser:
         prog="statsbot-worker",
         description="Run the StatsBot local worker: jobs from the bot run on this machine's files.",
         epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', "
-               "'statsbot-worker trust-model ID' (each has --help).",
+        "'statsbot-worker trust-model ID' (each has --help).",
     )
-    parser.add_argument("--token", help="one-time token from /connect in the bot (never printed); "
-                                        "STATSBOT_TOKEN keeps it out of the process list")
-    parser.add_argument("--ws-url", help="server URL (default: $STATSBOT_WS_URL, config.json, "
-                                         "or ws://localhost:8765/ws)")
+    parser.add_argument(
+        "--token",
+        help="one-time token from /connect in the bot (never printed); STATSBOT_TOKEN keeps it out of the process list",
+    )
+    parser.add_argument(
+        "--ws-url", help="server URL (default: $STATSBOT_WS_URL, config.json, or ws://localhost:8765/ws)"
+    )
     parser.add_argument("--max-jobs", type=int, default=2, help="heavy jobs run at once (default 2)")
-    parser.add_argument("--allow", action="append", metavar="DIR",
-                        help="also allow jobs to read/write DIR (repeatable; also STATSBOT_ALLOWED_DIRS)")
-    parser.add_argument("--share-data", action="store_true",
-                        help="allow load_data to send table contents to the server (off by default)")
-    parser.add_argument("--max-file-mb", type=float, default=DEFAULT_MAX_FILE_BYTES / 2**20,
-                        help="largest file a job may read, in MB (default 1000)")
+    parser.add_argument(
+        "--allow",
+        action="append",
+        metavar="DIR",
+        help="also allow jobs to read/write DIR (repeatable; also STATSBOT_ALLOWED_DIRS)",
+    )
+    parser.add_argument(
+        "--share-data",
+        action="store_true",
+        help="allow load_data to send table contents to the server (off by default)",
+    )
+    parser.add_argument(
+        "--max-file-mb",
+        type=float,
+        default=DEFAULT_MAX_FILE_BYTES / 2**20,
+        help="largest file a job may read, in MB (default 1000)",
+    )
     parser.add_argument("--machine-id", help="name this machine shows in the bot (default: host name)")
-    parser.add_argument("--remember", action="store_true",
-                        help="save the token in config.json (mode 0600) for the next start")
+    parser.add_argument(
+        "--remember", action="store_true", help="save the token in config.json (mode 0600) for the next start"
+    )
     parser.add_argument("--forget", action="store_true", help="delete a remembered token and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress and debug logs")
     parser.add_argument("--version", action="version", version=f"statsbot_nb {__version__}")
@@ -83,8 +98,7 @@ def setup_logging(home: Path, verbose: bool) -> Path | None:
         folder = logs_dir(home)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "worker.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3,
-                                                       encoding="utf-8")
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         return path
@@ -142,8 +156,9 @@ def _stop_on_signals(worker: Any, out: Callable[[str], None]) -> None:
             loop.add_signal_handler(sig, on_signal)
 
 
-async def run_worker(args: argparse.Namespace, token: str, url: str, settings: JobSettings,
-                     machine_id: str, out: Callable[[str], None]) -> int:
+async def run_worker(
+    args: argparse.Namespace, token: str, url: str, settings: JobSettings, machine_id: str, out: Callable[[str], None]
+) -> int:
     """Run the worker until Ctrl-C or a rejected token."""
     from .worker import Worker
 
@@ -184,8 +199,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
             return EXIT_OK
         token = args.token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
         if not isinstance(token, str) or not token.strip():
-            out("No token: run 'statsbot-worker --token TOKEN' (or set STATSBOT_TOKEN) with the token from "
-                "/connect in the bot.")
+            out(
+                "No token: run 'statsbot-worker --token TOKEN' (or set STATSBOT_TOKEN) with the token from "
+                "/connect in the bot."
+            )
             return EXIT_USAGE
         machine_id = args.machine_id or config.get("machine_id") or default_machine_id()
         update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)
@@ -195,7 +212,8 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     settings = JobSettings(
         home=home,
         allowed_dirs=parse_allowed_dirs(
-            os.pathsep.join([*(args.allow or []), os.environ.get("STATSBOT_ALLOWED_DIRS", "")])),
+            os.pathsep.join([*(args.allow or []), os.environ.get("STATSBOT_ALLOWED_DIRS", "")])
+        ),
         max_file_bytes=int(args.max_file_mb * 2**20),
         share_data=args.share_data,
     )
@@ -223,9 +241,10 @@ def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
         return demo_main(argv, out)
     from .ml.store import trust_model  # trust-model
 
-    parser = argparse.ArgumentParser(prog="statsbot-worker trust-model",
-                                     description="Record the checksum of a model an older worker saved, "
-                                                 "so this worker agrees to load it.")
+    parser = argparse.ArgumentParser(
+        prog="statsbot-worker trust-model",
+        description="Record the checksum of a model an older worker saved, so this worker agrees to load it.",
+    )
     parser.add_argument("model_id")
     args = parser.parse_args(argv)
     try:

@@ -51,11 +51,11 @@ def validate_ws_url(url: str) -> str:
         parts.hostname  # noqa: B018 - raises ValueError for a malformed IPv6 host
     except ValueError as exc:
         raise ConfigError(
-            f"The server URL {url!r} is malformed ({exc}); it should look like ws://host:8765/ws.") from exc
+            f"The server URL {url!r} is malformed ({exc}); it should look like ws://host:8765/ws."
+        ) from exc
     if parts.scheme not in ("ws", "wss") or not parts.hostname:
         raise ConfigError(
-            f"The server URL {url!r} is not a WebSocket URL; it should look like ws://host:8765/ws "
-            "or wss://host/ws."
+            f"The server URL {url!r} is not a WebSocket URL; it should look like ws://host:8765/ws or wss://host/ws."
         )
     try:
         parts.port  # noqa: B018 - raises ValueError for a bad port
@@ -118,7 +118,11 @@ def save_config(home: Path, data: dict[str, Any]) -> Path:
 
 
 def update_config(
-    home: Path, *, ws_url: str | None = None, machine_id: str | None = None, token: str | None = None,
+    home: Path,
+    *,
+    ws_url: str | None = None,
+    machine_id: str | None = None,
+    token: str | None = None,
     forget_token: bool = False,
 ) -> dict[str, Any]:
     """Merge the given settings into ``config.json`` and write it back (0600)."""

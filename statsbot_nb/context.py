@@ -44,8 +44,9 @@ class JobSettings:
 class JobContext:
     """Handed to every job handler: settings plus :meth:`progress`, throttled so it is cheap to call."""
 
-    def __init__(self, settings: JobSettings, sink: ProgressSink | None = None,
-                 min_interval: float = 0.2, job_id: str = "") -> None:
+    def __init__(
+        self, settings: JobSettings, sink: ProgressSink | None = None, min_interval: float = 0.2, job_id: str = ""
+    ) -> None:
         self.settings = settings
         #: The server's id of the job (empty outside a worker); names files a job must never overwrite.
         self.job_id = job_id

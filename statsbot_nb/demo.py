@@ -19,12 +19,17 @@ from .server import JobHandle, JobResult, JobServer
 
 def build_parser() -> argparse.ArgumentParser:
     """Options of ``statsbot-worker demo``."""
-    parser = argparse.ArgumentParser(prog="statsbot-worker demo",
-                                     description="Run a reference server and a worker on loopback and "
-                                                 "send them a few jobs.")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="folder for the demo's data, models and predictions (default: a new "
-                             "temporary folder, kept and printed at the end)")
+    parser = argparse.ArgumentParser(
+        prog="statsbot-worker demo",
+        description="Run a reference server and a worker on loopback and send them a few jobs.",
+    )
+    parser.add_argument(
+        "--dir",
+        type=Path,
+        default=None,
+        help="folder for the demo's data, models and predictions (default: a new "
+        "temporary folder, kept and printed at the end)",
+    )
     return parser
 
 
@@ -56,17 +61,27 @@ async def run_demo(folder: Path, out: Callable[[str], None]) -> int:
 
         train_csv, new_csv = _write_datasets(folder)
         out(f"\nWrote the wine data set that ships with scikit-learn to {train_csv}")
-        trained = await job("train", {
-            "file_path": str(train_csv), "target_column": "cultivar", "feature_columns": WINE_FEATURES,
-            "model_type": "random_forest", "task_type": "classification", "hyperparameters": None,
-            "test_size": 0.25, "custom_name": "Wine cultivars (demo)"})
+        trained = await job(
+            "train",
+            {
+                "file_path": str(train_csv),
+                "target_column": "cultivar",
+                "feature_columns": WINE_FEATURES,
+                "model_type": "random_forest",
+                "task_type": "classification",
+                "hyperparameters": None,
+                "test_size": 0.25,
+                "custom_name": "Wine cultivars (demo)",
+            },
+        )
         ok &= trained.success
         if trained.success and trained.data:
             model_id = trained.data["model_id"]
             metrics = trained.data["metrics"]
             out("  metrics: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items() if isinstance(v, float)))
-            predicted = await job("predict", {"model_id": model_id, "file_path": str(new_csv),
-                                              "feature_columns": WINE_FEATURES})
+            predicted = await job(
+                "predict", {"model_id": model_id, "file_path": str(new_csv), "feature_columns": WINE_FEATURES}
+            )
             ok &= predicted.success
             out(f"\nModel saved in {home / 'models' / model_id}")
             if predicted.success and predicted.data:

@@ -35,8 +35,17 @@ if TYPE_CHECKING:
     import pandas as pd
     from matplotlib.figure import Figure
 
-MODEL_COLUMNS = ("model_id", "display_name", "model_type", "task_type", "target_column", "n_features",
-                 "headline_metric", "score", "created_at")
+MODEL_COLUMNS = (
+    "model_id",
+    "display_name",
+    "model_type",
+    "task_type",
+    "target_column",
+    "n_features",
+    "headline_metric",
+    "score",
+    "created_at",
+)
 _MAX_FEATURES_SHOWN = 30
 
 
@@ -82,17 +91,19 @@ def models(home: Path | None = None) -> pd.DataFrame:
     for entry in store.list_models(models_dir(_home(home))):
         features = entry.get("feature_columns")
         metric, score = store.headline_metric(entry)
-        rows.append({
-            "model_id": entry["model_id"],
-            "display_name": _text(entry.get("display_name")),
-            "model_type": _text(entry.get("model_type")),
-            "task_type": _text(entry.get("task_type")),
-            "target_column": _text(entry.get("target_column")),
-            "n_features": len(features) if isinstance(features, list) else None,
-            "headline_metric": metric,
-            "score": score,
-            "created_at": _text(entry.get("created_at")),
-        })
+        rows.append(
+            {
+                "model_id": entry["model_id"],
+                "display_name": _text(entry.get("display_name")),
+                "model_type": _text(entry.get("model_type")),
+                "task_type": _text(entry.get("task_type")),
+                "target_column": _text(entry.get("target_column")),
+                "n_features": len(features) if isinstance(features, list) else None,
+                "headline_metric": metric,
+                "score": score,
+                "created_at": _text(entry.get("created_at")),
+            }
+        )
     frame = pd.DataFrame.from_records(rows, columns=list(MODEL_COLUMNS))
     frame["n_features"] = frame["n_features"].astype("Int64")
     frame["score"] = frame["score"].astype("float64")
@@ -120,13 +131,13 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     folder = models_dir(_home(home))
     entries = store.list_models(folder)
     if not isinstance(key, str) or not key.strip():
-        raise ModelNotFound(f"Give a model id or display name as text, not {key!r}; "
-                            "statsbot_nb.models() lists them.")
+        raise ModelNotFound(f"Give a model id or display name as text, not {key!r}; statsbot_nb.models() lists them.")
     matches = [e for e in entries if e["model_id"] == key] or [e for e in entries if e.get("display_name") == key]
     if len(matches) > 1:
         ids = ", ".join(e["model_id"] for e in matches)
-        raise AmbiguousModel(f"{len(matches)} models are named {key!r} ({ids}); use the model id instead, "
-                             "or rename one of them.")
+        raise AmbiguousModel(
+            f"{len(matches)} models are named {key!r} ({ids}); use the model id instead, or rename one of them."
+        )
     if matches:
         return LocalModel(folder, matches[0]["model_id"])
     names = [str(e.get("display_name")) for e in entries] + [e["model_id"] for e in entries]
@@ -134,8 +145,9 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     close += difflib.get_close_matches(key, names, n=5, cutoff=0.6)
     hint = f" Did you mean {', '.join(repr(n) for n in dict.fromkeys(close))}?" if close else ""
     where = f"the model store ({folder})" if entries else f"the model store ({folder}), which is empty"
-    raise ModelNotFound(f"There is no model with the id or name {key!r} in {where}.{hint} "
-                        "statsbot_nb.models() lists every model.")
+    raise ModelNotFound(
+        f"There is no model with the id or name {key!r} in {where}.{hint} statsbot_nb.models() lists every model."
+    )
 
 
 def _worker_dirs() -> tuple[Path, ...]:
@@ -253,9 +265,13 @@ class LocalModel:
         if self.deleted:
             raise JobError(f"Model {self.model_id} was deleted; statsbot_nb.models() lists the models left.")
 
-    def predict(self, data: pd.DataFrame | str | os.PathLike[str], *,
-                allowed_dirs: Iterable[str | os.PathLike[str]] = (),
-                output: str | os.PathLike[str] | None = None) -> pd.DataFrame:
+    def predict(
+        self,
+        data: pd.DataFrame | str | os.PathLike[str],
+        *,
+        allowed_dirs: Iterable[str | os.PathLike[str]] = (),
+        output: str | os.PathLike[str] | None = None,
+    ) -> pd.DataFrame:
         """Predict on a DataFrame, or on a table file the worker may read; return input + prediction columns.
 
         The result has the input's columns followed by ``prediction`` (in the user's own labels) and, for
@@ -279,15 +295,16 @@ class LocalModel:
             source = policy.readable(data)
             where = source.name
         else:
-            raise JobError(f"predict() takes a pandas DataFrame or the path of a table file, not "
-                           f"{type(data).__name__}.")
+            raise JobError(
+                f"predict() takes a pandas DataFrame or the path of a table file, not {type(data).__name__}."
+            )
         target = policy.writable(output) if output is not None else None
         model_obj, encoders, meta = store.load_model(settings.models_dir, self.model_id)
         features = feature_columns_of(meta, self.model_id)
         if source is None:
             assert isinstance(data, pd.DataFrame)
             check_features(list(data.columns), features, where, self.model_id, "add them")
-            chunks: Iterable[pd.DataFrame] = (data.iloc[i:i + CHUNK_ROWS] for i in range(0, len(data), CHUNK_ROWS))
+            chunks: Iterable[pd.DataFrame] = (data.iloc[i : i + CHUNK_ROWS] for i in range(0, len(data), CHUNK_ROWS))
         else:
             check_features(read_columns(source), features, where, self.model_id, "add them to the file")
             chunks = iter_table_chunks(source, chunk_rows=CHUNK_ROWS)
@@ -339,8 +356,10 @@ class LocalModel:
         facts.append(f"{len(self.feature_columns)} feature(s)")
         if self._headline():
             facts.append(self._headline())
-        lines = [f"<LocalModel {self.display_name!r} ({self.model_id}){' DELETED' if self.deleted else ''}",
-                 "  " + " · ".join(facts)]
+        lines = [
+            f"<LocalModel {self.display_name!r} ({self.model_id}){' DELETED' if self.deleted else ''}",
+            "  " + " · ".join(facts),
+        ]
         if not self.deleted:
             kinds = self._safe_kinds()
             drawable = [k for k, why in kinds.items() if why is None]
@@ -351,15 +370,19 @@ class LocalModel:
         return _card(self)
 
 
-_BOX = ("font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.45;"
-        "max-width:760px;border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:10px 14px")
+_BOX = (
+    "font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.45;"
+    "max-width:760px;border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:10px 14px"
+)
 _BADGE = "display:inline-block;padding:0 7px;margin-left:6px;border-radius:9px;font-size:11px;"
 _CELL = "text-align:left;padding:2px 12px 2px 0;vertical-align:top;border:none"
 
 
 def _row(label: str, value_html: str) -> str:
-    return f'<tr><th style="{_CELL};opacity:.7;font-weight:normal">{html.escape(label)}</th>' \
-           f'<td style="{_CELL}">{value_html}</td></tr>'
+    return (
+        f'<tr><th style="{_CELL};opacity:.7;font-weight:normal">{html.escape(label)}</th>'
+        f'<td style="{_CELL}">{value_html}</td></tr>'
+    )
 
 
 def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
@@ -371,13 +394,18 @@ def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
     rows.append(_row(f"Features ({len(features)})", (shown + e(more)) or "—"))
     importances = meta.get("feature_importances")
     if isinstance(importances, dict) and importances:
-        top = sorted(((str(k), v) for k, v in importances.items() if isinstance(v, (int, float))),
-                     key=lambda kv: kv[1], reverse=True)[:3]
+        top = sorted(
+            ((str(k), v) for k, v in importances.items() if isinstance(v, (int, float))),
+            key=lambda kv: kv[1],
+            reverse=True,
+        )[:3]
         rows.append(_row("Most important", ", ".join(f"<code>{e(k)}</code> {v:.0%}" for k, v in top)))
     stats = meta.get("dataset_stats") if isinstance(meta.get("dataset_stats"), dict) else {}
     if stats:
-        shape = f"{_fmt_int(stats.get('n_rows'))} rows: {_fmt_int(stats.get('n_train'))} to train, " \
-                f"{_fmt_int(stats.get('n_test'))} held out"
+        shape = (
+            f"{_fmt_int(stats.get('n_rows'))} rows: {_fmt_int(stats.get('n_train'))} to train, "
+            f"{_fmt_int(stats.get('n_test'))} held out"
+        )
         if stats.get("dropped_rows"):
             shape += f" ({_fmt_int(stats.get('dropped_rows'))} dropped for a missing target)"
         rows.append(_row("Data", e(shape)))
@@ -412,26 +440,33 @@ def _card(m: LocalModel) -> str:
     e = html.escape
     meta = m._meta
     head = f'<span style="font-weight:600;font-size:15px">{e(m.display_name)}</span>'
-    for text, colour in ((m.task_type, "rgba(66,133,244,.18)"), (m.model_type, "rgba(128,128,128,.18)"),
-                         (m._headline(), "rgba(52,168,83,.2)")):
+    for text, colour in (
+        (m.task_type, "rgba(66,133,244,.18)"),
+        (m.model_type, "rgba(128,128,128,.18)"),
+        (m._headline(), "rgba(52,168,83,.2)"),
+    ):
         if text:
             head += f'<span style="{_BADGE}background:{colour}">{e(text)}</span>'
     if m.deleted:
         head += f'<span style="{_BADGE}background:rgba(219,68,55,.25)">deleted</span>'
-    parts = [f'<div style="{_BOX}">', f"<div>{head}</div>",
-             f'<div style="font-family:monospace;font-size:11px;opacity:.7">{e(m.model_id)}</div>',
-             f'<table style="margin:6px 0;border-collapse:collapse">{"".join(_facts(m, meta))}</table>']
+    parts = [
+        f'<div style="{_BOX}">',
+        f"<div>{head}</div>",
+        f'<div style="font-family:monospace;font-size:11px;opacity:.7">{e(m.model_id)}</div>',
+        f'<table style="margin:6px 0;border-collapse:collapse">{"".join(_facts(m, meta))}</table>',
+    ]
     metrics = list(m.metrics.items())
     if metrics:
         cells = "".join(_row(k, e(_fmt(v))) for k, v in metrics)
-        parts.append(f'<details open><summary><b>Metrics</b> (held-out rows)</summary>'
-                     f'<table style="margin:2px 0 6px 12px;border-collapse:collapse">{cells}</table></details>')
+        parts.append(
+            f"<details open><summary><b>Metrics</b> (held-out rows)</summary>"
+            f'<table style="margin:2px 0 6px 12px;border-collapse:collapse">{cells}</table></details>'
+        )
     prep = meta.get("preprocessing")
     lines = prep.get("description") if isinstance(prep, dict) else None
     if isinstance(lines, list) and lines:
         items = "".join(f"<li>{e(str(line))}</li>" for line in lines)
-        parts.append(f'<details><summary><b>Preprocessing</b></summary><ul style="margin:2px 0">{items}'
-                     "</ul></details>")
+        parts.append(f'<details><summary><b>Preprocessing</b></summary><ul style="margin:2px 0">{items}</ul></details>')
     if not m.deleted:
         kinds = m._safe_kinds()
         ok = [k for k, why in kinds.items() if why is None]
@@ -440,15 +475,15 @@ def _card(m: LocalModel) -> str:
             parts.append(f"<div><b>Plots</b>: {calls}</div>")
         missing = "".join(f"<li><code>{e(k)}</code>: {e(why)}</li>" for k, why in kinds.items() if why)
         if missing:
-            parts.append(f'<div style="opacity:.8"><b>Not available</b><ul style="margin:2px 0">{missing}'
-                         "</ul></div>")
+            parts.append(f'<div style="opacity:.8"><b>Not available</b><ul style="margin:2px 0">{missing}</ul></div>')
         if not meta.get("model_sha256"):
-            parts.append('<div style="opacity:.8">Saved without a checksum (by an older worker): '
-                         f"<code>.predict()</code> is refused until you run <code>statsbot-worker trust-model "
-                         f"{e(m.model_id)}</code> for a file you trust.</div>")
+            parts.append(
+                '<div style="opacity:.8">Saved without a checksum (by an older worker): '
+                f"<code>.predict()</code> is refused until you run <code>statsbot-worker trust-model "
+                f"{e(m.model_id)}</code> for a file you trust.</div>"
+            )
     parts.append("</div>")
     return "".join(parts)
 
 
-__all__ = ["MODEL_COLUMNS", "AmbiguousModel", "LocalModel", "ModelLookupError", "ModelNotFound", "model",
-           "models"]
+__all__ = ["MODEL_COLUMNS", "AmbiguousModel", "LocalModel", "ModelLookupError", "ModelNotFound", "model", "models"]

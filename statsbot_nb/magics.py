@@ -1,10 +1,10 @@
 """``%load_ext statsbot_nb`` and the ``%statsbot`` line magic (the only module besides ui/ importing IPython).
 
-    %statsbot                                  show the control panel
-    %statsbot connect --token T [--url U]      start the worker (the token is never echoed)
-    %statsbot status | jobs | models           print the state, recent jobs, local models
-    %statsbot allow DIR                        let jobs use DIR too
-    %statsbot disconnect                       stop the worker
+%statsbot                                  show the control panel
+%statsbot connect --token T [--url U]      start the worker (the token is never echoed)
+%statsbot status | jobs | models           print the state, recent jobs, local models
+%statsbot allow DIR                        let jobs use DIR too
+%statsbot disconnect                       stop the worker
 """
 
 from __future__ import annotations
@@ -61,10 +61,13 @@ def statsbot_magic(line: str) -> Any:
         if command == "help":
             print(USAGE)
         elif command == "connect":
-            worker = session.connect(args.token, args.url, allow=args.allow, share_data=args.share_data,
-                                     max_jobs=args.max_jobs)
-            print(f"Connecting to {worker.url} as machine {worker.machine_id} ... "
-                  "(`%statsbot status` or the panel shows progress)")
+            worker = session.connect(
+                args.token, args.url, allow=args.allow, share_data=args.share_data, max_jobs=args.max_jobs
+            )
+            print(
+                f"Connecting to {worker.url} as machine {worker.machine_id} ... "
+                "(`%statsbot status` or the panel shows progress)"
+            )
         elif command == "status":
             print(text.status_text(worker))
         elif command == "jobs":

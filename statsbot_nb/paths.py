@@ -37,9 +37,7 @@ log = logging.getLogger("statsbot_nb.files")
 TABLE_EXTENSIONS: frozenset[str] = frozenset({".csv", ".tsv", ".xlsx", ".xls", ".parquet"})
 MAX_PATH_CHARS = 4096
 
-ALLOW_HINT = (
-    "Allow its folder with `--allow DIR`, STATSBOT_ALLOWED_DIRS, or `%statsbot allow DIR` in a notebook."
-)
+ALLOW_HINT = "Allow its folder with `--allow DIR`, STATSBOT_ALLOWED_DIRS, or `%statsbot allow DIR` in a notebook."
 _EXT_LIST = ", ".join(sorted(TABLE_EXTENSIONS))
 
 
@@ -72,8 +70,9 @@ def _resolve(path: Path) -> Path:
     try:
         return path.resolve(strict=False)
     except (OSError, RuntimeError) as exc:
-        raise AccessDenied(f"{path} cannot be resolved (a symlink loop or an unreadable folder): {exc}; "
-                           "fix or remove the link.") from exc
+        raise AccessDenied(
+            f"{path} cannot be resolved (a symlink loop or an unreadable folder): {exc}; fix or remove the link."
+        ) from exc
 
 
 def _is_within(path: Path, root: Path) -> bool:
@@ -140,8 +139,9 @@ class PathPolicy:
                 log.warning("Ignoring allowed folder %s: %s", candidate, exc)
                 continue
             if is_default and resolved == Path(resolved.anchor):
-                log.warning("Not allowing %s by default (it is the filesystem root); use --allow to allow it.",
-                            resolved)
+                log.warning(
+                    "Not allowing %s by default (it is the filesystem root); use --allow to allow it.", resolved
+                )
                 continue
             roots.setdefault(resolved, None)
         store = _resolve(Path(settings.home).expanduser().absolute())
@@ -164,8 +164,9 @@ class PathPolicy:
         try:
             path = Path(raw).expanduser()
         except RuntimeError as exc:  # "~someone" with no such user
-            raise AccessDenied(f"The {what} path {raw!r} names an unknown user's home folder; "
-                               "give a full path instead.") from exc
+            raise AccessDenied(
+                f"The {what} path {raw!r} names an unknown user's home folder; give a full path instead."
+            ) from exc
         return path if path.is_absolute() else self.cwd / path
 
     def _root_of(self, resolved: Path) -> Path | None:
@@ -184,9 +185,7 @@ class PathPolicy:
         if root is None:
             shown = raw_abs if raw_abs == resolved else f"{raw_abs} (which resolves to {resolved})"
             allowed = ", ".join(str(r) for r in self.roots) or "none"
-            raise AccessDenied(
-                f"{shown} is outside the folders this worker may use ({allowed}). {ALLOW_HINT}"
-            )
+            raise AccessDenied(f"{shown} is outside the folders this worker may use ({allowed}). {ALLOW_HINT}")
         hidden = _hidden_part(resolved.relative_to(root).parts)
         if hidden is None:
             # The path as written may name a hidden folder that a symlink then leaves; refuse that too.
@@ -269,9 +268,7 @@ class PathPolicy:
 
     def _check_regular(self, shown: Path, st: os.stat_result) -> None:
         if not stat.S_ISREG(st.st_mode):
-            raise AccessDenied(
-                f"{shown} is {_kind(st.st_mode)}, not a regular file; give the path of a table file."
-            )
+            raise AccessDenied(f"{shown} is {_kind(st.st_mode)}, not a regular file; give the path of a table file.")
 
     def _check_size(self, shown: Path, size: int) -> None:
         if size == 0:

@@ -197,8 +197,11 @@ def parse_server_message(frame: str | bytes) -> ServerMessage:
         if job_id is None:
             raw_id = obj.get("job_id")
             if isinstance(raw_id, str) and _ANSWERABLE_ID_RE.fullmatch(raw_id):
-                raise BadJobError(raw_id, "The job's 'job_id' is not one this worker accepts (letters, digits "
-                                          "and '_-.:', up to 128 characters), so it was not run.")
+                raise BadJobError(
+                    raw_id,
+                    "The job's 'job_id' is not one this worker accepts (letters, digits "
+                    "and '_-.:', up to 128 characters), so it was not run.",
+                )
             raise ProtocolError("Job frame has no valid 'job_id' (letters, digits, '_-.:', up to 128).")
         action = obj.get("action")
         if not isinstance(action, str) or not action:
@@ -244,8 +247,15 @@ def clamp_progress(progress: float) -> int:
 def encode_progress(job_id: str, progress: float, message: str, status: str = "running") -> str:
     """A progress frame; ``progress`` and ``message`` are always present (today's server requires both)."""
     status = status or "running"
-    return dumps({"type": "progress", "job_id": job_id, "status": status,
-                  "progress": clamp_progress(progress), "message": message or status})
+    return dumps(
+        {
+            "type": "progress",
+            "job_id": job_id,
+            "status": status,
+            "progress": clamp_progress(progress),
+            "message": message or status,
+        }
+    )
 
 
 def encode_result_ok(job_id: str, data: Mapping[str, Any]) -> str:
@@ -357,9 +367,7 @@ def parse_worker_message(frame: str | bytes) -> WorkerMessage:
     return Unknown(msg_type=msg_type, raw=obj)
 
 
-def encode_auth_response(
-    user_id: int, *, protocol: int | None = None, session_token: str | None = None
-) -> str:
+def encode_auth_response(user_id: int, *, protocol: int | None = None, session_token: str | None = None) -> str:
     """Server side: a successful ``auth_response`` (extensions only when given)."""
     msg: dict[str, Any] = {"type": "auth_response", "success": True, "user_id": user_id}
     if protocol is not None:

@@ -75,17 +75,23 @@ def describe_connect_error(exc: BaseException, url: str, proxy: str | None = Non
     unresolvable proxy must not be reported as an unreachable server.
     """
     if proxy and isinstance(exc, (ConnectionRefusedError, socket.gaierror, TimeoutError)):
-        return (f"Could not reach the HTTP proxy {proxy} that your environment sets (http_proxy, "
-                f"https_proxy or all_proxy) for {url}; fix that setting, or add the server's host to no_proxy.")
+        return (
+            f"Could not reach the HTTP proxy {proxy} that your environment sets (http_proxy, "
+            f"https_proxy or all_proxy) for {url}; fix that setting, or add the server's host to no_proxy."
+        )
     if isinstance(exc, InvalidURI):
         return f"The server URL {url} is not valid ({exc}); it should look like ws://host:8765/ws."
     if isinstance(exc, (InvalidProxy, ProxyError)):
-        return (f"Could not go through the HTTP proxy set in your environment ({exc}); "
-                "check https_proxy/http_proxy or add the server to no_proxy.")
+        return (
+            f"Could not go through the HTTP proxy set in your environment ({exc}); "
+            "check https_proxy/http_proxy or add the server to no_proxy."
+        )
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
-        return (f"The server at {url} answered HTTP {status} instead of opening a WebSocket; "
-                "check the URL (host, port and path).")
+        return (
+            f"The server at {url} answered HTTP {status} instead of opening a WebSocket; "
+            "check the URL (host, port and path)."
+        )
     if isinstance(exc, ConnectionClosed):
         code = exc.rcvd.code if exc.rcvd else None
         reason = exc.rcvd.reason if exc.rcvd and exc.rcvd.reason else "no reason given"
@@ -93,8 +99,10 @@ def describe_connect_error(exc: BaseException, url: str, proxy: str | None = Non
     if isinstance(exc, (InvalidMessage, InvalidHandshake)):
         return f"The WebSocket handshake with {url} failed ({exc}); is this a StatsBot server?"
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return (f"The TLS certificate of {url} could not be verified ({exc.verify_message}); "
-                "check the server's certificate or your system's CA bundle.")
+        return (
+            f"The TLS certificate of {url} could not be verified ({exc.verify_message}); "
+            "check the server's certificate or your system's CA bundle."
+        )
     if isinstance(exc, ssl.SSLError):
         return f"The TLS connection to {url} failed ({exc.reason or exc}); use ws:// for a plain server."
     if isinstance(exc, socket.gaierror):
@@ -103,8 +111,10 @@ def describe_connect_error(exc: BaseException, url: str, proxy: str | None = Non
         return f"Nothing is accepting connections at {url}; is the StatsBot server running and the URL right?"
     if isinstance(exc, (ConnectionResetError, ConnectionAbortedError, EOFError)):
         if url.startswith("wss://"):
-            return (f"The server at {url} dropped the connection during the TLS handshake; if it speaks plain "
-                    "WebSocket, use ws:// instead of wss://.")
+            return (
+                f"The server at {url} dropped the connection during the TLS handshake; if it speaks plain "
+                "WebSocket, use ws:// instead of wss://."
+            )
         return f"The server at {url} dropped the connection while connecting; check the URL (ws:// or wss://?)."
     if isinstance(exc, TimeoutError):
         return f"Connecting to {url} timed out; the server or the network may be down."

@@ -36,8 +36,16 @@ log = logging.getLogger("statsbot_nb.runner")
 ProgressCallback = Callable[[float, str, str], None]
 
 #: Modules imported once in the forkserver so each job process starts warm.
-PRELOAD = ("statsbot_nb.jobs", "pandas", "sklearn", "statsbot_nb.ml.train", "statsbot_nb.ml.predict",
-           "statsbot_nb.ml.files", "statsbot_nb.ui.render", "matplotlib.backends.backend_agg")
+PRELOAD = (
+    "statsbot_nb.jobs",
+    "pandas",
+    "sklearn",
+    "statsbot_nb.ml.train",
+    "statsbot_nb.ml.predict",
+    "statsbot_nb.ml.files",
+    "statsbot_nb.ui.render",
+    "matplotlib.backends.backend_agg",
+)
 
 
 def resolve_target(target: str) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
@@ -54,8 +62,10 @@ def describe_crash(exc: BaseException) -> str:
     """A sentence for an unexpected exception inside a handler (details stay in the local log)."""
     if isinstance(exc, MemoryError):
         return "The job ran out of memory; try a smaller file or fewer columns."
-    return (f"The job failed with an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); "
-            "the full details are in the worker's local log.")
+    return (
+        f"The job failed with an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); "
+        "the full details are in the worker's local log."
+    )
 
 
 def _call_handler(target: str, params: dict[str, Any], ctx: JobContext) -> tuple[str, Any, Any]:
@@ -73,8 +83,13 @@ def _call_handler(target: str, params: dict[str, Any], ctx: JobContext) -> tuple
     return ("result", data, None)
 
 
-def _child_main(target: str, params: dict[str, Any], settings: JobSettings,
-                conn: multiprocessing.connection.Connection, job_id: str = "") -> None:
+def _child_main(
+    target: str,
+    params: dict[str, Any],
+    settings: JobSettings,
+    conn: multiprocessing.connection.Connection,
+    job_id: str = "",
+) -> None:
     """Entry point of a job process: run the handler, stream progress, send one outcome."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     # A private, throwaway working folder: a library option that writes a bare file name (or anything
@@ -125,8 +140,14 @@ class ProcessRunner:
 
             forkserver.ensure_running()
 
-    async def run(self, target: str, params: dict[str, Any], settings: JobSettings,
-                  on_progress: ProgressCallback, job_id: str = "") -> dict[str, Any]:
+    async def run(
+        self,
+        target: str,
+        params: dict[str, Any],
+        settings: JobSettings,
+        on_progress: ProgressCallback,
+        job_id: str = "",
+    ) -> dict[str, Any]:
         """Run ``target(params, ctx)`` in its own process and return its result data.
 
         Raises :class:`JobError` (a sentence) on failure, :class:`JobCancelled` if the handler cancelled,
@@ -135,8 +156,11 @@ class ProcessRunner:
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         reader, writer = self._ctx.Pipe(duplex=False)
-        proc = self._ctx.Process(target=_child_main, args=(target, params, settings, writer, job_id),
-                                 name=f"statsbot-job-{target.rpartition(':')[2]}")
+        proc = self._ctx.Process(
+            target=_child_main,
+            args=(target, params, settings, writer, job_id),
+            name=f"statsbot-job-{target.rpartition(':')[2]}",
+        )
         starter = asyncio.ensure_future(asyncio.to_thread(proc.start))
         try:
             await asyncio.shield(starter)  # a cancel must not leave a half-started process behind
@@ -191,8 +215,10 @@ class ProcessRunner:
             code = proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
             log.error("Job process for %s %s without a result", target, how)
-            raise JobError(f"The job's process {how} before finishing (out of memory or killed?); "
-                           "the worker is still running and will take new jobs.")
+            raise JobError(
+                f"The job's process {how} before finishing (out of memory or killed?); "
+                "the worker is still running and will take new jobs."
+            )
         return _outcome(*outcome, target)
 
     def shutdown(self) -> None:
@@ -205,8 +231,14 @@ class ProcessRunner:
 class ThreadRunner:
     """Runs quick, light handlers (listing models, file info) in a thread; they cannot be killed."""
 
-    async def run(self, target: str, params: dict[str, Any], settings: JobSettings,
-                  on_progress: ProgressCallback, job_id: str = "") -> dict[str, Any]:
+    async def run(
+        self,
+        target: str,
+        params: dict[str, Any],
+        settings: JobSettings,
+        on_progress: ProgressCallback,
+        job_id: str = "",
+    ) -> dict[str, Any]:
         """Run ``target(params, ctx)`` in a worker thread and return its result data."""
         loop = asyncio.get_running_loop()
 
@@ -214,5 +246,6 @@ class ThreadRunner:
             loop.call_soon_threadsafe(on_progress, percent, message, stage)
 
         kind, payload, details = await asyncio.to_thread(
-            _call_handler, target, params, JobContext(settings, sink, job_id=job_id))
+            _call_handler, target, params, JobContext(settings, sink, job_id=job_id)
+        )
         return _outcome(kind, payload, details, target)

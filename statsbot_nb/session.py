@@ -170,11 +170,16 @@ def connect(
         max_file_bytes=int(max_file_mb * 2**20),
         share_data=share_data,
     )
-    worker = Worker(token, resolved_url, settings=settings, machine_id=machine_id or config.get("machine_id"),
-                    max_jobs=max_jobs, **worker_options)
+    worker = Worker(
+        token,
+        resolved_url,
+        settings=settings,
+        machine_id=machine_id or config.get("machine_id"),
+        max_jobs=max_jobs,
+        **worker_options,
+    )
     try:
-        update_config(home, ws_url=resolved_url, machine_id=worker.machine_id,
-                      token=token if remember else None)
+        update_config(home, ws_url=resolved_url, machine_id=worker.machine_id, token=token if remember else None)
     except (OSError, ConfigError) as exc:
         log.warning("Could not update config.json: %s", exc)
     previous, _current = _current, worker
@@ -211,8 +216,10 @@ def run_sync(coro_factory: Callable[[], Any], timeout: float | None = None) -> A
     """
     loop = main_loop()
     if on_loop_thread(loop):
-        raise RuntimeError("This wait would block the notebook's event loop that the worker runs on; "
-                           "use the awaitable form instead, e.g. `await w.wait_connected()`.")
+        raise RuntimeError(
+            "This wait would block the notebook's event loop that the worker runs on; "
+            "use the awaitable form instead, e.g. `await w.wait_connected()`."
+        )
     return asyncio.run_coroutine_threadsafe(coro_factory(), loop).result(timeout)
 
 

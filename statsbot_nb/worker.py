@@ -93,8 +93,10 @@ class JobRecord:
 
 
 def _capabilities(max_jobs: int) -> dict[str, Any]:
-    libs = {name: importlib.util.find_spec(name) is not None
-            for name in ("sklearn", "xgboost", "lightgbm", "catboost", "tensorflow", "pyarrow")}
+    libs = {
+        name: importlib.util.find_spec(name) is not None
+        for name in ("sklearn", "xgboost", "lightgbm", "catboost", "tensorflow", "pyarrow")
+    }
     return {"actions": sorted(ACTIONS), "libraries": libs, "max_jobs": max_jobs}
 
 
@@ -241,8 +243,7 @@ class Worker:
         waiter = asyncio.ensure_future(self._connected.wait())
         ender = asyncio.ensure_future(self._ended.wait())
         try:
-            done, _ = await asyncio.wait({waiter, ender}, timeout=timeout,
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({waiter, ender}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             waiter.cancel()
             ender.cancel()
@@ -287,8 +288,11 @@ class Worker:
     def _set_state(self, state: WorkerState, message: str, retry_in: float | None = None) -> None:
         self.state, self.status_message = state, message
         log.info("%s: %s", state, message)
-        self._publish(StateChanged(state, message, retry_in=retry_in,
-                                   machine_id=self.machine_id if state == "connected" else None))
+        self._publish(
+            StateChanged(
+                state, message, retry_in=retry_in, machine_id=self.machine_id if state == "connected" else None
+            )
+        )
 
     def _publish(self, event: Event) -> None:
         self.events.publish(event)
@@ -347,8 +351,11 @@ class Worker:
 
     async def _authenticate(self, ws: ClientConnection) -> None:
         token = self._session_token or self._token
-        await ws.send(protocol.encode_auth(token, self.machine_id, worker_version=__version__,
-                                           capabilities=_capabilities(self.max_jobs)))
+        await ws.send(
+            protocol.encode_auth(
+                token, self.machine_id, worker_version=__version__, capabilities=_capabilities(self.max_jobs)
+            )
+        )
         deadline = time.monotonic() + self._auth_timeout
         while True:
             remaining = deadline - time.monotonic()
@@ -365,9 +372,7 @@ class Worker:
             except ProtocolError as exc:
                 log.warning("Ignoring a malformed frame during authentication: %s", exc)
                 continue
-            if isinstance(msg, protocol.AuthFailed) or (
-                isinstance(msg, protocol.AuthResponse) and not msg.success
-            ):
+            if isinstance(msg, protocol.AuthFailed) or (isinstance(msg, protocol.AuthResponse) and not msg.success):
                 error = msg.error if isinstance(msg, protocol.AuthFailed) else (msg.message or "refused")
                 self._reject_or_fallback(f"The server rejected the token ({error})")
                 raise ConnectionError("session token refused; retrying with the original token")
@@ -467,9 +472,12 @@ class Worker:
         if self._answer_again(job.job_id):
             return
         if len(self._tasks) >= MAX_ACTIVE_JOBS:
-            self._fail_at_once(job.job_id, job.action,
-                               f"This worker already has {len(self._tasks)} jobs queued or running; "
-                               "send this one again when some have finished.")
+            self._fail_at_once(
+                job.job_id,
+                job.action,
+                f"This worker already has {len(self._tasks)} jobs queued or running; "
+                "send this one again when some have finished.",
+            )
             return
         spec = self._actions.get(job.action)
         if spec is None:
@@ -499,9 +507,14 @@ class Worker:
             return True
         if known is not None:  # finished long ago and its result forgotten
             log.info("Job %s arrived again after its result was confirmed; not running it twice", job_id)
-            self._deliver(job_id, protocol.encode_result_error(
-                job_id, f"Job {job_id} already ran on this worker and its result was delivered; it is not run "
-                "twice. Start a new job to run it again."))
+            self._deliver(
+                job_id,
+                protocol.encode_result_error(
+                    job_id,
+                    f"Job {job_id} already ran on this worker and its result was delivered; it is not run "
+                    "twice. Start a new job to run it again.",
+                ),
+            )
             return True
         return False
 
@@ -525,9 +538,13 @@ class Worker:
                 record.status, record.stage, record.started_at = "running", "starting", time.time()
                 self._publish(JobStarted(record.job_id, record.action))
                 self._on_progress(record, 0.0, f"Started {record.action}", "starting")
-                data = await runner.run(spec.target, record.params, self.settings,
-                                        lambda p, m, s: self._on_progress(record, p, m, s),
-                                        job_id=record.job_id)
+                data = await runner.run(
+                    spec.target,
+                    record.params,
+                    self.settings,
+                    lambda p, m, s: self._on_progress(record, p, m, s),
+                    job_id=record.job_id,
+                )
             record.status, record.result, record.progress = "done", data, 100.0
             frame = protocol.encode_result_ok(record.job_id, data)
         except (asyncio.CancelledError, JobCancelled) as exc:
@@ -540,8 +557,10 @@ class Worker:
         except Exception as exc:
             log.exception("Job %s (%s) failed inside the worker", record.job_id, record.action)
             record.status = "failed"
-            record.error = (f"The worker hit an internal error running {record.action} "
-                            f"({type(exc).__name__}); details are in the worker's local log.")
+            record.error = (
+                f"The worker hit an internal error running {record.action} "
+                f"({type(exc).__name__}); details are in the worker's local log."
+            )
             frame = protocol.encode_result_error(record.job_id, record.error)
         record.ended_at = time.time()
         if record.started_at is None:
@@ -554,8 +573,11 @@ class Worker:
             self._publish(JobFinished(record.job_id, record.action, duration, summary, record.result or {}))
         else:
             record.message = record.error or ""
-            self._publish(JobFailed(record.job_id, record.action, duration, record.error or "",
-                                    cancelled=record.status == "cancelled"))
+            self._publish(
+                JobFailed(
+                    record.job_id, record.action, duration, record.error or "", cancelled=record.status == "cancelled"
+                )
+            )
         self._tasks.pop(record.job_id, None)
         self._prune_records()
         if not self._tasks:
@@ -576,8 +598,7 @@ class Worker:
         elapsed = time.time() - (record.started_at or time.time())
         record.eta = elapsed * (100.0 - percent) / percent if 1.0 <= percent < 100.0 else None
         self._publish(JobProgress(record.job_id, record.action, percent, stage, message, record.eta))
-        self._send("progress", record.job_id,
-                   protocol.encode_progress(record.job_id, percent, message, status=stage))
+        self._send("progress", record.job_id, protocol.encode_progress(record.job_id, percent, message, status=stage))
 
     def _deliver(self, job_id: str, frame: str) -> None:
         self._outbox.add(job_id, frame)

@@ -28,8 +28,16 @@ def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("HOME", str(user_home))
     statsbot = user_home / ".statsbot"
     monkeypatch.setenv("STATSBOT_HOME", str(statsbot))
-    for var in ("STATSBOT_WS_URL", "STATSBOT_ALLOWED_DIRS", "http_proxy", "https_proxy", "all_proxy",
-                "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+    for var in (
+        "STATSBOT_WS_URL",
+        "STATSBOT_ALLOWED_DIRS",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ):
         monkeypatch.delenv(var, raising=False)
     return statsbot
 

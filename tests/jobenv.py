@@ -16,15 +16,15 @@ class JobEnv:
     def __init__(self, tmp_path: Path) -> None:
         self.data = tmp_path / "data"
         self.data.mkdir()
-        self.settings = JobSettings(home=tmp_path / "home" / ".statsbot", allowed_dirs=(self.data,),
-                                    cwd=self.data)
+        self.settings = JobSettings(home=tmp_path / "home" / ".statsbot", allowed_dirs=(self.data,), cwd=self.data)
         self.events: list[tuple[float, str, str]] = []
         self.ctx = JobContext(self.settings, lambda p, m, s: self.events.append((p, m, s)), min_interval=0)
 
     def ctx_sharing(self) -> JobContext:
         """A context for a user who turned data sharing on."""
-        settings = JobSettings(home=self.settings.home, allowed_dirs=self.settings.allowed_dirs,
-                               cwd=self.settings.cwd, share_data=True)
+        settings = JobSettings(
+            home=self.settings.home, allowed_dirs=self.settings.allowed_dirs, cwd=self.settings.cwd, share_data=True
+        )
         return JobContext(settings)
 
 

@@ -48,8 +48,9 @@ class LegacyServer:
 
     async def start(self) -> LegacyServer:
         # today's server accepts frames up to 10 GiB and pings every 60 s
-        self._server = await serve(self._handler, "127.0.0.1", self.port, max_size=10 * 2**30,
-                                   ping_interval=60, ping_timeout=600)
+        self._server = await serve(
+            self._handler, "127.0.0.1", self.port, max_size=10 * 2**30, ping_interval=60, ping_timeout=600
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         return self
 
@@ -86,11 +87,9 @@ class LegacyServer:
         await self.wait_for(lambda: job_id in self.results, timeout)
         return self.results[job_id][0]
 
-    async def send_job(self, action: str, params: dict[str, Any] | None = None,
-                       job_id: str | None = None) -> str:
+    async def send_job(self, action: str, params: dict[str, Any] | None = None, job_id: str | None = None) -> str:
         job_id = job_id or f"job_{secrets.token_hex(6)}"
-        await self.send_raw(json.dumps({"type": "job", "job_id": job_id, "action": action,
-                                        "params": params or {}}))
+        await self.send_raw(json.dumps({"type": "job", "job_id": job_id, "action": action, "params": params or {}}))
         return job_id
 
     async def send_raw(self, frame: str | bytes) -> None:
@@ -115,8 +114,11 @@ class LegacyServer:
             await ws.send(json.dumps({"type": "auth_failed", "error": "Invalid or expired token"}))
             await ws.close(1008)
             return
-        await ws.send(json.dumps({"type": "auth_response", "success": True, "user_id": 4242,
-                                  "message": "Authentication successful"}))
+        await ws.send(
+            json.dumps(
+                {"type": "auth_response", "success": True, "user_id": 4242, "message": "Authentication successful"}
+            )
+        )
         await ws.send(json.dumps({"type": "connected", "message": "Worker connected"}))
         self.connections += 1
         self.ws = ws

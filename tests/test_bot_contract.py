@@ -51,8 +51,9 @@ def bot_dataset_lines(dataset_stats: dict[str, Any]) -> list[str]:
     lines = [f"• Rows: {dataset_stats.get('n_rows', 'N/A')}"]
     if "class_distribution" in dataset_stats:
         dist = dataset_stats["class_distribution"]
-        lines.append("• Classes: " + ", ".join(
-            f"Class {k}: {v['count']} ({v['pct']}%)" for k, v in sorted(dist.items())))
+        lines.append(
+            "• Classes: " + ", ".join(f"Class {k}: {v['count']} ({v['pct']}%)" for k, v in sorted(dist.items()))
+        )
     elif "quartiles" in dataset_stats:
         q = dataset_stats["quartiles"]
         lines.append(f"• Target: Q1={q['q1']:.2f}, Median={q['median']:.2f}, Q3={q['q3']:.2f}")
@@ -63,9 +64,13 @@ def bot_guided_training(result: dict[str, Any], task_type: str) -> str:
     """``ml_training_local_path.py`` ``_execute_training_on_worker`` (the keys it copies out of
     ``job.result``), then ``_format_sklearn_metrics`` on them, then the naming step's
     ``pending_model_info`` read by ``ml_engine._generate_default_name`` (skip naming)."""
-    copied = {"model_id": result.get("model_id"), "metrics": result.get("metrics", {}),
-              "dataset_stats": result.get("dataset_stats", {}),
-              "training_time": result.get("training_time", 0), "model_info": result.get("model_info", {})}
+    copied = {
+        "model_id": result.get("model_id"),
+        "metrics": result.get("metrics", {}),
+        "dataset_stats": result.get("dataset_stats", {}),
+        "training_time": result.get("training_time", 0),
+        "model_info": result.get("model_info", {}),
+    }
     lines = ["📊 Dataset:", *bot_dataset_lines(copied["dataset_stats"]), ""]
     metrics = copied["metrics"]
     if task_type == "regression":
@@ -81,8 +86,9 @@ def bot_guided_training(result: dict[str, Any], task_type: str) -> str:
             lines.append(f"{key}: {value:.4f}" if isinstance(value, float) else f"{key}: {value}")
     info = copied["model_info"]
     created = datetime.fromisoformat(info.get("created_at", "").replace("Z", "+00:00"))
-    lines.append(f"{info.get('model_type', 'model')} - {info.get('task_type', 'unknown')} - "
-                 f"{created.strftime('%b %d %Y')}")
+    lines.append(
+        f"{info.get('model_type', 'model')} - {info.get('task_type', 'unknown')} - {created.strftime('%b %d %Y')}"
+    )
     return "\n".join(lines)
 
 
@@ -91,8 +97,16 @@ def bot_keras_training(result: dict[str, Any]) -> str:
     finds (a null value fails), then the naming step as above."""
     metrics = result.get("metrics", {})
     lines = []
-    for key, fmt in (("loss", ".4f"), ("accuracy", ".2%"), ("val_loss", ".4f"), ("val_accuracy", ".2%"),
-                     ("mse", ".4f"), ("rmse", ".4f"), ("mae", ".4f"), ("r2", ".4f")):
+    for key, fmt in (
+        ("loss", ".4f"),
+        ("accuracy", ".2%"),
+        ("val_loss", ".4f"),
+        ("val_accuracy", ".2%"),
+        ("mse", ".4f"),
+        ("rmse", ".4f"),
+        ("mae", ".4f"),
+        ("r2", ".4f"),
+    ):
         if key in metrics:
             lines.append(f"{key}: {format(metrics[key], fmt)}")
     info = result.get("model_info", {})
@@ -114,12 +128,16 @@ def bot_template_training(result: dict[str, Any]) -> str:
             metric_lines.append(f"• {key}: {value}")
     stats = result.get("dataset_stats", {})
     stats_text = "\n".join(bot_dataset_lines(stats)) if stats else ""
-    return (f"Model: {model_type} ({task_type})\n{stats_text}\n" + "\n".join(metric_lines)
-            + f"\nTraining Time: {result.get('training_time', 0):.2f}s")
+    return (
+        f"Model: {model_type} ({task_type})\n{stats_text}\n"
+        + "\n".join(metric_lines)
+        + f"\nTraining Time: {result.get('training_time', 0):.2f}s"
+    )
 
 
-def bot_prediction(result: dict[str, Any], selected_features: list[str],
-                   prediction_column: str) -> tuple[pd.DataFrame, dict[str, float], str]:
+def bot_prediction(
+    result: dict[str, Any], selected_features: list[str], prediction_column: str
+) -> tuple[pd.DataFrame, dict[str, float], str]:
     """``prediction_handlers.py`` ``_wait_for_prediction_job`` (the ``or`` fallbacks), then
     ``_execute_prediction``'s worker branch: a DataFrame of the sample (or empty feature cells when it is
     absent), the predictions as a column, mean/std/min/max/median, and the preview of
@@ -133,8 +151,7 @@ def bot_prediction(result: dict[str, Any], selected_features: list[str],
         for i, _ in enumerate(predictions):
             df.loc[i] = [None] * len(selected_features)
     df[prediction_column] = predictions
-    stats = {name: float(getattr(pd.Series(predictions), name)())
-             for name in ("mean", "std", "min", "max", "median")}
+    stats = {name: float(getattr(pd.Series(predictions), name)()) for name in ("mean", "std", "min", "max", "median")}
     # (compute_dataset_stats for classification runs inside a try: it cannot fail the flow)
     preview = df[[*selected_features[:3], prediction_column]].head(10).to_string(index=False)
     return df, stats, f"{preview}\nFull results saved to: {result.get('output_file')}"
@@ -166,8 +183,10 @@ def bot_join_message(result: dict[str, Any], output_path: str) -> str:
     ``src/bot/messages/join_messages.py`` ``JoinMessages.complete_message``."""
     columns = result.get("columns", [])
     row_count, column_count = result.get("row_count", 0), result.get("column_count", 0)
-    return (f"Output file: {result.get('output_file', output_path)}\nRows: {row_count:,}\n"
-            f"Columns: {column_count}\n" + ", ".join(f"`{c}`" for c in columns[:10]))
+    return (
+        f"Output file: {result.get('output_file', output_path)}\nRows: {row_count:,}\n"
+        f"Columns: {column_count}\n" + ", ".join(f"`{c}`" for c in columns[:10])
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -199,11 +218,13 @@ def data_dir(settings: JobSettings) -> Path:
 
 
 @pytest.fixture
-async def start_bot(legacy: LegacyServer, make_worker: Callable[..., Worker], settings: JobSettings,
-                    data_dir: Path) -> AsyncIterator[Callable[..., Any]]:
+async def start_bot(
+    legacy: LegacyServer, make_worker: Callable[..., Worker], settings: JobSettings, data_dir: Path
+) -> AsyncIterator[Callable[..., Any]]:
     async def start(share_data: bool = False) -> Bot:
-        worker = make_worker(legacy.url, legacy.token, actions=ACTIONS,
-                             settings=replace(settings, share_data=share_data))
+        worker = make_worker(
+            legacy.url, legacy.token, actions=ACTIONS, settings=replace(settings, share_data=share_data)
+        )
         worker.start()
         await legacy.wait_worker()
         return Bot(legacy, data_dir)
@@ -220,17 +241,32 @@ def customers(n: int = 120, seed: int = 3) -> pd.DataFrame:
     plan = rng.choice(["basic", "plus", "pro"], size=n)
     churn = np.where(spend + rng.normal(0, 8, size=n) < 48, "yes", "no")
     tier = np.where(spend < 40, "low", np.where(spend < 60, "mid", "high"))
-    frame = pd.DataFrame({"age": age, "spend": spend, "plan": plan, "churn": churn, "tier": tier,
-                          "value": 3 * spend + rng.normal(0, 5, size=n)})
+    frame = pd.DataFrame(
+        {
+            "age": age,
+            "spend": spend,
+            "plan": plan,
+            "churn": churn,
+            "tier": tier,
+            "value": 3 * spend + rng.normal(0, 5, size=n),
+        }
+    )
     frame.loc[[4, 9, 17], "age"] = np.nan
     return frame
 
 
 def train_params(path: Path, target: str, model_type: str, task_type: str, **extra: Any) -> dict[str, Any]:
     """What ``_execute_training_on_worker`` puts in a train job."""
-    params = {"file_path": str(path), "task_type": task_type, "model_type": model_type,
-              "target_column": target, "feature_columns": ["age", "spend", "plan"],
-              "hyperparameters": {}, "test_size": 0.2, "custom_name": None}
+    params = {
+        "file_path": str(path),
+        "task_type": task_type,
+        "model_type": model_type,
+        "target_column": target,
+        "feature_columns": ["age", "spend", "plan"],
+        "hyperparameters": {},
+        "test_size": 0.2,
+        "custom_name": None,
+    }
     params.update(extra)
     return params
 
@@ -281,11 +317,24 @@ async def test_lightgbm_training_takes_the_bots_native_names(start_bot, data_dir
     customers().to_csv(path, index=False)
     # src/engines/trainers/lightgbm_templates.py get_binary_classification_template (the values it returns),
     # sent as they are by ml_training_local_path.py _start_lightgbm_config / _execute_sklearn_training.
-    template = {"n_estimators": 100, "num_leaves": 31, "learning_rate": 0.1, "feature_fraction": 0.8,
-                "bagging_fraction": 0.8, "bagging_freq": 1, "min_data_in_leaf": 20, "min_gain_to_split": 0.0,
-                "lambda_l1": 0.0, "lambda_l2": 0.0, "random_state": 42, "n_jobs": -1}
-    result = await bot.result("train", train_params(path, "churn", "lightgbm_binary_classification",
-                                                    "classification", hyperparameters=template))
+    template = {
+        "n_estimators": 100,
+        "num_leaves": 31,
+        "learning_rate": 0.1,
+        "feature_fraction": 0.8,
+        "bagging_fraction": 0.8,
+        "bagging_freq": 1,
+        "min_data_in_leaf": 20,
+        "min_gain_to_split": 0.0,
+        "lambda_l1": 0.0,
+        "lambda_l2": 0.0,
+        "random_state": 42,
+        "n_jobs": -1,
+    }
+    result = await bot.result(
+        "train",
+        train_params(path, "churn", "lightgbm_binary_classification", "classification", hyperparameters=template),
+    )
     assert "Class yes" in bot_guided_training(result, "classification")
 
 
@@ -297,15 +346,27 @@ async def test_keras_training_takes_the_bots_architecture(start_bot, data_dir: P
     # ml_training_local_path.py keras branch: {**keras_config, architecture, n_features}, where the
     # architecture is src/engines/trainers/keras_templates.py get_template("keras_binary_classification").
     layer = {"kernel_initializer": "glorot_uniform"}
-    hyper = {"epochs": 4, "batch_size": 32, "kernel_initializer": "glorot_uniform", "verbose": 1,
-             "validation_split": 0.2, "n_features": 3,
-             "architecture": {"layers": [{"type": "Dense", "units": 3, "activation": "relu", **layer},
-                                         {"type": "Dense", "units": 1, "activation": "sigmoid", **layer}],
-                              "compile": {"loss": "binary_crossentropy", "optimizer": "adam",
-                                          "metrics": ["accuracy"]}}}
-    result = await bot.result("train", train_params(path, "churn", "keras_binary_classification",
-                                                    "neural_network", hyperparameters=hyper,
-                                                    test_size=1.0 - 0.2))
+    hyper = {
+        "epochs": 4,
+        "batch_size": 32,
+        "kernel_initializer": "glorot_uniform",
+        "verbose": 1,
+        "validation_split": 0.2,
+        "n_features": 3,
+        "architecture": {
+            "layers": [
+                {"type": "Dense", "units": 3, "activation": "relu", **layer},
+                {"type": "Dense", "units": 1, "activation": "sigmoid", **layer},
+            ],
+            "compile": {"loss": "binary_crossentropy", "optimizer": "adam", "metrics": ["accuracy"]},
+        },
+    }
+    result = await bot.result(
+        "train",
+        train_params(
+            path, "churn", "keras_binary_classification", "neural_network", hyperparameters=hyper, test_size=1.0 - 0.2
+        ),
+    )
     assert "accuracy" in bot_keras_training(result)
     assert result["model_info"]["task_type"] == "classification"
 
@@ -363,8 +424,7 @@ async def test_prediction_without_sharing_sends_numbers_and_no_rows(start_bot, d
     model_id = await _trained(bot)
     source = _new_rows(data_dir)
     features = ["age", "spend", "plan"]
-    frame = await bot.answer("predict", {"model_id": model_id, "file_path": str(source),
-                                         "feature_columns": features})
+    frame = await bot.answer("predict", {"model_id": model_id, "file_path": str(source), "feature_columns": features})
     assert frame["success"], frame
     result = frame["data"]
     df, stats, text = bot_prediction(result, features, "churn_predicted")
@@ -385,8 +445,7 @@ async def test_prediction_with_sharing_sends_the_input_rows(start_bot, data_dir:
     model_id = await _trained(bot)
     source = _new_rows(data_dir)
     features = ["age", "spend", "plan"]
-    result = await bot.result("predict", {"model_id": model_id, "file_path": str(source),
-                                          "feature_columns": features})
+    result = await bot.result("predict", {"model_id": model_id, "file_path": str(source), "feature_columns": features})
     df, _, _ = bot_prediction(result, features, "churn_predicted")
     assert list(df["plan"].iloc[:1]) == ["enterprise"]  # today's worker: the input rows
 
@@ -397,8 +456,9 @@ async def test_multiclass_and_regression_predictions_are_numbers(start_bot, data
     features = ["age", "spend", "plan"]
     for target, task in (("tier", "classification"), ("value", "regression")):
         model_id = await _trained(bot, target)
-        result = await bot.result("predict", {"model_id": model_id, "file_path": str(source),
-                                              "feature_columns": features})
+        result = await bot.result(
+            "predict", {"model_id": model_id, "file_path": str(source), "feature_columns": features}
+        )
         _, stats, _ = bot_prediction(result, features, f"{target}_predicted")
         assert all(math.isfinite(v) for v in stats.values()), (target, stats)
         if task == "classification":  # text labels: the class's position in the model's sorted labels
@@ -420,8 +480,9 @@ async def test_save_after_prediction_with_missing_values_is_answered(start_bot, 
     """``prediction_handlers.py`` ``_save_file_via_worker``: ``DataFrame.to_dict('records')`` of the
     predictions (missing values are NaN), sent by today's server through ``json.dumps`` (bare NaN)."""
     bot = await start_bot()
-    records = pd.DataFrame({"age": [31.0, np.nan, 45.0], "churn_predicted": [0.91, 0.12, np.inf],
-                            "plan": ["basic", None, "pro"]}).to_dict("records")
+    records = pd.DataFrame(
+        {"age": [31.0, np.nan, 45.0], "churn_predicted": [0.91, 0.12, np.inf], "plan": ["basic", None, "pro"]}
+    ).to_dict("records")
     target = data_dir / "saved_predictions.csv"
     frame = await bot.answer("save_file", {"file_path": str(target), "dataframe": records})
     assert frame["success"], frame
@@ -437,8 +498,11 @@ async def test_models_list_reads_in_the_model_picker(start_bot, data_dir: Path, 
     # a model an older headless worker saved, with fields missing
     old = home / "models" / "model_logistic_classification_20240101_120000"
     old.mkdir(parents=True)
-    (old / "metadata.json").write_text(json.dumps({"model_type": "logistic", "created_at": "2024-01-01T12:00:00",
-                                                   "feature_columns": ["age", "spend", "plan"]}))
+    (old / "metadata.json").write_text(
+        json.dumps(
+            {"model_type": "logistic", "created_at": "2024-01-01T12:00:00", "feature_columns": ["age", "spend", "plan"]}
+        )
+    )
     renamed = await bot.result("set_model_name", {"model_id": model_id, "custom_name": "Churn v1"})
     assert renamed["model_id"] == model_id
     models = (await bot.result("list_models", {}))["models"]
@@ -473,9 +537,13 @@ async def test_load_data_with_sharing_reads_as_records(start_bot, data_dir: Path
 
 async def _join(bot: Bot, operation: str, names: list[str], **extra: Any) -> tuple[dict[str, Any], pd.DataFrame]:
     output = bot.data / f"out_{operation}.csv"
-    params = {"operation": operation, "file_paths": [str(bot.data / n) for n in names],
-              "key_columns": extra.pop("key_columns", []), "output_path": str(output),
-              "filters": extra.pop("filters", [])}
+    params = {
+        "operation": operation,
+        "file_paths": [str(bot.data / n) for n in names],
+        "key_columns": extra.pop("key_columns", []),
+        "output_path": str(output),
+        "filters": extra.pop("filters", []),
+    }
     result = await bot.result("join", params)
     bot_join_message(result, str(output))
     return result, pd.read_csv(result["output_file"])
@@ -484,17 +552,19 @@ async def _join(bot: Bot, operation: str, names: list[str], **extra: Any) -> tup
 async def test_join_matches_todays_semantics(start_bot, data_dir: Path) -> None:
     bot = await start_bot()
     pd.DataFrame({"id": [1, 2, 3, 4], "amount": [10, 20, 30, 40], "v": ["a", "b", "c", "d"]}).to_csv(
-        data_dir / "left.csv", index=False)
+        data_dir / "left.csv", index=False
+    )
     pd.DataFrame({"id": [1, 2, 2, 5], "region": ["N", "S", "E", "W"], "v": ["p", "q", "r", "s"]}).to_csv(
-        data_dir / "right.csv", index=False)
+        data_dir / "right.csv", index=False
+    )
     pd.DataFrame({"id": [1, 2, 3, 4], "amount": [10, 20, 30, 40], "v": ["a", "b", "c", "d"]}).to_csv(
-        data_dir / "left_again.csv", index=False)
+        data_dir / "left_again.csv", index=False
+    )
 
     # the filter on `amount` applies to the left input before the join and is skipped for the right
     # one (it has no such column): left keeps ids 3 and 4, none of which is in the right input, so the
     # right join keeps its 4 rows with no amount (filtering after the join would leave none)
-    result, out = await _join(bot, "right_join", ["left.csv", "right.csv"], key_columns=["id"],
-                              filters=["amount > 25"])
+    result, out = await _join(bot, "right_join", ["left.csv", "right.csv"], key_columns=["id"], filters=["amount > 25"])
     assert result["row_count"] == 4 == len(out) and out["amount"].isna().all()
     assert sorted(out["region"]) == ["E", "N", "S", "W"]
     assert {"v_x", "v_y"} <= set(out.columns)  # pandas' default suffixes
@@ -519,8 +589,7 @@ async def test_every_job_frame_gets_an_answer(start_bot) -> None:
     server = bot.server
     await server.send_raw('{"type": "job", "job_id": "job_broken00001", "action": "list_models", "params": {')
     await server.send_raw(json.dumps({"type": "job", "job_id": "job with spaces", "action": "list_models"}))
-    await server.send_raw(json.dumps({"type": "job", "job_id": "job_noparams01", "action": "train",
-                                      "params": [1, 2]}))
+    await server.send_raw(json.dumps({"type": "job", "job_id": "job_noparams01", "action": "train", "params": [1, 2]}))
     for job_id in ("job_broken00001", "job with spaces", "job_noparams01"):
         frame = await server.wait_result(job_id, timeout=ANSWER_TIMEOUT)
         assert frame["success"] is False and frame["error"], frame

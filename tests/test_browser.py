@@ -59,8 +59,13 @@ async def test_list_filter_card_plots_and_comparison(env):  # noqa: F811
     assert env.ids["binary"] in ids and env.ids["multiclass"] in ids and OLD_ID in ids
     browser.models.value = env.ids["binary"]
     await browser.settled()
-    assert set(browser.kinds.options) == {"confusion_matrix", "roc", "precision_recall", "calibration",
-                                          "feature_importance"}
+    assert set(browser.kinds.options) == {
+        "confusion_matrix",
+        "roc",
+        "precision_recall",
+        "calibration",
+        "feature_importance",
+    }
     for kind in browser.kinds.options:
         browser.kinds.value = kind
         await browser.settled()
@@ -98,9 +103,18 @@ async def test_panel_browser_refreshes_after_a_training_job(env):  # noqa: F811
         await worker.wait_connected(timeout=10)
         await panel.browser.settled()
         before = len(panel.browser.models.options)
-        result = await server.run_job("train", {
-            "file_path": str(data), "target_column": "y", "feature_columns": ["x1", "x2", "city"],
-            "model_type": "ridge", "task_type": "regression", "custom_name": "Fresh ridge"}, timeout=120)
+        result = await server.run_job(
+            "train",
+            {
+                "file_path": str(data),
+                "target_column": "y",
+                "feature_columns": ["x1", "x2", "city"],
+                "model_type": "ridge",
+                "task_type": "regression",
+                "custom_name": "Fresh ridge",
+            },
+            timeout=120,
+        )
         assert result.success, result.error
         await _until(lambda: len(panel.browser.models.options) == before + 1)
         await panel.browser.settled()

@@ -31,7 +31,8 @@ def _env(home: Path) -> dict[str, str]:
 async def _start(args: list[str], home: Path) -> asyncio.subprocess.Process:
     assert SCRIPT, "the statsbot-worker console script is not installed (pip install -e .)"
     return await asyncio.create_subprocess_exec(
-        SCRIPT, *args, env=_env(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        SCRIPT, *args, env=_env(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
 
 
 async def test_console_script_serves_today_server(legacy: LegacyServer, home: Path):
@@ -39,8 +40,7 @@ async def test_console_script_serves_today_server(legacy: LegacyServer, home: Pa
     try:
         await legacy.wait_worker(timeout=30)
         listed = await legacy.wait_result(await legacy.send_job("list_models"))
-        assert listed == {"type": "result", "job_id": listed["job_id"], "success": True,
-                          "data": {"models": []}}
+        assert listed == {"type": "result", "job_id": listed["job_id"], "success": True, "data": {"models": []}}
         unknown = await legacy.wait_result(await legacy.send_job("teleport", {"where": "moon"}))
         assert unknown["success"] is False and unknown["error"].startswith("Unknown action: teleport")
         assert legacy.violations == []
@@ -117,6 +117,7 @@ def test_demo_runs(tmp_path: Path, home: Path):
 def test_python_dash_m_entry_point(home: Path):
     import subprocess
 
-    out = subprocess.run([sys.executable, "-m", "statsbot_nb", "--version"], capture_output=True,
-                         text=True, env=_env(home), check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "statsbot_nb", "--version"], capture_output=True, text=True, env=_env(home), check=True
+    )
     assert "statsbot_nb" in out.stdout

@@ -19,12 +19,35 @@ from legacy_server import LegacyServer
 
 SCRIPT = shutil.which("statsbot-worker") or ""
 
-REGRESSION_TYPES = ["linear", "ridge", "lasso", "elasticnet", "polynomial", "decision_tree", "random_forest",
-                    "gradient_boosting", "svm", "mlp_regression", "xgboost_regression", "lightgbm_regression",
-                    "catboost_regression", "keras_regression"]
-CLASSIFICATION_TYPES = ["logistic", "naive_bayes", "decision_tree", "random_forest", "gradient_boosting", "svm",
-                        "mlp_classification", "xgboost_classification", "lightgbm_classification",
-                        "catboost_classification", "keras_classification"]
+REGRESSION_TYPES = [
+    "linear",
+    "ridge",
+    "lasso",
+    "elasticnet",
+    "polynomial",
+    "decision_tree",
+    "random_forest",
+    "gradient_boosting",
+    "svm",
+    "mlp_regression",
+    "xgboost_regression",
+    "lightgbm_regression",
+    "catboost_regression",
+    "keras_regression",
+]
+CLASSIFICATION_TYPES = [
+    "logistic",
+    "naive_bayes",
+    "decision_tree",
+    "random_forest",
+    "gradient_boosting",
+    "svm",
+    "mlp_classification",
+    "xgboost_classification",
+    "lightgbm_classification",
+    "catboost_classification",
+    "keras_classification",
+]
 
 
 def make_tables(folder: Path, n: int = 400, seed: int = 0) -> dict[str, Path]:
@@ -55,8 +78,18 @@ async def cli_worker(legacy: LegacyServer, home: Path) -> AsyncIterator[LegacySe
     env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
     env.update(STATSBOT_HOME=str(home), HOME=str(home.parent), PYTHONUNBUFFERED="1")
     proc = await asyncio.create_subprocess_exec(
-        SCRIPT, "--token", legacy.token, "--ws-url", legacy.url, "--max-jobs", "2",
-        env=env, cwd=str(home.parent), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+        SCRIPT,
+        "--token",
+        legacy.token,
+        "--ws-url",
+        legacy.url,
+        "--max-jobs",
+        "2",
+        env=env,
+        cwd=str(home.parent),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     await legacy.wait_worker(timeout=30)
     yield legacy
     proc.send_signal(signal.SIGINT)
@@ -71,9 +104,17 @@ async def run(server: LegacyServer, action: str, params: dict[str, Any], timeout
 
 
 def train_params(path: Path, target: str, model_type: str, task: str, **extra: Any) -> dict[str, Any]:
-    return {"file_path": str(path), "target_column": target, "feature_columns": ["x1", "x2", "city"],
-            "model_type": model_type, "task_type": task, "hyperparameters": None, "test_size": 0.25,
-            "custom_name": None, **extra}
+    return {
+        "file_path": str(path),
+        "target_column": target,
+        "feature_columns": ["x1", "x2", "city"],
+        "model_type": model_type,
+        "task_type": task,
+        "hyperparameters": None,
+        "test_size": 0.25,
+        "custom_name": None,
+        **extra,
+    }
 
 
 async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, home: Path):
@@ -91,8 +132,9 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
             assert {"r2", "mse", "rmse", "mae"} <= set(metrics)
             assert metrics["r2"] > 0.5, (model_type, metrics)
         else:
-            assert {"accuracy", "precision", "recall", "f1", "roc_auc", "auc_pr", "brier_score",
-                    "log_loss"} <= set(metrics), (model_type, metrics)
+            assert {"accuracy", "precision", "recall", "f1", "roc_auc", "auc_pr", "brier_score", "log_loss"} <= set(
+                metrics
+            ), (model_type, metrics)
             assert metrics["accuracy"] > 0.7, (model_type, metrics)
             classes = out["dataset_stats"]["class_distribution"]
             assert set(classes) == {"yes", "no"} and sum(c["count"] for c in classes.values()) == 400
@@ -103,8 +145,11 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
     assert len(set(ids.values())) == len(cases), "model ids must be unique even within one second"
 
     # predict with a classifier: the file keeps the user's labels, the wire carries P(yes); unseen category
-    pred = await run(cli_worker, "predict", {"model_id": ids["random_forest/classification"],
-                                             "file_path": str(data["new"]), "feature_columns": ["x1"]})
+    pred = await run(
+        cli_worker,
+        "predict",
+        {"model_id": ids["random_forest/classification"], "file_path": str(data["new"]), "feature_columns": ["x1"]},
+    )
     assert pred["success"], pred.get("error")
     body = pred["data"]
     assert body["predictions_count"] == 50 and body["dataframe_rows"] == 50
@@ -114,8 +159,9 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
     assert set(written["prediction"]) <= {"yes", "no"}
     assert np.allclose(written["proba_yes"].iloc[:10].round(8), body["predictions_sample"])
     assert Path(body["output_file"]).parent == data["new"].parent
-    reg = await run(cli_worker, "predict", {"model_id": ids["xgboost_regression/regression"],
-                                            "file_path": str(data["new"])})
+    reg = await run(
+        cli_worker, "predict", {"model_id": ids["xgboost_regression/regression"], "file_path": str(data["new"])}
+    )
     assert reg["success"] and isinstance(reg["data"]["predictions_sample"][0], float)
 
     # list, rename, delete
@@ -135,11 +181,19 @@ async def test_every_model_type_trains_and_predicts(cli_worker: LegacyServer, ho
 
 async def test_bad_hyperparameters_and_params_are_sentences(cli_worker: LegacyServer, home: Path):
     data = make_tables(home.parent / "data")
-    bad = await run(cli_worker, "train", train_params(data["csv"], "price", "random_forest", "regression",
-                                                      hyperparameters={"n_trees": 5}))
+    bad = await run(
+        cli_worker,
+        "train",
+        train_params(data["csv"], "price", "random_forest", "regression", hyperparameters={"n_trees": 5}),
+    )
     assert not bad["success"] and "n_trees" in bad["error"] and "n_estimators" in bad["error"]
-    dup = await run(cli_worker, "train", train_params(data["csv"], "price", "random_forest", "regression",
-                                                      hyperparameters={"random_state": 3, "n_estimators": 20}))
+    dup = await run(
+        cli_worker,
+        "train",
+        train_params(
+            data["csv"], "price", "random_forest", "regression", hyperparameters={"random_state": 3, "n_estimators": 20}
+        ),
+    )
     assert dup["success"], dup.get("error")
     missing = await run(cli_worker, "train", {**train_params(data["csv"], "nope", "ridge", "regression")})
     assert not missing["success"] and "nope" in missing["error"]
@@ -154,12 +208,23 @@ async def test_file_info_and_join(cli_worker: LegacyServer, home: Path):
     right.to_parquet(folder / "cities.parquet", index=False)
     info = await run(cli_worker, "file_info", {"file_path": str(folder / "people.csv")})
     assert info["data"]["exists"] is True and info["data"]["size_bytes"] > 0
-    joined = await run(cli_worker, "join", {
-        "operation": "inner_join", "file_paths": [str(folder / "people.csv"), str(folder / "cities.parquet")],
-        "key_columns": ["id"], "output_path": str(folder / "joined.csv"), "filters": ["age > 35"]})
+    joined = await run(
+        cli_worker,
+        "join",
+        {
+            "operation": "inner_join",
+            "file_paths": [str(folder / "people.csv"), str(folder / "cities.parquet")],
+            "key_columns": ["id"],
+            "output_path": str(folder / "joined.csv"),
+            "filters": ["age > 35"],
+        },
+    )
     assert joined["success"], joined.get("error")
     assert joined["data"]["row_count"] == 2 and joined["data"]["operation"] == "inner_join"
     assert pd.read_csv(folder / "joined.csv")["id"].tolist() == [3, 4]
-    saved = await run(cli_worker, "save_file", {"file_path": str(folder / "saved.csv"),
-                                                "dataframe": [{"a": 1, "b": "x"}, {"a": 2, "b": None}]})
+    saved = await run(
+        cli_worker,
+        "save_file",
+        {"file_path": str(folder / "saved.csv"), "dataframe": [{"a": 1, "b": "x"}, {"a": 2, "b": None}]},
+    )
     assert saved["data"]["rows"] == 2 and (folder / "saved.csv").is_file()

@@ -18,9 +18,21 @@ HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.fin
 
 def test_capabilities_list_installed_types_and_versions() -> None:
     types = estimators.available_model_types()
-    for name in ("linear", "ridge", "lasso", "elasticnet", "polynomial", "logistic", "decision_tree",
-                 "random_forest", "gradient_boosting", "svm", "naive_bayes", "mlp_regression",
-                 "mlp_classification"):
+    for name in (
+        "linear",
+        "ridge",
+        "lasso",
+        "elasticnet",
+        "polynomial",
+        "logistic",
+        "decision_tree",
+        "random_forest",
+        "gradient_boosting",
+        "svm",
+        "naive_bayes",
+        "mlp_regression",
+        "mlp_classification",
+    ):
         assert name in types
     assert ("xgboost_regression" in types) == HAS_XGB
     assert ("lightgbm_multiclass" in types) == HAS_LGBM
@@ -30,26 +42,29 @@ def test_capabilities_list_installed_types_and_versions() -> None:
     assert (libs["xgboost"] is not None) == HAS_XGB
 
 
-@pytest.mark.parametrize(("model_type", "task", "cls_name"), [
-    ("linear", "regression", "LinearRegression"),
-    ("ridge", "regression", "Ridge"),
-    ("lasso", "regression", "Lasso"),
-    ("elasticnet", "regression", "ElasticNet"),
-    ("polynomial", "regression", "Pipeline"),
-    ("logistic", "classification", "LogisticRegression"),
-    ("naive_bayes", "classification", "GaussianNB"),
-    ("decision_tree", "regression", "DecisionTreeRegressor"),
-    ("decision_tree", "classification", "DecisionTreeClassifier"),
-    ("random_forest", "regression", "RandomForestRegressor"),
-    ("random_forest", "classification", "RandomForestClassifier"),
-    ("gradient_boosting", "classification", "GradientBoostingClassifier"),
-    ("svm", "regression", "SVR"),
-    ("svm", "classification", "SVC"),
-    ("mlp", "regression", "MLPRegressor"),
-    ("mlp", "classification", "MLPClassifier"),
-    ("mlp_regression", "regression", "MLPRegressor"),
-    ("mlp_classification", "classification", "MLPClassifier"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "task", "cls_name"),
+    [
+        ("linear", "regression", "LinearRegression"),
+        ("ridge", "regression", "Ridge"),
+        ("lasso", "regression", "Lasso"),
+        ("elasticnet", "regression", "ElasticNet"),
+        ("polynomial", "regression", "Pipeline"),
+        ("logistic", "classification", "LogisticRegression"),
+        ("naive_bayes", "classification", "GaussianNB"),
+        ("decision_tree", "regression", "DecisionTreeRegressor"),
+        ("decision_tree", "classification", "DecisionTreeClassifier"),
+        ("random_forest", "regression", "RandomForestRegressor"),
+        ("random_forest", "classification", "RandomForestClassifier"),
+        ("gradient_boosting", "classification", "GradientBoostingClassifier"),
+        ("svm", "regression", "SVR"),
+        ("svm", "classification", "SVC"),
+        ("mlp", "regression", "MLPRegressor"),
+        ("mlp", "classification", "MLPClassifier"),
+        ("mlp_regression", "regression", "MLPRegressor"),
+        ("mlp_classification", "classification", "MLPClassifier"),
+    ],
+)
 def test_sklearn_types_build_the_right_estimator(model_type: str, task: str, cls_name: str) -> None:
     plan = build_estimator(model_type, task, None)
     assert type(plan.estimator).__name__ == cls_name
@@ -63,13 +78,16 @@ def test_sklearn_types_build_the_right_estimator(model_type: str, task: str, cls
 
 
 @pytest.mark.skipif(not (HAS_XGB and HAS_LGBM), reason="xgboost and lightgbm are needed")
-@pytest.mark.parametrize(("model_type", "task", "cls_name"), [
-    ("xgboost_regression", "regression", "XGBRegressor"),
-    ("xgboost_binary_classification", "classification", "XGBClassifier"),
-    ("xgboost_multiclass", "classification", "XGBClassifier"),
-    ("lightgbm_regression", "regression", "LGBMRegressor"),
-    ("lightgbm_multiclass", "classification", "LGBMClassifier"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "task", "cls_name"),
+    [
+        ("xgboost_regression", "regression", "XGBRegressor"),
+        ("xgboost_binary_classification", "classification", "XGBClassifier"),
+        ("xgboost_multiclass", "classification", "XGBClassifier"),
+        ("lightgbm_regression", "regression", "LGBMRegressor"),
+        ("lightgbm_multiclass", "classification", "LGBMClassifier"),
+    ],
+)
 def test_boosting_libraries_pick_regressor_by_name(model_type: str, task: str, cls_name: str) -> None:
     plan = build_estimator(model_type, task, {"n_estimators": 7})
     assert type(plan.estimator).__name__ == cls_name
@@ -95,12 +113,14 @@ def test_unknown_model_type_is_a_sentence(bad: object) -> None:
         build_estimator(bad, "regression", None)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(("model_type", "hidden", "package"), [
-    ("catboost_regression", ("catboost",), "catboost"),
-    ("keras_classification", ("keras", "tensorflow"), "tensorflow"),
-])
-def test_missing_optional_library_names_the_pip_package(model_type: str, hidden: tuple[str, ...],
-                                                        package: str) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "hidden", "package"),
+    [
+        ("catboost_regression", ("catboost",), "catboost"),
+        ("keras_classification", ("keras", "tensorflow"), "tensorflow"),
+    ],
+)
+def test_missing_optional_library_names_the_pip_package(model_type: str, hidden: tuple[str, ...], package: str) -> None:
     """With the library hidden from imports (whether or not it is installed), the sentence names the package."""
     import subprocess
     import sys
@@ -156,16 +176,19 @@ def test_unknown_hyperparameter_for_xgboost_lists_its_names() -> None:
         build_estimator("xgboost_regression", "regression", {"n_trees": 3})  # `seed` is xgboost's own name
 
 
-@pytest.mark.parametrize(("params", "pattern"), [
-    ({"n_estimators": "many"}, "'n_estimators' .* must be a number"),
-    ({"n_estimators": [1, 2]}, "'n_estimators' .* must be a number"),
-    ({"bootstrap": 3}, "'bootstrap' .* must be true or false"),
-    ({"criterion": {"a": 1}}, "'criterion' .* single value"),
-    ({"n_estimators": 0}, "does not accept: The 'n_estimators' parameter"),
-    ({"max_depth": -2}, "does not accept: The 'max_depth' parameter"),
-    ({"criterion": "best"}, "does not accept: The 'criterion' parameter"),
-    ({"warm_start": True}, "'warm_start' cannot be set"),
-])
+@pytest.mark.parametrize(
+    ("params", "pattern"),
+    [
+        ({"n_estimators": "many"}, "'n_estimators' .* must be a number"),
+        ({"n_estimators": [1, 2]}, "'n_estimators' .* must be a number"),
+        ({"bootstrap": 3}, "'bootstrap' .* must be true or false"),
+        ({"criterion": {"a": 1}}, "'criterion' .* single value"),
+        ({"n_estimators": 0}, "does not accept: The 'n_estimators' parameter"),
+        ({"max_depth": -2}, "does not accept: The 'max_depth' parameter"),
+        ({"criterion": "best"}, "does not accept: The 'criterion' parameter"),
+        ({"warm_start": True}, "'warm_start' cannot be set"),
+    ],
+)
 def test_bad_values_are_sentences(params: dict[str, object], pattern: str) -> None:
     with pytest.raises(JobError, match=pattern) as err:
         build_estimator("random_forest", "classification", params)
@@ -189,8 +212,9 @@ def test_user_values_override_our_defaults_without_duplicate_keywords() -> None:
 
 
 def test_text_values_are_coerced_and_lists_become_tuples() -> None:
-    plan = build_estimator("random_forest", "regression", {"n_estimators": "50", "max_depth": "none",
-                                                           "bootstrap": "false"})
+    plan = build_estimator(
+        "random_forest", "regression", {"n_estimators": "50", "max_depth": "none", "bootstrap": "false"}
+    )
     params = plan.estimator.get_params()
     assert params["n_estimators"] == 50 and params["max_depth"] is None and params["bootstrap"] is False
     plan = build_estimator("mlp_regression", "regression", {"hidden_layer_sizes": [16, 8], "alpha": 1})

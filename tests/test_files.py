@@ -35,8 +35,9 @@ def data_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 def make_ctx(data_dir: Path, share: bool = False) -> tuple[JobContext, list[tuple[float, str, str]]]:
-    settings = JobSettings(home=data_dir.parent / "home" / ".statsbot", allowed_dirs=(data_dir,),
-                           cwd=data_dir, share_data=share)
+    settings = JobSettings(
+        home=data_dir.parent / "home" / ".statsbot", allowed_dirs=(data_dir,), cwd=data_dir, share_data=share
+    )
     seen: list[tuple[float, str, str]] = []
     return JobContext(settings, lambda p, m, s: seen.append((p, m, s)), min_interval=0), seen
 
@@ -55,6 +56,7 @@ ORDERS = pd.DataFrame({"id": [1, 1, 2, 5], "amount": [10.0, 20.0, 5.5, 7.0], "na
 
 
 # -- table I/O -----------------------------------------------------------------------------------------
+
 
 def test_read_table_formats_and_columns(data_dir: Path) -> None:
     PEOPLE.to_csv(data_dir / "p.csv", index=False)
@@ -96,8 +98,7 @@ def test_read_table_na_markers_and_text_dtypes(data_dir: Path) -> None:
 
 def test_csv_dtypes_match_pandas_whole_and_chunked(data_dir: Path) -> None:
     path = data_dir / "mix.csv"
-    path.write_text('i,f,s,d,b,m\n1,1.5,x,2024-01-01,True,NA\n2,,"y, z",2024-01-02,False,3\n'
-                    "3,2.5,,,True,n/a\n")
+    path.write_text('i,f,s,d,b,m\n1,1.5,x,2024-01-01,True,NA\n2,,"y, z",2024-01-02,False,3\n3,2.5,,,True,n/a\n')
     expected = pd.read_csv(path)
     pd.testing.assert_frame_equal(read_table(path), expected)
     pd.testing.assert_frame_equal(pd.concat(iter_table_chunks(path), ignore_index=True), expected)
@@ -111,12 +112,15 @@ def test_read_table_latin1_and_duplicate_headers(data_dir: Path) -> None:
     assert read_table(data_dir / "dup.csv", ["a.1"])["a.1"].tolist() == [2]
 
 
-@pytest.mark.parametrize(("name", "content"), [
-    ("bad.parquet", b"this is not parquet"),
-    ("bad.xlsx", b"PK\x03\x04 broken zip"),
-    ("bad.xls", b"\xd0\xcf\x11\xe0 broken"),
-    ("ragged.csv", b"a,b\n1,2\n3,4,5\n"),
-])
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("bad.parquet", b"this is not parquet"),
+        ("bad.xlsx", b"PK\x03\x04 broken zip"),
+        ("bad.xls", b"\xd0\xcf\x11\xe0 broken"),
+        ("ragged.csv", b"a,b\n1,2\n3,4,5\n"),
+    ],
+)
 def test_unparseable_files_give_sentences(data_dir: Path, name: str, content: bytes) -> None:
     (data_dir / name).write_bytes(content)
     with pytest.raises(JobError) as err:
@@ -176,13 +180,20 @@ def test_atomic_write_keeps_old_file_on_bad_data(data_dir: Path) -> None:
 
 # -- file_info -----------------------------------------------------------------------------------------
 
+
 def test_file_info(data_dir: Path, ctx: JobContext) -> None:
     PEOPLE.to_parquet(data_dir / "p.parquet", index=False)
     info = files.file_info({"file_path": "p.parquet"}, ctx)
     size = (data_dir / "p.parquet").stat().st_size
-    assert info == {"exists": True, "size_bytes": size, "size_mb": round(size / 2**20, 2),
-                    "file_path": str((data_dir / "p.parquet").resolve()), "format": "parquet",
-                    "columns": ["id", "name", "age"], "column_count": 3}
+    assert info == {
+        "exists": True,
+        "size_bytes": size,
+        "size_mb": round(size / 2**20, 2),
+        "file_path": str((data_dir / "p.parquet").resolve()),
+        "format": "parquet",
+        "columns": ["id", "name", "age"],
+        "column_count": 3,
+    }
     wide = pd.DataFrame([list(range(60))], columns=[f"c{i}" for i in range(60)])
     wide.to_csv(data_dir / "w.csv", index=False)
     info = files.file_info({"file_path": str(data_dir / "w.csv")}, ctx)
@@ -205,6 +216,7 @@ def test_file_info_missing_and_refused(data_dir: Path, ctx: JobContext) -> None:
 
 # -- load_data -----------------------------------------------------------------------------------------
 
+
 def test_load_data_refused_without_consent(data_dir: Path, ctx: JobContext) -> None:
     PEOPLE.to_csv(data_dir / "p.csv", index=False)
     with pytest.raises(JobError) as err:
@@ -221,8 +233,11 @@ def test_load_data_with_consent(data_dir: Path) -> None:
     out = files.load_data({"file_path": "p.parquet"}, ctx)
     json.dumps(out, allow_nan=False)  # strict JSON
     assert out["columns"] == ["a", "b", "c"] and out["rows"] == 3 and "truncated" not in out
-    assert out["dataframe"] == [{"a": 1.5, "b": "x", "c": 1}, {"a": None, "b": None, "c": 2},
-                                {"a": None, "b": "z", "c": 3}]
+    assert out["dataframe"] == [
+        {"a": 1.5, "b": "x", "c": 1},
+        {"a": None, "b": None, "c": 2},
+        {"a": None, "b": "z", "c": 3},
+    ]
     with pytest.raises(AccessDenied):
         files.load_data({"file_path": str(data_dir.parent / "outside" / "x.csv")}, ctx)
 
@@ -259,19 +274,22 @@ def test_save_file_overwrites_atomically(data_dir: Path, ctx: JobContext) -> Non
     assert leftovers(data_dir) == []
 
 
-@pytest.mark.parametrize(("params", "match"), [
-    ({"file_path": "s.csv"}, "'dataframe' must be a non-empty list"),
-    ({"file_path": "s.csv", "dataframe": []}, "'dataframe' must be a non-empty list"),
-    ({"file_path": "s.csv", "dataframe": {"a": [1]}}, "'dataframe' must be a non-empty list"),
-    ({"file_path": "s.csv", "dataframe": [{"a": 1}, [2]]}, "item 1 is a list"),
-    ({"file_path": "s.csv", "dataframe": [{"a": {"nested": 1}}]}, "holds a dict"),
-    ({"dataframe": RECORDS}, "'file_path' must be"),
-    ({"file_path": "s.xls", "dataframe": RECORDS}, r"\.xls format cannot be written"),
-    ({"file_path": "s.txt", "dataframe": RECORDS}, "only tables"),
-    ({"file_path": ".s.csv", "dataframe": RECORDS}, "hidden"),
-    ({"file_path": "../outside/s.csv", "dataframe": RECORDS}, "outside the folders"),
-    ({"file_path": "~/.statsbot/s.csv", "dataframe": RECORDS}, "StatsBot home"),
-])
+@pytest.mark.parametrize(
+    ("params", "match"),
+    [
+        ({"file_path": "s.csv"}, "'dataframe' must be a non-empty list"),
+        ({"file_path": "s.csv", "dataframe": []}, "'dataframe' must be a non-empty list"),
+        ({"file_path": "s.csv", "dataframe": {"a": [1]}}, "'dataframe' must be a non-empty list"),
+        ({"file_path": "s.csv", "dataframe": [{"a": 1}, [2]]}, "item 1 is a list"),
+        ({"file_path": "s.csv", "dataframe": [{"a": {"nested": 1}}]}, "holds a dict"),
+        ({"dataframe": RECORDS}, "'file_path' must be"),
+        ({"file_path": "s.xls", "dataframe": RECORDS}, r"\.xls format cannot be written"),
+        ({"file_path": "s.txt", "dataframe": RECORDS}, "only tables"),
+        ({"file_path": ".s.csv", "dataframe": RECORDS}, "hidden"),
+        ({"file_path": "../outside/s.csv", "dataframe": RECORDS}, "outside the folders"),
+        ({"file_path": "~/.statsbot/s.csv", "dataframe": RECORDS}, "StatsBot home"),
+    ],
+)
 def test_save_file_refusals(data_dir: Path, ctx: JobContext, params: dict[str, Any], match: str) -> None:
     (data_dir.parent / "home" / ".statsbot").mkdir(parents=True, exist_ok=True)
     with pytest.raises(JobError, match=match):
@@ -282,6 +300,7 @@ def test_save_file_refusals(data_dir: Path, ctx: JobContext, params: dict[str, A
 
 # -- join ----------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(params=["csv", "parquet"])
 def pair(request: pytest.FixtureRequest, data_dir: Path) -> tuple[str, str]:
     ext = request.param
@@ -291,17 +310,21 @@ def pair(request: pytest.FixtureRequest, data_dir: Path) -> tuple[str, str]:
     return str(left), str(right)
 
 
-@pytest.mark.parametrize(("operation", "ids", "rows"), [
-    ("inner_join", [1, 1, 2], 3),
-    ("merge", [1, 1, 2], 3),
-    ("left_join", [1, 1, 2, 3, 4], 5),
-    ("right_join", [1, 1, 2, 5], 4),
-    ("outer_join", [1, 1, 2, 3, 4, 5], 6),
-])
+@pytest.mark.parametrize(
+    ("operation", "ids", "rows"),
+    [
+        ("inner_join", [1, 1, 2], 3),
+        ("merge", [1, 1, 2], 3),
+        ("left_join", [1, 1, 2, 3, 4], 5),
+        ("right_join", [1, 1, 2, 5], 4),
+        ("outer_join", [1, 1, 2, 3, 4, 5], 6),
+    ],
+)
 def test_key_joins(data_dir: Path, pair: tuple[str, str], operation: str, ids: list[int], rows: int) -> None:
     ctx, seen = make_ctx(data_dir)
-    out = files.join({"operation": operation, "file_paths": list(pair), "key_columns": ["id"],
-                      "output_path": "joined.csv"}, ctx)
+    out = files.join(
+        {"operation": operation, "file_paths": list(pair), "key_columns": ["id"], "output_path": "joined.csv"}, ctx
+    )
     assert out["operation"] == operation and out["row_count"] == rows
     assert out["output_file"] == str((data_dir / "joined.csv").resolve())
     assert out["columns"] == ["id", "name_x", "age", "amount", "name_y"]  # pandas' suffixes, as the bot's worker
@@ -319,27 +342,40 @@ def test_cross_concat_union(data_dir: Path, pair: tuple[str, str]) -> None:
     assert out["row_count"] == 16 and out["columns"] == ["id_x", "name_x", "age", "id_y", "amount", "name_y"]
     assert len(read_table(data_dir / "x.parquet")) == 16
 
-    out = files.join({"operation": "concat", "file_paths": [pair[0], pair[1], pair[0]],
-                      "output_path": "c.csv"}, ctx)
+    out = files.join({"operation": "concat", "file_paths": [pair[0], pair[1], pair[0]], "output_path": "c.csv"}, ctx)
     assert out["row_count"] == 12 and out["columns"] == ["id", "name", "age", "amount"]
-    out = files.join({"operation": "union", "file_paths": [pair[0], pair[1], pair[0]],
-                      "output_path": "u.csv"}, ctx)
+    out = files.join({"operation": "union", "file_paths": [pair[0], pair[1], pair[0]], "output_path": "u.csv"}, ctx)
     assert out["row_count"] == 12  # union keeps duplicate rows (pd.concat), as the bot's worker does
     assert read_table(data_dir / "u.csv")["amount"].isna().sum() == 8
 
 
 def test_join_filters_and_default_output(data_dir: Path, pair: tuple[str, str]) -> None:
     ctx, seen = make_ctx(data_dir)
-    out = files.join({"operation": "inner_join", "file_paths": list(pair), "key_columns": "id",
-                      "filters": ["amount >= 10", "name in ['Ann', 'Bo']"]}, ctx)
+    out = files.join(
+        {
+            "operation": "inner_join",
+            "file_paths": list(pair),
+            "key_columns": "id",
+            "filters": ["amount >= 10", "name in ['Ann', 'Bo']"],
+        },
+        ctx,
+    )
     first = Path(pair[0])
     assert out["output_file"] == str(first.with_name(f"{first.stem}_joined{first.suffix}").resolve())
     # each file is filtered before the join, on the columns it has (as the bot's worker does): people keeps
     # Ann and Bo; in orders, amount >= 10 keeps names x and y, which the name filter then drops: no rows
     assert out["row_count"] == 0 and out["input_rows"] == [4, 4]
     assert "filtering" in {s for _, _, s in seen}
-    out = files.join({"operation": "left_join", "file_paths": list(pair), "key_columns": "id",
-                      "filters": ["amount >= 10", "id <= 2"], "output_path": "f.csv"}, ctx)
+    out = files.join(
+        {
+            "operation": "left_join",
+            "file_paths": list(pair),
+            "key_columns": "id",
+            "filters": ["amount >= 10", "id <= 2"],
+            "output_path": "f.csv",
+        },
+        ctx,
+    )
     # people keeps ids 1, 2; orders keeps (1, 10.0), (1, 20.0): Ann twice, Bo with no order
     assert out["row_count"] == 3
     assert read_table(data_dir / "f.csv")["amount"].tolist()[:2] == [10.0, 20.0]
@@ -350,8 +386,9 @@ def test_join_three_files_and_excel_input(data_dir: Path) -> None:
     PEOPLE.to_excel(data_dir / "p.xlsx", index=False)
     ORDERS.to_csv(data_dir / "o.csv", index=False)
     pd.DataFrame({"id": [1, 2], "name": ["n1", "n2"]}).to_parquet(data_dir / "n.parquet", index=False)
-    out = files.join({"operation": "left_join", "file_paths": ["p.xlsx", "o.csv", "n.parquet"],
-                      "key_columns": ["id"]}, ctx)
+    out = files.join(
+        {"operation": "left_join", "file_paths": ["p.xlsx", "o.csv", "n.parquet"], "key_columns": ["id"]}, ctx
+    )
     assert out["output_file"].endswith("p_joined.csv") and out["row_count"] == 5
     # p, o clash on 'name' -> name_x, name_y; n's 'name' then clashes with nothing and stays 'name'
     assert out["columns"] == ["id", "name_x", "age", "amount", "name_y", "name"]

@@ -12,74 +12,82 @@ from statsbot_nb.ml.filters import Filter, apply_filters, parse_filter, parse_fi
 
 @pytest.fixture
 def df() -> pd.DataFrame:
-    return pd.DataFrame({
-        "name": ["Ann", "O'Brien", "Bo", None, "Cy"],
-        "age": [25, 31, 40, np.nan, 30],
-        "city": ["Paris", "Rome", "Oslo", "Paris", None],
-        "first name": ["a", "b", "c", "d", "e"],
-        "active": [True, False, True, False, True],
-        "zip": ["01234", "75001", "00100", None, "99999"],
-        "when": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", None, "2024-05-01"]),
-    })
+    return pd.DataFrame(
+        {
+            "name": ["Ann", "O'Brien", "Bo", None, "Cy"],
+            "age": [25, 31, 40, np.nan, 30],
+            "city": ["Paris", "Rome", "Oslo", "Paris", None],
+            "first name": ["a", "b", "c", "d", "e"],
+            "active": [True, False, True, False, True],
+            "zip": ["01234", "75001", "00100", None, "99999"],
+            "when": pd.to_datetime(["2024-01-01", "2024-02-01", "2024-03-01", None, "2024-05-01"]),
+        }
+    )
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("age >= 30", Filter("age", ">=", 30, "age >= 30")),
-    ("age>=30", Filter("age", ">=", 30, "age>=30")),
-    ("age = 30", Filter("age", "==", 30, "age = 30")),
-    ("age == -1.5e2", Filter("age", "==", -150.0, "age == -1.5e2")),
-    ("age != .5", Filter("age", "!=", 0.5, "age != .5")),
-    ("age < 3", Filter("age", "<", 3, "age < 3")),
-    ("age <= 3", Filter("age", "<=", 3, "age <= 3")),
-    ("age > 3", Filter("age", ">", 3, "age > 3")),
-    ("city in ['Paris', 'Rome']", Filter("city", "in", ("Paris", "Rome"), "city in ['Paris', 'Rome']")),
-    ("city IN ('Paris',)", Filter("city", "in", ("Paris",), "city IN ('Paris',)")),
-    ("city not in []", Filter("city", "not in", (), "city not in []")),
-    ("name == \"O'Brien\"", Filter("name", "==", "O'Brien", "name == \"O'Brien\"")),
-    ("name == 'O\\'Brien'", Filter("name", "==", "O'Brien", "name == 'O\\'Brien'")),
-    ("`first name` == 'a'", Filter("first name", "==", "a", "`first name` == 'a'")),
-    ("\"first name\" == 'a'", Filter("first name", "==", "a", "\"first name\" == 'a'")),
-    ("active == true", Filter("active", "==", True, "active == true")),
-    ("active == False", Filter("active", "==", False, "active == False")),
-    ("city == null", Filter("city", "==", None, "city == null")),
-    ("city in [null, 'Rome']", Filter("city", "in", (None, "Rome"), "city in [null, 'Rome']")),
-    ("âge > 3", Filter("âge", ">", 3, "âge > 3")),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("age >= 30", Filter("age", ">=", 30, "age >= 30")),
+        ("age>=30", Filter("age", ">=", 30, "age>=30")),
+        ("age = 30", Filter("age", "==", 30, "age = 30")),
+        ("age == -1.5e2", Filter("age", "==", -150.0, "age == -1.5e2")),
+        ("age != .5", Filter("age", "!=", 0.5, "age != .5")),
+        ("age < 3", Filter("age", "<", 3, "age < 3")),
+        ("age <= 3", Filter("age", "<=", 3, "age <= 3")),
+        ("age > 3", Filter("age", ">", 3, "age > 3")),
+        ("city in ['Paris', 'Rome']", Filter("city", "in", ("Paris", "Rome"), "city in ['Paris', 'Rome']")),
+        ("city IN ('Paris',)", Filter("city", "in", ("Paris",), "city IN ('Paris',)")),
+        ("city not in []", Filter("city", "not in", (), "city not in []")),
+        ('name == "O\'Brien"', Filter("name", "==", "O'Brien", 'name == "O\'Brien"')),
+        ("name == 'O\\'Brien'", Filter("name", "==", "O'Brien", "name == 'O\\'Brien'")),
+        ("`first name` == 'a'", Filter("first name", "==", "a", "`first name` == 'a'")),
+        ("\"first name\" == 'a'", Filter("first name", "==", "a", "\"first name\" == 'a'")),
+        ("active == true", Filter("active", "==", True, "active == true")),
+        ("active == False", Filter("active", "==", False, "active == False")),
+        ("city == null", Filter("city", "==", None, "city == null")),
+        ("city in [null, 'Rome']", Filter("city", "in", (None, "Rome"), "city in [null, 'Rome']")),
+        ("âge > 3", Filter("âge", ">", 3, "âge > 3")),
+    ],
+)
 def test_parse(text: str, expected: Filter) -> None:
     assert parse_filter(text) == expected
 
 
-@pytest.mark.parametrize("text", [
-    "__import__('os').system('id') == 0",
-    "__import__('os')",
-    "@var == 1",
-    "age == @limit",
-    "age > 3; import os",
-    "age > 3 and city == 'Rome'",
-    "age > 3 or 1 == 1",
-    "age",
-    "age >",
-    "age >> 3",
-    "age => 3",
-    "== 3",
-    "'unterminated == 3",
-    "age == 'unterminated",
-    "city == Paris",
-    "city in 'Paris'",
-    "city in ['Paris' 'Rome']",
-    "city in ['Paris', 'Rome'",
-    "city in ['Paris', 'Rome')",
-    "city == ['Paris']",
-    "age == 30abc",
-    "age == 1.2.3",
-    "age == `age`",
-    "age.__class__ == 1",
-    "age == lambda: 0",
-    "age + 1 > 3",
-    "",
-    "   ",
-    "x" * 1001,
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "__import__('os').system('id') == 0",
+        "__import__('os')",
+        "@var == 1",
+        "age == @limit",
+        "age > 3; import os",
+        "age > 3 and city == 'Rome'",
+        "age > 3 or 1 == 1",
+        "age",
+        "age >",
+        "age >> 3",
+        "age => 3",
+        "== 3",
+        "'unterminated == 3",
+        "age == 'unterminated",
+        "city == Paris",
+        "city in 'Paris'",
+        "city in ['Paris' 'Rome']",
+        "city in ['Paris', 'Rome'",
+        "city in ['Paris', 'Rome')",
+        "city == ['Paris']",
+        "age == 30abc",
+        "age == 1.2.3",
+        "age == `age`",
+        "age.__class__ == 1",
+        "age == lambda: 0",
+        "age + 1 > 3",
+        "",
+        "   ",
+        "x" * 1001,
+    ],
+)
 def test_bad_or_hostile_strings_refused(text: str) -> None:
     with pytest.raises(JobError) as err:
         parse_filter(text)
@@ -124,7 +132,7 @@ def test_numeric_comparisons(df: pd.DataFrame) -> None:
 
 
 def test_string_and_list_comparisons(df: pd.DataFrame) -> None:
-    assert rows(df, ["name == \"O'Brien\""]) == ["b"]
+    assert rows(df, ['name == "O\'Brien"']) == ["b"]
     assert rows(df, ["city in ['Paris', 'Rome']"]) == ["a", "b", "d"]
     assert rows(df, ["city not in ['Paris', 'Rome']"]) == ["c", "e"]
     assert rows(df, ["city in ['Paris', null]"]) == ["a", "d", "e"]

@@ -23,8 +23,11 @@ from statsbot_nb.context import JobSettings
 
 def snapshot(folder: Path) -> dict[str, str]:
     """Every file under ``folder`` with a hash of its content."""
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and not p.is_symlink()
+    }
 
 
 @pytest.fixture
@@ -77,8 +80,7 @@ async def test_hostile_requests_are_refused_with_a_sentence(legacy: LegacyServer
         ("file_info", {"file_path": str(d / ".." / ".." / "outside" / "secret.csv")}, "outside"),
         ("file_info", {"file_path": "/etc/passwd"}, ""),
         ("train", train_params(d / "escape.csv", "price", "ridge", "regression"), "outside"),
-        ("train", train_params(layout["user"] / ".private" / "hidden.csv", "price", "ridge", "regression"),
-         "hidden"),
+        ("train", train_params(layout["user"] / ".private" / "hidden.csv", "price", "ridge", "regression"), "hidden"),
         ("train", train_params(d / ".hidden.csv", "price", "ridge", "regression"), "hidden"),
         ("train", train_params(d / "pipe.csv", "price", "ridge", "regression"), "regular file"),
         ("train", train_params(d / "device.csv", "price", "ridge", "regression"), ""),
@@ -96,20 +98,69 @@ async def test_hostile_requests_are_refused_with_a_sentence(legacy: LegacyServer
         ("save_file", {"file_path": str(o / "dropped.csv"), "dataframe": [{"a": 1}]}, "outside"),
         ("save_file", {"file_path": str(home / "models" / "x.csv"), "dataframe": [{"a": 1}]}, ""),
         ("save_file", {"file_path": str(d / "evil.py"), "dataframe": [{"a": 1}]}, ".csv"),
-        ("join", {"operation": "inner_join", "file_paths": [str(layout["csv"]), str(layout["csv"])],
-                  "key_columns": ["x1"], "output_path": str(o / "j.csv"), "filters": []}, "outside"),
-        ("join", {"operation": "concat", "file_paths": [str(layout["csv"]), str(layout["csv"])],
-                  "key_columns": [], "output_path": str(d / "j.csv"),
-                  "filters": ["__import__('os').system('touch /tmp/pwned') == 1"]}, ""),
-        ("join", {"operation": "concat", "file_paths": [str(layout["csv"]), str(layout["csv"])],
-                  "key_columns": [], "output_path": str(d / "j.csv"), "filters": ["x1 > 0; import os"]}, ""),
+        (
+            "join",
+            {
+                "operation": "inner_join",
+                "file_paths": [str(layout["csv"]), str(layout["csv"])],
+                "key_columns": ["x1"],
+                "output_path": str(o / "j.csv"),
+                "filters": [],
+            },
+            "outside",
+        ),
+        (
+            "join",
+            {
+                "operation": "concat",
+                "file_paths": [str(layout["csv"]), str(layout["csv"])],
+                "key_columns": [],
+                "output_path": str(d / "j.csv"),
+                "filters": ["__import__('os').system('touch /tmp/pwned') == 1"],
+            },
+            "",
+        ),
+        (
+            "join",
+            {
+                "operation": "concat",
+                "file_paths": [str(layout["csv"]), str(layout["csv"])],
+                "key_columns": [],
+                "output_path": str(d / "j.csv"),
+                "filters": ["x1 > 0; import os"],
+            },
+            "",
+        ),
         ("load_data", {"file_path": str(layout["csv"])}, "data sharing"),
-        ("train", train_params(layout["csv"], "price", "catboost_regression", "regression",
-                               hyperparameters={"output_borders": str(o / "victim.txt")}), "cannot be set"),
-        ("train", train_params(layout["csv"], "price", "catboost_regression", "regression",
-                               hyperparameters={"input_borders": "/etc/shadow"}), "cannot be set"),
-        ("train", train_params(layout["csv"], "price", "random_forest", "regression",
-                               hyperparameters={"criterion": "/etc/passwd"}), "file path"),
+        (
+            "train",
+            train_params(
+                layout["csv"],
+                "price",
+                "catboost_regression",
+                "regression",
+                hyperparameters={"output_borders": str(o / "victim.txt")},
+            ),
+            "cannot be set",
+        ),
+        (
+            "train",
+            train_params(
+                layout["csv"],
+                "price",
+                "catboost_regression",
+                "regression",
+                hyperparameters={"input_borders": "/etc/shadow"},
+            ),
+            "cannot be set",
+        ),
+        (
+            "train",
+            train_params(
+                layout["csv"], "price", "random_forest", "regression", hyperparameters={"criterion": "/etc/passwd"}
+            ),
+            "file path",
+        ),
         ("train", "not an object", "params"),
         ("train", {"file_path": 42}, "file_path"),
     ]
@@ -136,18 +187,19 @@ async def test_hostile_requests_are_refused_with_a_sentence(legacy: LegacyServer
 async def test_forest_training_leaves_the_worker_responsive(legacy: LegacyServer, make_worker, home):
     rng = np.random.default_rng(1)
     n = 30_000
-    frame = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n),
-                          "city": rng.choice(["a", "b", "c"], size=n)})
+    frame = pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n), "city": rng.choice(["a", "b", "c"], size=n)}
+    )
     frame["price"] = frame.x1 * 2 + rng.normal(size=n)
     data = home.parent / "data"
     data.mkdir(exist_ok=True)
     frame.to_csv(data / "big.csv", index=False)
-    worker = make_worker(legacy.url, legacy.token, actions=None,
-                         settings=JobSettings(home=home, cwd=home.parent))
+    worker = make_worker(legacy.url, legacy.token, actions=None, settings=JobSettings(home=home, cwd=home.parent))
     worker.start()
     await worker.wait_connected(timeout=10)
-    params = train_params(data / "big.csv", "price", "random_forest", "regression",
-                          hyperparameters={"n_estimators": 120})
+    params = train_params(
+        data / "big.csv", "price", "random_forest", "regression", hyperparameters={"n_estimators": 120}
+    )
     job_id = await legacy.send_job("train", params)
     await legacy.wait_for(lambda: len(legacy.progress.get(job_id, [])) >= 3, timeout=60)
     listed_id = await legacy.send_job("list_models", {})

@@ -17,8 +17,10 @@ def test_plain_import_pulls_in_no_notebook_or_ml_stack():
 
 
 def test_server_never_imports_the_worker():
-    code = ("import sys, statsbot_nb.server\n"
-            "print('statsbot_nb.worker' in sys.modules, 'statsbot_nb.runner' in sys.modules)")
+    code = (
+        "import sys, statsbot_nb.server\n"
+        "print('statsbot_nb.worker' in sys.modules, 'statsbot_nb.runner' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
 

@@ -44,8 +44,13 @@ def test_filters_apply_to_each_input_before_a_left_join(data: Path) -> None:
     # orders: 'age' missing -> skipped; 'amount >= 10' keeps (1,10), (1,20), (3,50).
     # left join on id: 2 -> no order (empty amount), 3 -> 50, 4 -> no order  => 3 rows.
     # (Filtering the joined table instead would keep only Cy's row.)
-    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": ORDERS}, operation="left_join",
-                      key_columns=["id"], filters=["amount >= 10", "age > 30"])
+    out, result = run(
+        data,
+        {"people.csv": PEOPLE, "orders.csv": ORDERS},
+        operation="left_join",
+        key_columns=["id"],
+        filters=["amount >= 10", "age > 30"],
+    )
     assert out["row_count"] == 3
     assert out["columns"] == ["id", "name", "age", "amount"] and out["column_count"] == 4
     assert result["id"].tolist() == [2, 3, 4]
@@ -57,8 +62,7 @@ def test_filters_apply_to_each_input_before_a_left_join(data: Path) -> None:
 def test_filter_on_a_column_one_input_lacks_is_skipped_for_it(data: Path) -> None:
     # concat: people has no 'amount' -> all 4 rows kept; orders keeps 10, 20, 50, 7 (not 5) -> 4 rows.
     # 8 rows in all (filtering the stacked table would drop the 4 people rows, whose amount is empty).
-    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": ORDERS}, operation="concat",
-                      filters=["amount > 6"])
+    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": ORDERS}, operation="concat", filters=["amount > 6"])
     assert out["row_count"] == 8
     assert result["id"].tolist() == [1, 2, 3, 4, 1, 1, 3, 5]
     assert result["name"].tolist()[:4] == ["Ann", "Bo", "Cy", "Di"]
@@ -66,8 +70,13 @@ def test_filter_on_a_column_one_input_lacks_is_skipped_for_it(data: Path) -> Non
 
 def test_filter_on_a_key_column_filters_both_inputs(data: Path) -> None:
     # 'id <= 2' on both: people 1, 2; orders (1,10), (1,20), (2,5). right join: 3 rows, all matched.
-    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": ORDERS}, operation="right_join",
-                      key_columns=["id"], filters=["id <= 2"])
+    out, result = run(
+        data,
+        {"people.csv": PEOPLE, "orders.csv": ORDERS},
+        operation="right_join",
+        key_columns=["id"],
+        filters=["id <= 2"],
+    )
     assert out["row_count"] == 3
     assert result["name"].tolist() == ["Ann", "Ann", "Bo"]
 
@@ -80,14 +89,18 @@ def test_filter_naming_no_input_column_is_a_sentence(data: Path) -> None:
 def test_filter_type_mismatch_names_the_file(data: Path) -> None:
     # today's query() raises TypeError here (then drops the filter silently); we say why instead
     with pytest.raises(JobError, match=r"In people\.csv: Column 'age' holds numbers"):
-        run(data, {"people.csv": PEOPLE, "orders.csv": ORDERS}, operation="left_join", key_columns=["id"],
-            filters=["age > 'old'"])
+        run(
+            data,
+            {"people.csv": PEOPLE, "orders.csv": ORDERS},
+            operation="left_join",
+            key_columns=["id"],
+            filters=["age > 'old'"],
+        )
 
 
 def test_union_keeps_duplicate_rows(data: Path) -> None:
     # a has (1,x) twice, b has (1,x) once more: all 5 rows stay, in file order.
-    out, result = run(data, {"a.csv": "id,tag\n1,x\n1,x\n2,y\n", "b.csv": "id,tag\n1,x\n3,z\n"},
-                      operation="union")
+    out, result = run(data, {"a.csv": "id,tag\n1,x\n1,x\n2,y\n", "b.csv": "id,tag\n1,x\n3,z\n"}, operation="union")
     assert out["row_count"] == 5 and out["columns"] == ["id", "tag"]
     assert result["id"].tolist() == [1, 1, 2, 1, 3]
 
@@ -105,8 +118,12 @@ def test_union_and_concat_unite_differing_columns(data: Path) -> None:
 
 def test_cross_join_uses_pandas_suffixes(data: Path) -> None:
     # 2 x 3 = 6 rows; 'id' is in both, so id_x (left) and id_y (right).
-    out, result = run(data, {"a.csv": "id,name\n1,Ann\n2,Bo\n", "b.csv": "id,score\n7,1.5\n8,2.5\n9,3.5\n"},
-                      operation="cross_join", key_columns=["ignored"])
+    out, result = run(
+        data,
+        {"a.csv": "id,name\n1,Ann\n2,Bo\n", "b.csv": "id,score\n7,1.5\n8,2.5\n9,3.5\n"},
+        operation="cross_join",
+        key_columns=["ignored"],
+    )
     assert out["row_count"] == 6 and out["columns"] == ["id_x", "name", "id_y", "score"]
     assert result["id_x"].tolist() == [1, 1, 1, 2, 2, 2]
     assert result["id_y"].tolist() == [7, 8, 9, 7, 8, 9]
@@ -114,15 +131,13 @@ def test_cross_join_uses_pandas_suffixes(data: Path) -> None:
 
 def test_cross_join_of_three_files_chains_merges(data: Path) -> None:
     # (a x b) gives k_x, k_y; c's k then clashes with nothing and stays k. 2 x 3 x 2 = 12 rows.
-    out, _ = run(data, {"a.csv": "k\n1\n2\n", "b.csv": "k\n3\n4\n5\n", "c.csv": "k\n6\n7\n"},
-                 operation="cross_join")
+    out, _ = run(data, {"a.csv": "k\n1\n2\n", "b.csv": "k\n3\n4\n5\n", "c.csv": "k\n6\n7\n"}, operation="cross_join")
     assert out["row_count"] == 12 and out["columns"] == ["k_x", "k_y", "k"]
 
 
 def test_key_join_clashing_columns_get_x_y(data: Path) -> None:
     orders = "id,amount,name\n1,10,x\n1,20,y\n2,5,z\n5,7,w\n"
-    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": orders}, operation="inner_join",
-                      key_columns=["id"])
+    out, result = run(data, {"people.csv": PEOPLE, "orders.csv": orders}, operation="inner_join", key_columns=["id"])
     assert out["columns"] == ["id", "name_x", "age", "amount", "name_y"]
     assert out["row_count"] == 3 and result["name_y"].tolist() == ["x", "y", "z"]
 
@@ -156,5 +171,4 @@ def test_merge_without_shared_columns_is_a_sentence(data: Path) -> None:
 def test_suffix_clash_is_a_sentence(data: Path) -> None:
     # a already has 'v_x': suffixing a's 'v' would repeat it, which pandas (and so today's worker) refuses
     with pytest.raises(JobError, match="rename the clashing columns"):
-        run(data, {"a.csv": "k,v,v_x\n1,2,3\n", "b.csv": "k,v\n1,4\n"}, operation="inner_join",
-            key_columns=["k"])
+        run(data, {"a.csv": "k,v,v_x\n1,2,3\n", "b.csv": "k,v\n1,4\n"}, operation="inner_join", key_columns=["k"])

@@ -27,8 +27,13 @@ import pytest
 from statsbot_nb.server import JobServer
 
 ROUTES = ["perCommTarget", "disabled"]
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
-                 "--no-proxy-server"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-dev-shm-usage",
+    "--disable-background-networking",
+    "--no-proxy-server",
+]
 PROXY_VARS = ("http_proxy", "https_proxy", "all_proxy", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
 
 WAIT_CELL = """\
@@ -88,18 +93,31 @@ def _write_settings(settings: Path, route: str) -> None:
     apputils.mkdir(parents=True)
     (apputils / "kernels-settings.jupyterlab-settings").write_text(json.dumps({"commsOverSubshells": route}))
     (apputils / "notification.jupyterlab-settings").write_text(
-        json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+        json.dumps({"fetchNews": "false", "checkForUpdates": False})
+    )
 
 
 def _write_notebook(path: Path) -> None:
     def cell(source: str) -> dict:
-        return {"cell_type": "code", "execution_count": None, "id": secrets.token_hex(4), "metadata": {},
-                "outputs": [], "source": source}
+        return {
+            "cell_type": "code",
+            "execution_count": None,
+            "id": secrets.token_hex(4),
+            "metadata": {},
+            "outputs": [],
+            "source": source,
+        }
 
-    path.write_text(json.dumps({
-        "cells": [cell("%load_ext statsbot_nb"), cell(WAIT_CELL)],
-        "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
-        "nbformat": 4, "nbformat_minor": 5}))
+    path.write_text(
+        json.dumps(
+            {
+                "cells": [cell("%load_ext statsbot_nb"), cell(WAIT_CELL)],
+                "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}},
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+        )
+    )
 
 
 class Lab:
@@ -113,18 +131,39 @@ class Lab:
         for name in ("config", "runtime", "data", "workspaces"):
             (tmp / name).mkdir()
         _write_settings(tmp / "settings", route)
-        env = {**env, "JUPYTER_CONFIG_DIR": str(tmp / "config"), "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
-               "JUPYTER_DATA_DIR": str(tmp / "data"), "PYTHONUNBUFFERED": "1"}
-        cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", "--ServerApp.ip=127.0.0.1",
-               f"--ServerApp.port={self.port}", "--ServerApp.port_retries=0",
-               f"--IdentityProvider.token={self.token}", f"--ServerApp.root_dir={self.root}",
-               "--LabApp.expose_app_in_browser=True", f"--LabApp.user_settings_dir={tmp / 'settings'}",
-               f"--LabApp.workspaces_dir={tmp / 'workspaces'}"]
+        env = {
+            **env,
+            "JUPYTER_CONFIG_DIR": str(tmp / "config"),
+            "JUPYTER_RUNTIME_DIR": str(tmp / "runtime"),
+            "JUPYTER_DATA_DIR": str(tmp / "data"),
+            "PYTHONUNBUFFERED": "1",
+        }
+        cmd = [
+            sys.executable,
+            "-m",
+            "jupyterlab",
+            "--no-browser",
+            "--ServerApp.ip=127.0.0.1",
+            f"--ServerApp.port={self.port}",
+            "--ServerApp.port_retries=0",
+            f"--IdentityProvider.token={self.token}",
+            f"--ServerApp.root_dir={self.root}",
+            "--LabApp.expose_app_in_browser=True",
+            f"--LabApp.user_settings_dir={tmp / 'settings'}",
+            f"--LabApp.workspaces_dir={tmp / 'workspaces'}",
+        ]
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             cmd.append("--allow-root")
         self._log = self.log_path.open("wb")
-        self.proc = subprocess.Popen(cmd, env=env, cwd=self.root, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+        self.proc = subprocess.Popen(
+            cmd,
+            env=env,
+            cwd=self.root,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     @property
     def base(self) -> str:
@@ -191,8 +230,9 @@ async def test_panel_connects_in_jupyterlab(route: str, browser_env: dict[str, s
         try:
             await lab.wait_ready()
             async with async_playwright() as pw:
-                browser = await pw.chromium.launch(executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS,
-                                                   env=browser_env, timeout=60_000)
+                browser = await pw.chromium.launch(
+                    executable_path=shutil.which("chromium"), args=CHROMIUM_ARGS, env=browser_env, timeout=60_000
+                )
                 try:
                     page = await browser.new_page(viewport={"width": 1400, "height": 1000})
                     page.set_default_timeout(60_000)
@@ -207,11 +247,11 @@ async def test_panel_connects_in_jupyterlab(route: str, browser_env: dict[str, s
                     await page.locator(".statsbot-url input").fill(server.url)
                     await page.locator(".statsbot-connect").click()
 
-                    await expect(page.locator(".statsbot-status span").first).to_have_text("connected",
-                                                                                          timeout=45_000)
+                    await expect(page.locator(".statsbot-status span").first).to_have_text("connected", timeout=45_000)
                     await expect(password).to_have_value("", timeout=10_000)  # cleared by the kernel
-                    await page.wait_for_function("(i) => (" + CELL_TEXT_JS + ")(i).includes('ROUTE')", arg=1,
-                                                 timeout=30_000, polling=250)
+                    await page.wait_for_function(
+                        "(i) => (" + CELL_TEXT_JS + ")(i).includes('ROUTE')", arg=1, timeout=30_000, polling=250
+                    )
                     printed = await page.evaluate(CELL_TEXT_JS, 1)
                     assert "STATE connected" in printed, printed
 

@@ -38,8 +38,9 @@ def _text(cell: nbformat.NotebookNode) -> str:
 
 
 async def _execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNode:
-    client = NotebookClient(nb, timeout=180, kernel_name="python3", allow_errors=False,
-                            resources={"metadata": {"path": str(cwd)}})
+    client = NotebookClient(
+        nb, timeout=180, kernel_name="python3", allow_errors=False, resources={"metadata": {"path": str(cwd)}}
+    )
     await client.async_execute()
     return nb
 
@@ -48,8 +49,9 @@ async def _execute(nb: nbformat.NotebookNode, cwd: Path) -> nbformat.NotebookNod
 def training_csv(home: Path) -> Path:
     rng = np.random.default_rng(3)
     n = 30_000
-    frame = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n),
-                          "city": rng.choice(["a", "b", "c"], size=n)})
+    frame = pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n), "city": rng.choice(["a", "b", "c"], size=n)}
+    )
     frame["price"] = 2 * frame.x1 - frame.x2 + rng.normal(size=n)
     path = home.parent / "data" / "train.csv"
     path.parent.mkdir(exist_ok=True)
@@ -57,49 +59,54 @@ def training_csv(home: Path) -> Path:
     return path
 
 
-async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, training_csv: Path,
-                                       monkeypatch: pytest.MonkeyPatch, tmp_path: Path):
+async def test_worker_in_a_real_kernel(
+    legacy: LegacyServer, home: Path, training_csv: Path, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+):
     monkeypatch.setenv("TEST_TOKEN", legacy.token)
     monkeypatch.setenv("TEST_URL", legacy.url)
     monkeypatch.setenv("SECOND_TOKEN", SECOND_TOKEN)
     monkeypatch.setenv("TESTS_DIR", str(Path(__file__).parent))
-    nb = _notebook([
-        "%load_ext statsbot_nb",
-        "import asyncio, os, sys, time\nimport statsbot_nb\n"
-        "sys.path.insert(0, os.environ['TESTS_DIR'])\nfrom jobfuncs import TEST_ACTIONS\n"
-        "w = statsbot_nb.connect(token=os.environ['TEST_TOKEN'], url=os.environ['TEST_URL'], actions=TEST_ACTIONS)\n"
-        "await w.wait_connected(timeout=60)\nprint('state', w.state)",
-        # the train job arrives from the server while this cell awaits
-        "p = statsbot_nb.panel()\nlags, bars = [], []\ndeadline = time.monotonic() + 150\n"
-        "while time.monotonic() < deadline:\n"
-        "    t0 = time.monotonic()\n"
-        "    await asyncio.sleep(0.01)\n"
-        "    lags.append(time.monotonic() - t0 - 0.01)\n"
-        "    bars += [r.bar.value for r in p._rows.values()]\n"
-        "    if len(w.jobs) == 2 and all(j.finished for j in w.jobs.values()):\n"
-        "        break\n"
-        "train_job = next(j for j in w.jobs.values() if j.action == 'train')\n"
-        "died = next(j for j in w.jobs.values() if j.action == 'die')\n"
-        "print('job', train_job.action, train_job.status, train_job.error)\n"
-        "print('died', died.status, 'killed' in died.error)\n"
-        "print('lag_max_ms', round(max(lags) * 1000, 1), 'lag_p99_ms',"
-        " round(sorted(lags)[int(len(lags) * 0.99)] * 1000, 1), 'ticks', len(lags))\n"
-        "print('bar_values', len(set(bars)), 'bar_max', max(bars or [0]))\n"
-        "print('refreshes', p.refreshes)",
-        "statsbot_nb.panel()",
-        "%statsbot status",
-        "%statsbot jobs",
-        # the token typed into the panel is cleared as soon as Connect reads it
-        "p.token.value = os.environ['SECOND_TOKEN']\np.url.value = os.environ['TEST_URL']\n"
-        "p.connect_button.click()\nawait asyncio.sleep(1)\nprint('token field', repr(p.token.value))\n"
-        "print('new worker', statsbot_nb.current_worker() is not w, w.state)",
-        "%unload_ext statsbot_nb",
-    ])
+    nb = _notebook(
+        [
+            "%load_ext statsbot_nb",
+            "import asyncio, os, sys, time\nimport statsbot_nb\n"
+            "sys.path.insert(0, os.environ['TESTS_DIR'])\nfrom jobfuncs import TEST_ACTIONS\n"
+            "w = statsbot_nb.connect(token=os.environ['TEST_TOKEN'], url=os.environ['TEST_URL'],"
+            " actions=TEST_ACTIONS)\n"
+            "await w.wait_connected(timeout=60)\nprint('state', w.state)",
+            # the train job arrives from the server while this cell awaits
+            "p = statsbot_nb.panel()\nlags, bars = [], []\ndeadline = time.monotonic() + 150\n"
+            "while time.monotonic() < deadline:\n"
+            "    t0 = time.monotonic()\n"
+            "    await asyncio.sleep(0.01)\n"
+            "    lags.append(time.monotonic() - t0 - 0.01)\n"
+            "    bars += [r.bar.value for r in p._rows.values()]\n"
+            "    if len(w.jobs) == 2 and all(j.finished for j in w.jobs.values()):\n"
+            "        break\n"
+            "train_job = next(j for j in w.jobs.values() if j.action == 'train')\n"
+            "died = next(j for j in w.jobs.values() if j.action == 'die')\n"
+            "print('job', train_job.action, train_job.status, train_job.error)\n"
+            "print('died', died.status, 'killed' in died.error)\n"
+            "print('lag_max_ms', round(max(lags) * 1000, 1), 'lag_p99_ms',"
+            " round(sorted(lags)[int(len(lags) * 0.99)] * 1000, 1), 'ticks', len(lags))\n"
+            "print('bar_values', len(set(bars)), 'bar_max', max(bars or [0]))\n"
+            "print('refreshes', p.refreshes)",
+            "statsbot_nb.panel()",
+            "%statsbot status",
+            "%statsbot jobs",
+            # the token typed into the panel is cleared as soon as Connect reads it
+            "p.token.value = os.environ['SECOND_TOKEN']\np.url.value = os.environ['TEST_URL']\n"
+            "p.connect_button.click()\nawait asyncio.sleep(1)\nprint('token field', repr(p.token.value))\n"
+            "print('new worker', statsbot_nb.current_worker() is not w, w.state)",
+            "%unload_ext statsbot_nb",
+        ]
+    )
 
     async def bot() -> None:
         await legacy.wait_worker(timeout=120)
-        params = train_params(training_csv, "price", "random_forest", "regression",
-                              hyperparameters={"n_estimators": 150})
+        params = train_params(
+            training_csv, "price", "random_forest", "regression", hyperparameters={"n_estimators": 150}
+        )
         await legacy.send_job("train", params)
         await legacy.send_job("die", {})  # a job whose process is killed: the kernel must stay up
 
@@ -127,8 +134,7 @@ async def test_worker_in_a_real_kernel(legacy: LegacyServer, home: Path, trainin
     assert "train" in texts[5] and "done" in texts[5]
     assert "token field ''" in texts[6] and "new worker True" in texts[6]
     # the widget panel was shown by %load_ext
-    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
-               for o in executed.cells[0]["outputs"])
+    assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {}) for o in executed.cells[0]["outputs"])
     saved = json.dumps(executed)
     assert legacy.token not in saved and SECOND_TOKEN not in saved
     assert "application/vnd.jupyter.widget-state+json" in json.dumps(executed.metadata)

@@ -31,10 +31,12 @@ BARE_ID = "model_bare"
 
 def make_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame({"x1": rng.normal(size=n), "x2": rng.normal(size=n),
-                          "city": rng.choice(["paris", "rome", "oslo"], size=n)})
-    frame["y"] = 3 * frame["x1"] + frame["x2"] + np.where(frame["city"] == "rome", 2.0, 0.0) \
-        + rng.normal(scale=0.3, size=n)
+    frame = pd.DataFrame(
+        {"x1": rng.normal(size=n), "x2": rng.normal(size=n), "city": rng.choice(["paris", "rome", "oslo"], size=n)}
+    )
+    frame["y"] = (
+        3 * frame["x1"] + frame["x2"] + np.where(frame["city"] == "rome", 2.0, 0.0) + rng.normal(scale=0.3, size=n)
+    )
     score = frame["x1"] + frame["x2"]
     frame["label"] = np.where(score > 0, "yes", "no")
     frame["grade"] = np.select([score < -0.6, score < 0.6], ["low", "mid"], "high")
@@ -55,9 +57,15 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         ("binary", "logistic", "label", "classification", None),
         ("multiclass", "random_forest", "grade", "classification", "Grades"),
     ]:
-        params = {"file_path": str(data / "train.csv"), "target_column": target, "feature_columns": FEATURES,
-                  "model_type": model_type, "task_type": task, "custom_name": name,
-                  "hyperparameters": {"n_estimators": 25} if model_type == "random_forest" else None}
+        params = {
+            "file_path": str(data / "train.csv"),
+            "target_column": target,
+            "feature_columns": FEATURES,
+            "model_type": model_type,
+            "task_type": task,
+            "custom_name": name,
+            "hyperparameters": {"n_estimators": 25} if model_type == "random_forest" else None,
+        }
         ids[key] = train(params, ctx)["model_id"]
     shutil.rmtree(data)  # what the models show from here on comes from the store alone
     return {"models": root / "statsbot" / "models", "ids": ids, "data": data}
@@ -72,10 +80,19 @@ def write_older_worker_model(models: Path) -> None:
     folder = models / OLD_ID
     folder.mkdir(parents=True)
     (folder / "model.pkl").write_bytes(pickle.dumps(estimator))
-    (folder / "metadata.json").write_text(json.dumps({
-        "model_id": OLD_ID, "model_type": "random_forest", "task_type": "classification",
-        "target_column": "label", "feature_columns": ["x1", "x2"], "metrics": {"accuracy": 0.91},
-        "created_at": "2024-01-01T10:10:10"}))
+    (folder / "metadata.json").write_text(
+        json.dumps(
+            {
+                "model_id": OLD_ID,
+                "model_type": "random_forest",
+                "task_type": "classification",
+                "target_column": "label",
+                "feature_columns": ["x1", "x2"],
+                "metrics": {"accuracy": 0.91},
+                "created_at": "2024-01-01T10:10:10",
+            }
+        )
+    )
     bare = models / BARE_ID
     bare.mkdir()
     (bare / "metadata.json").write_text("{}")
@@ -106,11 +123,24 @@ def env(template: dict[str, Any], tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 # -- models() ------------------------------------------------------------------------------------------
 
+
 def test_models_lists_the_store_newest_first_with_missing_fields(env: Env) -> None:
     table = local.models()
-    assert list(table.columns) == list(local.MODEL_COLUMNS) == [
-        "model_id", "display_name", "model_type", "task_type", "target_column", "n_features",
-        "headline_metric", "score", "created_at"]
+    assert (
+        list(table.columns)
+        == list(local.MODEL_COLUMNS)
+        == [
+            "model_id",
+            "display_name",
+            "model_type",
+            "task_type",
+            "target_column",
+            "n_features",
+            "headline_metric",
+            "score",
+            "created_at",
+        ]
+    )
     assert len(table) == 5
     trained = set(env.ids.values())
     assert set(table["model_id"][:3]) == trained
@@ -126,8 +156,7 @@ def test_models_lists_the_store_newest_first_with_missing_fields(env: Env) -> No
     assert old["score"] == 0.91 and old["n_features"] == 2 and old["display_name"] == OLD_ID
     bare = rows.loc[BARE_ID]
     assert bare["display_name"] == BARE_ID
-    for column in ("model_type", "task_type", "target_column", "n_features", "headline_metric", "score",
-                   "created_at"):
+    for column in ("model_type", "task_type", "target_column", "n_features", "headline_metric", "score", "created_at"):
         assert pd.isna(bare[column]), column
     assert str(table["n_features"].dtype) == "Int64" and table["score"].dtype == "float64"
 
@@ -147,6 +176,7 @@ def test_models_takes_an_explicit_home(env: Env, monkeypatch: pytest.MonkeyPatch
 
 
 # -- model() -------------------------------------------------------------------------------------------
+
 
 def test_model_by_id_and_by_display_name(env: Env) -> None:
     by_id = local.model(env.ids["multiclass"])
@@ -190,6 +220,7 @@ def test_a_model_lookup_in_an_empty_store(tmp_path: Path) -> None:
 
 
 # -- LocalModel ----------------------------------------------------------------------------------------
+
 
 def test_properties_of_a_trained_classifier(env: Env) -> None:
     m = local.model(env.ids["binary"])
@@ -271,14 +302,27 @@ def test_html_card_shows_everything_and_escapes_it(env: Env) -> None:
     card = m._repr_html_()
     assert "<script>" not in card
     assert "&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; co" in card
-    for text in (m.model_id, "classification", "random_forest", "<code>grade</code>", "<code>city</code>",
-                 "Metrics", "accuracy", "Preprocessing", "one-hot", "300 rows: 240 to train, 60 held out",
-                 "Created", ".plot(&#x27;roc&#x27;)", "Most important"):
+    for text in (
+        m.model_id,
+        "classification",
+        "random_forest",
+        "<code>grade</code>",
+        "<code>city</code>",
+        "Metrics",
+        "accuracy",
+        "Preprocessing",
+        "one-hot",
+        "300 rows: 240 to train, 60 held out",
+        "Created",
+        ".plot(&#x27;roc&#x27;)",
+        "Most important",
+    ):
         assert text in card, text
     assert "trust-model" not in card
 
 
 # -- predict -------------------------------------------------------------------------------------------
+
 
 def test_predict_on_a_dataframe_matches_the_predict_job(env: Env) -> None:
     rows = make_frame(40, seed=3)
@@ -291,8 +335,10 @@ def test_predict_on_a_dataframe_matches_the_predict_job(env: Env) -> None:
         assert list(out.columns[: len(rows.columns)]) == list(rows.columns)
         assert out.index.equals(rows.index) and len(out) == 40
         rows.to_csv(env.data / f"{key}.csv", index=False)
-        job = predict_job({"model_id": m.model_id, "file_path": str(env.data / f"{key}.csv")},
-                          JobContext(JobSettings(home=env.statsbot, cwd=env.data)))
+        job = predict_job(
+            {"model_id": m.model_id, "file_path": str(env.data / f"{key}.csv")},
+            JobContext(JobSettings(home=env.statsbot, cwd=env.data)),
+        )
         written = pd.read_csv(job["output_file"])
         if key == "regression":
             assert np.allclose(out["prediction"].astype(float), written["prediction"])
@@ -346,6 +392,7 @@ def test_predict_refuses_a_tampered_model(env: Env) -> None:
 
 # -- rename and delete ---------------------------------------------------------------------------------
 
+
 def test_rename_uses_the_store_rules(env: Env) -> None:
     m = local.model(env.ids["binary"])
     assert m.rename("  Churn v2  ") is m
@@ -377,8 +424,10 @@ def test_delete_removes_the_model_and_the_object_says_so(env: Env) -> None:
 
 
 def test_importing_local_is_cheap() -> None:
-    code = ("import sys, statsbot_nb.local\n"
-            "print([m for m in ('pandas', 'matplotlib', 'sklearn', 'IPython', 'ipywidgets') if m in sys.modules])")
+    code = (
+        "import sys, statsbot_nb.local\n"
+        "print([m for m in ('pandas', 'matplotlib', 'sklearn', 'IPython', 'ipywidgets') if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
 
@@ -386,8 +435,9 @@ def test_importing_local_is_cheap() -> None:
 def test_headline_score_is_nan_not_an_error_for_broken_metrics(env: Env) -> None:
     folder = env.models / "model_broken"
     folder.mkdir()
-    (folder / "metadata.json").write_text(json.dumps({"task_type": "regression", "metrics": {"r2": "high"},
-                                                      "feature_columns": "x1", "created_at": 5}))
+    (folder / "metadata.json").write_text(
+        json.dumps({"task_type": "regression", "metrics": {"r2": "high"}, "feature_columns": "x1", "created_at": 5})
+    )
     row = local.models().set_index("model_id").loc["model_broken"]
     assert row["headline_metric"] == "r2" and math.isnan(row["score"]) and pd.isna(row["n_features"])
     assert row["created_at"] == "5"

@@ -31,28 +31,79 @@ needs = {lib: pytest.mark.skipif(not ok, reason=f"{lib} is an optional extra ([b
 
 # /work/bot/src/engines/trainers/lightgbm_templates.py, get_binary_classification_template() (also
 # get_regression_template(); get_template() returns it for medium data and balanced optimisation).
-BOT_LIGHTGBM = {"n_estimators": 100, "num_leaves": 31, "learning_rate": 0.1, "feature_fraction": 0.8,
-                "bagging_fraction": 0.8, "bagging_freq": 1, "min_data_in_leaf": 20, "min_gain_to_split": 0.0,
-                "lambda_l1": 0.0, "lambda_l2": 0.0, "random_state": 42, "n_jobs": -1}
+BOT_LIGHTGBM = {
+    "n_estimators": 100,
+    "num_leaves": 31,
+    "learning_rate": 0.1,
+    "feature_fraction": 0.8,
+    "bagging_fraction": 0.8,
+    "bagging_freq": 1,
+    "min_data_in_leaf": 20,
+    "min_gain_to_split": 0.0,
+    "lambda_l1": 0.0,
+    "lambda_l2": 0.0,
+    "random_state": 42,
+    "n_jobs": -1,
+}
 # Same file, get_large_dataset_template() (get_template(..., dataset_size="large")).
-BOT_LIGHTGBM_LARGE = {"n_estimators": 100, "num_leaves": 63, "learning_rate": 0.05, "feature_fraction": 0.7,
-                      "bagging_fraction": 0.7, "bagging_freq": 5, "min_data_in_leaf": 100, "min_gain_to_split": 0.01,
-                      "lambda_l1": 0.1, "lambda_l2": 0.1, "random_state": 42, "n_jobs": -1}
+BOT_LIGHTGBM_LARGE = {
+    "n_estimators": 100,
+    "num_leaves": 63,
+    "learning_rate": 0.05,
+    "feature_fraction": 0.7,
+    "bagging_fraction": 0.7,
+    "bagging_freq": 5,
+    "min_data_in_leaf": 100,
+    "min_gain_to_split": 0.01,
+    "lambda_l1": 0.1,
+    "lambda_l2": 0.1,
+    "random_state": 42,
+    "n_jobs": -1,
+}
 # /work/bot/src/engines/trainers/xgboost_templates.py, get_binary_classification_template() (the
 # multiclass and regression templates are the same dict).
-BOT_XGBOOST = {"n_estimators": 100, "max_depth": 6, "learning_rate": 0.1, "subsample": 0.8,
-               "colsample_bytree": 0.8, "min_child_weight": 1, "gamma": 0, "reg_alpha": 0, "reg_lambda": 1,
-               "random_state": 42, "n_jobs": -1}
+BOT_XGBOOST = {
+    "n_estimators": 100,
+    "max_depth": 6,
+    "learning_rate": 0.1,
+    "subsample": 0.8,
+    "colsample_bytree": 0.8,
+    "min_child_weight": 1,
+    "gamma": 0,
+    "reg_alpha": 0,
+    "reg_lambda": 1,
+    "random_state": 42,
+    "n_jobs": -1,
+}
 # /work/bot/src/engines/trainers/catboost_templates.py, get_binary_classification_template() (the config
 # _start_catboost_config in src/bot/ml_handlers/ml_training_local_path.py starts from).
-BOT_CATBOOST_BINARY = {"iterations": 1000, "depth": 6, "learning_rate": 0.03, "l2_leaf_reg": 3,
-                       "bootstrap_type": "MVS", "subsample": 0.8, "rsm": 0.8, "border_count": 254,
-                       "random_seed": 42, "verbose": False}
+BOT_CATBOOST_BINARY = {
+    "iterations": 1000,
+    "depth": 6,
+    "learning_rate": 0.03,
+    "l2_leaf_reg": 3,
+    "bootstrap_type": "MVS",
+    "subsample": 0.8,
+    "rsm": 0.8,
+    "border_count": 254,
+    "random_seed": 42,
+    "verbose": False,
+}
 # Same file, get_regression_template() (and the multiclass one): adds use_best_model, which CatBoost only
 # accepts with an eval_set; this worker passes none, so it is turned off with a note and the template trains.
-BOT_CATBOOST_REGRESSION = {"iterations": 1000, "depth": 6, "learning_rate": 0.03, "l2_leaf_reg": 3,
-                           "bootstrap_type": "MVS", "subsample": 0.8, "rsm": 0.8, "border_count": 254,
-                           "use_best_model": True, "random_seed": 42, "verbose": False}
+BOT_CATBOOST_REGRESSION = {
+    "iterations": 1000,
+    "depth": 6,
+    "learning_rate": 0.03,
+    "l2_leaf_reg": 3,
+    "bootstrap_type": "MVS",
+    "subsample": 0.8,
+    "rsm": 0.8,
+    "border_count": 254,
+    "use_best_model": True,
+    "random_seed": 42,
+    "verbose": False,
+}
 
 
 class Job(JobEnv):
@@ -67,9 +118,16 @@ class Job(JobEnv):
         frame = pd.DataFrame(X, columns=[f"x{i}" for i in range(5)]).assign(y=y)
         path = self.data / "train.csv"
         frame.to_csv(path, index=False)
-        params = {"file_path": str(path), "target_column": "y", "feature_columns": list(frame.columns[:5]),
-                  "model_type": model_type, "task_type": task, "hyperparameters": hyperparameters,
-                  "test_size": 0.2, "custom_name": None}
+        params = {
+            "file_path": str(path),
+            "target_column": "y",
+            "feature_columns": list(frame.columns[:5]),
+            "model_type": model_type,
+            "task_type": task,
+            "hyperparameters": hyperparameters,
+            "test_size": 0.2,
+            "custom_name": None,
+        }
         data = train(params, self.ctx)
         folder = self.settings.models_dir / data["model_id"]
         pipeline = pickle.loads((folder / "model.pkl").read_bytes())
@@ -97,18 +155,47 @@ def xgboost_config(model: Any) -> dict[str, str]:
 
 
 @needs["lightgbm"]
-@pytest.mark.parametrize(("template", "model_type", "task", "native"), [
-    (BOT_LIGHTGBM, "lightgbm_binary_classification", "classification",
-     {"bagging_fraction": 0.8, "bagging_freq": 1, "feature_fraction": 0.8, "min_data_in_leaf": 20,
-      "lambda_l1": 0.0, "lambda_l2": 0.0, "min_gain_to_split": 0.0, "num_leaves": 31, "num_iterations": 100,
-      "seed": 42}),
-    (BOT_LIGHTGBM_LARGE, "lightgbm_regression", "regression",
-     {"bagging_fraction": 0.7, "bagging_freq": 5, "feature_fraction": 0.7, "min_data_in_leaf": 100,
-      "lambda_l1": 0.1, "lambda_l2": 0.1, "min_gain_to_split": 0.01, "num_leaves": 63, "learning_rate": 0.05}),
-])
-def test_lightgbm_bot_templates_train_with_their_native_values(job: Job, template: dict[str, Any],
-                                                                model_type: str, task: str,
-                                                                native: dict[str, float]) -> None:
+@pytest.mark.parametrize(
+    ("template", "model_type", "task", "native"),
+    [
+        (
+            BOT_LIGHTGBM,
+            "lightgbm_binary_classification",
+            "classification",
+            {
+                "bagging_fraction": 0.8,
+                "bagging_freq": 1,
+                "feature_fraction": 0.8,
+                "min_data_in_leaf": 20,
+                "lambda_l1": 0.0,
+                "lambda_l2": 0.0,
+                "min_gain_to_split": 0.0,
+                "num_leaves": 31,
+                "num_iterations": 100,
+                "seed": 42,
+            },
+        ),
+        (
+            BOT_LIGHTGBM_LARGE,
+            "lightgbm_regression",
+            "regression",
+            {
+                "bagging_fraction": 0.7,
+                "bagging_freq": 5,
+                "feature_fraction": 0.7,
+                "min_data_in_leaf": 100,
+                "lambda_l1": 0.1,
+                "lambda_l2": 0.1,
+                "min_gain_to_split": 0.01,
+                "num_leaves": 63,
+                "learning_rate": 0.05,
+            },
+        ),
+    ],
+)
+def test_lightgbm_bot_templates_train_with_their_native_values(
+    job: Job, template: dict[str, Any], model_type: str, task: str, native: dict[str, float]
+) -> None:
     model, meta = job.train(model_type, task, dict(template))
     resolved = lightgbm_config(model)
     for name, value in native.items():
@@ -138,8 +225,16 @@ def test_xgboost_bot_template_trains(job: Job) -> None:
 
 @needs["xgboost"]
 def test_xgboost_native_names_reach_the_booster(job: Job) -> None:
-    native = {"eta": 0.2, "alpha": 0.5, "lambda": 2.0, "min_split_loss": 0.1, "seed": 7, "nthread": 1,
-              "num_boost_round": 15, "max_depth": 3}
+    native = {
+        "eta": 0.2,
+        "alpha": 0.5,
+        "lambda": 2.0,
+        "min_split_loss": 0.1,
+        "seed": 7,
+        "nthread": 1,
+        "num_boost_round": 15,
+        "max_depth": 3,
+    }
     model, meta = job.train("xgboost_regression", "regression", native)
     params = model.get_params()
     assert (params["learning_rate"], params["reg_alpha"], params["reg_lambda"]) == (0.2, 0.5, 2.0)
@@ -167,8 +262,16 @@ def test_catboost_bot_template_trains(job: Job) -> None:
 
 @needs["catboost"]
 def test_catboost_aliases_reach_the_model(job: Job) -> None:
-    aliases = {"n_estimators": 40, "eta": 0.1, "max_depth": 4, "reg_lambda": 5, "colsample_bylevel": 0.9,
-               "random_state": 7, "objective": "MAE", "min_child_samples": 3}
+    aliases = {
+        "n_estimators": 40,
+        "eta": 0.1,
+        "max_depth": 4,
+        "reg_lambda": 5,
+        "colsample_bylevel": 0.9,
+        "random_state": 7,
+        "objective": "MAE",
+        "min_child_samples": 3,
+    }
     model, meta = job.train("catboost_regression", "regression", aliases)
     used = model.get_all_params()
     assert (used["depth"], used["l2_leaf_reg"], used["random_seed"], used["loss_function"]) == (4, 5, 7, "MAE")
@@ -197,13 +300,17 @@ def test_catboost_regression_template_trains(job: Job) -> None:
     assert any("use_best_model" in note for note in meta["notes"])
 
 
-@pytest.mark.parametrize(("model_type", "native", "rounds"), [
-    pytest.param("lightgbm_regression", {"num_iterations": 37}, 37, marks=needs["lightgbm"]),
-    pytest.param("xgboost_regression", {"num_boost_round": 23}, 23, marks=needs["xgboost"]),
-    pytest.param("catboost_regression", {"num_trees": 29}, 29, marks=needs["catboost"]),
-])
-def test_native_round_count_drives_the_fit_progress_and_metadata(job: Job, model_type: str,
-                                                                  native: dict[str, Any], rounds: int) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "native", "rounds"),
+    [
+        pytest.param("lightgbm_regression", {"num_iterations": 37}, 37, marks=needs["lightgbm"]),
+        pytest.param("xgboost_regression", {"num_boost_round": 23}, 23, marks=needs["xgboost"]),
+        pytest.param("catboost_regression", {"num_trees": 29}, 29, marks=needs["catboost"]),
+    ],
+)
+def test_native_round_count_drives_the_fit_progress_and_metadata(
+    job: Job, model_type: str, native: dict[str, Any], rounds: int
+) -> None:
     model, meta = job.train(model_type, "regression", native)
     if model_type.startswith("lightgbm"):
         built = model.booster_.num_trees()
@@ -220,24 +327,70 @@ def test_native_round_count_drives_the_fit_progress_and_metadata(job: Job, model
     assert not set(native) & set(meta["hyperparameters"])
 
 
-@pytest.mark.parametrize(("model_type", "task", "params", "names", "canonical"), [
-    pytest.param("lightgbm_regression", "regression", {"bagging_fraction": 0.8, "subsample": 0.7},
-                 ("bagging_fraction", "subsample"), "subsample", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_binary_classification", "classification", {"seed": 1, "random_state": 2},
-                 ("seed", "random_state"), "random_state", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", "regression", {"num_iterations": 10, "n_estimators": 10},
-                 ("num_iterations", "n_estimators"), "n_estimators", marks=needs["lightgbm"]),
-    pytest.param("xgboost_regression", "regression", {"eta": 0.1, "learning_rate": 0.1},
-                 ("eta", "learning_rate"), "learning_rate", marks=needs["xgboost"]),
-    pytest.param("xgboost_regression", "regression", {"random_state": 1, "seed": 1},
-                 ("random_state", "seed"), "random_state", marks=needs["xgboost"]),
-    pytest.param("catboost_regression", "regression", {"iterations": 10, "num_boost_round": 20},
-                 ("iterations", "num_boost_round"), "iterations", marks=needs["catboost"]),
-    pytest.param("catboost_regression", "regression", {"random_seed": 1, "random_state": 1},
-                 ("random_seed", "random_state"), "random_seed", marks=needs["catboost"]),
-])
-def test_two_names_for_one_parameter_are_refused(model_type: str, task: str, params: dict[str, Any],
-                                                 names: tuple[str, str], canonical: str) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "task", "params", "names", "canonical"),
+    [
+        pytest.param(
+            "lightgbm_regression",
+            "regression",
+            {"bagging_fraction": 0.8, "subsample": 0.7},
+            ("bagging_fraction", "subsample"),
+            "subsample",
+            marks=needs["lightgbm"],
+        ),
+        pytest.param(
+            "lightgbm_binary_classification",
+            "classification",
+            {"seed": 1, "random_state": 2},
+            ("seed", "random_state"),
+            "random_state",
+            marks=needs["lightgbm"],
+        ),
+        pytest.param(
+            "lightgbm_regression",
+            "regression",
+            {"num_iterations": 10, "n_estimators": 10},
+            ("num_iterations", "n_estimators"),
+            "n_estimators",
+            marks=needs["lightgbm"],
+        ),
+        pytest.param(
+            "xgboost_regression",
+            "regression",
+            {"eta": 0.1, "learning_rate": 0.1},
+            ("eta", "learning_rate"),
+            "learning_rate",
+            marks=needs["xgboost"],
+        ),
+        pytest.param(
+            "xgboost_regression",
+            "regression",
+            {"random_state": 1, "seed": 1},
+            ("random_state", "seed"),
+            "random_state",
+            marks=needs["xgboost"],
+        ),
+        pytest.param(
+            "catboost_regression",
+            "regression",
+            {"iterations": 10, "num_boost_round": 20},
+            ("iterations", "num_boost_round"),
+            "iterations",
+            marks=needs["catboost"],
+        ),
+        pytest.param(
+            "catboost_regression",
+            "regression",
+            {"random_seed": 1, "random_state": 1},
+            ("random_seed", "random_state"),
+            "random_seed",
+            marks=needs["catboost"],
+        ),
+    ],
+)
+def test_two_names_for_one_parameter_are_refused(
+    model_type: str, task: str, params: dict[str, Any], names: tuple[str, str], canonical: str
+) -> None:
     with pytest.raises(JobError) as err:
         build_estimator(model_type, task, params)
     msg = str(err.value)
@@ -245,15 +398,38 @@ def test_two_names_for_one_parameter_are_refused(model_type: str, task: str, par
     assert "keep only one of them" in msg and msg.endswith(".")
 
 
-@pytest.mark.parametrize(("model_type", "shown"), [
-    pytest.param("lightgbm_regression", ("subsample/bagging_fraction", "n_estimators/num_iterations",
-                                         "reg_alpha/lambda_l1", "max_bin", "verbosity"), marks=needs["lightgbm"]),
-    pytest.param("xgboost_regression", ("learning_rate/eta", "reg_lambda/lambda", "random_state/seed",
-                                        "n_estimators/num_boost_round", "tweedie_variance_power"),
-                 marks=needs["xgboost"]),
-    pytest.param("catboost_regression", ("iterations/n_estimators/num_boost_round/num_trees",
-                                         "depth/max_depth", "random_seed/random_state"), marks=needs["catboost"]),
-])
+@pytest.mark.parametrize(
+    ("model_type", "shown"),
+    [
+        pytest.param(
+            "lightgbm_regression",
+            (
+                "subsample/bagging_fraction",
+                "n_estimators/num_iterations",
+                "reg_alpha/lambda_l1",
+                "max_bin",
+                "verbosity",
+            ),
+            marks=needs["lightgbm"],
+        ),
+        pytest.param(
+            "xgboost_regression",
+            (
+                "learning_rate/eta",
+                "reg_lambda/lambda",
+                "random_state/seed",
+                "n_estimators/num_boost_round",
+                "tweedie_variance_power",
+            ),
+            marks=needs["xgboost"],
+        ),
+        pytest.param(
+            "catboost_regression",
+            ("iterations/n_estimators/num_boost_round/num_trees", "depth/max_depth", "random_seed/random_state"),
+            marks=needs["catboost"],
+        ),
+    ],
+)
 def test_nonsense_names_are_refused_listing_native_names(model_type: str, shown: tuple[str, ...]) -> None:
     with pytest.raises(JobError) as err:
         build_estimator(model_type, "regression", {"n_trees": 5, "learning_rate": 0.1})
@@ -265,20 +441,22 @@ def test_nonsense_names_are_refused_listing_native_names(model_type: str, shown:
         assert not re.search(rf"\b{refused}\b", msg), refused
 
 
-@pytest.mark.parametrize(("model_type", "params", "reason"), [
-    pytest.param("lightgbm_regression", {"early_stopping_round": 5}, "validation set", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"n_iter_no_change": 5}, "validation set", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"train_data": "x.csv"}, "read or write files", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"model_output": "m.txt"}, "read or write files", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"config_file": "c.conf"}, "read or write files", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"save_period": 1}, "read or write files", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"num_machines": 2}, "network", marks=needs["lightgbm"]),
-    pytest.param("catboost_regression", {"od_wait": 5}, "validation set", marks=needs["catboost"]),
-    pytest.param("catboost_binary_classification", {"callback": "x"}, "progress callback", marks=needs["catboost"]),
-    pytest.param("xgboost_regression", {"early_stopping_rounds": 5}, "validation set", marks=needs["xgboost"]),
-])
-def test_native_spellings_of_managed_options_are_refused(model_type: str, params: dict[str, Any],
-                                                         reason: str) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "params", "reason"),
+    [
+        pytest.param("lightgbm_regression", {"early_stopping_round": 5}, "validation set", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"n_iter_no_change": 5}, "validation set", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"train_data": "x.csv"}, "read or write files", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"model_output": "m.txt"}, "read or write files", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"config_file": "c.conf"}, "read or write files", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"save_period": 1}, "read or write files", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"num_machines": 2}, "network", marks=needs["lightgbm"]),
+        pytest.param("catboost_regression", {"od_wait": 5}, "validation set", marks=needs["catboost"]),
+        pytest.param("catboost_binary_classification", {"callback": "x"}, "progress callback", marks=needs["catboost"]),
+        pytest.param("xgboost_regression", {"early_stopping_rounds": 5}, "validation set", marks=needs["xgboost"]),
+    ],
+)
+def test_native_spellings_of_managed_options_are_refused(model_type: str, params: dict[str, Any], reason: str) -> None:
     task = "regression" if "regression" in model_type else "classification"
     name = next(iter(params))
     with pytest.raises(JobError, match=rf"The hyperparameter '{name}' cannot be set for {model_type}: .*{reason}"):
@@ -293,8 +471,7 @@ def test_values_given_by_native_name_are_still_checked() -> None:
         build_estimator("lightgbm_regression", "regression", {"max_bin": {"a": 1}})
     with pytest.raises(JobError, match=r"'metric' of lightgbm_regression looks like a file path"):
         build_estimator("lightgbm_regression", "regression", {"metric": "../l2"})
-    plan = build_estimator("lightgbm_regression", "regression", {"bagging_freq": "5", "max_bin": "63",
-                                                                 "verbose": 0})
+    plan = build_estimator("lightgbm_regression", "regression", {"bagging_freq": "5", "max_bin": "63", "verbose": 0})
     params = plan.estimator.get_params()
     assert (params["subsample_freq"], params["max_bin"], params["verbosity"]) == (5, 63, 0)
     assert "verbose" not in params  # our default (verbosity=-1) was replaced, not doubled
@@ -352,25 +529,30 @@ def test_catboost_synonyms_read_from_the_library_match_the_fallback_table() -> N
         assert set(aliases) <= set(derived.get(name, ())), name
 
 
-@pytest.mark.parametrize(("model_type", "params", "name"), [
-    pytest.param("lightgbm_binary_classification", {"max_bin": 10**9}, "max_bin", marks=needs["lightgbm"]),
-    pytest.param("lightgbm_regression", {"num_iterations": 10**7}, "n_estimators", marks=needs["lightgbm"]),
-    pytest.param("xgboost_regression", {"num_boost_round": 10**6}, "n_estimators", marks=needs["xgboost"]),
-    pytest.param("catboost_regression", {"num_trees": 10**6}, "iterations", marks=needs["catboost"]),
-    ("random_forest", {"n_estimators": 10**9}, "n_estimators"),
-])
-def test_sizes_that_would_exhaust_the_machine_are_refused(model_type: str, params: dict[str, Any],
-                                                          name: str) -> None:
+@pytest.mark.parametrize(
+    ("model_type", "params", "name"),
+    [
+        pytest.param("lightgbm_binary_classification", {"max_bin": 10**9}, "max_bin", marks=needs["lightgbm"]),
+        pytest.param("lightgbm_regression", {"num_iterations": 10**7}, "n_estimators", marks=needs["lightgbm"]),
+        pytest.param("xgboost_regression", {"num_boost_round": 10**6}, "n_estimators", marks=needs["xgboost"]),
+        pytest.param("catboost_regression", {"num_trees": 10**6}, "iterations", marks=needs["catboost"]),
+        ("random_forest", {"n_estimators": 10**9}, "n_estimators"),
+    ],
+)
+def test_sizes_that_would_exhaust_the_machine_are_refused(model_type: str, params: dict[str, Any], name: str) -> None:
     task = "regression" if "regression" in model_type else "classification"
     with pytest.raises(JobError, match=rf"'{name}' .* allows at most"):
         build_estimator(model_type, task, params)
 
 
-@pytest.mark.parametrize(("model_type", "params", "name"), [
-    pytest.param("lightgbm_regression", {"num_threads": 100_000}, "n_jobs", marks=needs["lightgbm"]),
-    pytest.param("catboost_regression", {"thread_count": 100_000}, "thread_count", marks=needs["catboost"]),
-    ("random_forest", {"n_jobs": -500}, "n_jobs"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "params", "name"),
+    [
+        pytest.param("lightgbm_regression", {"num_threads": 100_000}, "n_jobs", marks=needs["lightgbm"]),
+        pytest.param("catboost_regression", {"thread_count": 100_000}, "thread_count", marks=needs["catboost"]),
+        ("random_forest", {"n_jobs": -500}, "n_jobs"),
+    ],
+)
 def test_thread_counts_are_held_to_the_machines_cores(model_type: str, params: dict[str, Any], name: str) -> None:
     plan = build_estimator(model_type, "regression", params)
     value = plan.estimator.get_params()[name]

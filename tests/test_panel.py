@@ -212,7 +212,8 @@ def test_sync_helpers_refuse_on_the_loop_thread_and_work_in_scripts(home: Path, 
     )
     out = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert "state connected" in out.stdout and "result True" in out.stdout, (
-        f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}")
+        f"exit {out.returncode}\nstdout:\n{out.stdout}\nstderr:\n{out.stderr}"
+    )
 
 
 async def test_sync_helper_on_the_loop_thread_refuses(reference: JobServer):

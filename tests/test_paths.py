@@ -28,9 +28,12 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, Path]:
 
 
 def make_policy(env: dict[str, Path], **kwargs: object) -> PathPolicy:
-    settings = JobSettings(home=kwargs.pop("home", env["store"]),  # type: ignore[arg-type]
-                           allowed_dirs=kwargs.pop("allowed_dirs", (env["data"],)),  # type: ignore[arg-type]
-                           cwd=kwargs.pop("cwd", env["data"]), **kwargs)  # type: ignore[arg-type]
+    settings = JobSettings(
+        home=kwargs.pop("home", env["store"]),  # type: ignore[arg-type]
+        allowed_dirs=kwargs.pop("allowed_dirs", (env["data"],)),  # type: ignore[arg-type]
+        cwd=kwargs.pop("cwd", env["data"]),
+        **kwargs,
+    )  # type: ignore[arg-type]
     return PathPolicy.from_settings(settings)
 
 
@@ -228,8 +231,9 @@ def test_wrong_extension(env: dict[str, Path]) -> None:
         policy.writable("out.pkl")
 
 
-@pytest.mark.parametrize("raw", [None, 3, b"t.csv", ["t.csv"], "", "   ", "t\x00.csv", "x" * 5000,
-                                 "~no_such_user_zz9/t.csv"])
+@pytest.mark.parametrize(
+    "raw", [None, 3, b"t.csv", ["t.csv"], "", "   ", "t\x00.csv", "x" * 5000, "~no_such_user_zz9/t.csv"]
+)
 def test_bad_raw_values(env: dict[str, Path], raw: object) -> None:
     with pytest.raises(AccessDenied):
         make_policy(env).readable(raw)

@@ -22,10 +22,16 @@ def regression_case(n: int = 2000, seed: int = 0) -> tuple[dict[str, Any], dict[
     rng = np.random.default_rng(seed)
     y_true = rng.normal(50, 10, size=n)
     y_pred = y_true + rng.normal(0, 4, size=n)
-    meta = {"model_id": "model_x", "display_name": "House prices", "task_type": "regression",
-            "target_column": "price", "format_version": 1, "metrics": {"r2": 0.8412, "rmse": 4.0},
-            "feature_importances": {f"feature_{i}": float(v) for i, v in enumerate(rng.random(25))},
-            "feature_importance_method": "model"}
+    meta = {
+        "model_id": "model_x",
+        "display_name": "House prices",
+        "task_type": "regression",
+        "target_column": "price",
+        "format_version": 1,
+        "metrics": {"r2": 0.8412, "rmse": 4.0},
+        "feature_importances": {f"feature_{i}": float(v) for i, v in enumerate(rng.random(25))},
+        "feature_importance_method": "model",
+    }
     return meta, {"y_true": y_true, "y_pred": y_pred}
 
 
@@ -36,12 +42,23 @@ def classification_case(n: int = 2000, k: int = 2, seed: int = 0) -> tuple[dict[
     logits[np.arange(n), y_true] += 1.5
     proba = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     labels = ["no", "yes"] if k == 2 else [f"species {i}" for i in range(k)]
-    meta = {"model_id": "model_c", "display_name": "Churn", "task_type": "classification",
-            "target_column": "churned", "format_version": 1, "metrics": {"accuracy": 0.7731},
-            "feature_importances": {"tenure": 0.6, "plan": 0.3, "age": 0.1},
-            "feature_importance_method": "permutation", "class_labels": labels}
-    arte = {"y_true": y_true, "y_pred": proba.argmax(axis=1), "proba": proba.astype("float32"),
-            "class_labels": np.array(labels, dtype=str)}
+    meta = {
+        "model_id": "model_c",
+        "display_name": "Churn",
+        "task_type": "classification",
+        "target_column": "churned",
+        "format_version": 1,
+        "metrics": {"accuracy": 0.7731},
+        "feature_importances": {"tenure": 0.6, "plan": 0.3, "age": 0.1},
+        "feature_importance_method": "permutation",
+        "class_labels": labels,
+    }
+    arte = {
+        "y_true": y_true,
+        "y_pred": proba.argmax(axis=1),
+        "proba": proba.astype("float32"),
+        "class_labels": np.array(labels, dtype=str),
+    }
     return meta, arte
 
 
@@ -50,8 +67,9 @@ CASES = {
     "binary": lambda n=2000: classification_case(n, 2),
     "multiclass": lambda n=2000: classification_case(n, 3),
 }
-ALL = [(case, kind) for case in CASES
-       for kind in PLOT_KINDS["regression" if case == "regression" else "classification"]]
+ALL = [
+    (case, kind) for case in CASES for kind in PLOT_KINDS["regression" if case == "regression" else "classification"]
+]
 
 
 def assert_renders(fig: Figure) -> bytes:
@@ -116,8 +134,15 @@ def test_defaults_are_the_most_telling_kind() -> None:
 
 
 def test_older_worker_model_explains_every_missing_plot() -> None:
-    meta = {"model_id": "model_old", "model_type": "random_forest", "task_type": "classification",
-            "target_column": "label", "feature_columns": ["a"], "metrics": {}, "created_at": "2025-01-01"}
+    meta = {
+        "model_id": "model_old",
+        "model_type": "random_forest",
+        "task_type": "classification",
+        "target_column": "label",
+        "feature_columns": ["a"],
+        "metrics": {},
+        "created_at": "2025-01-01",
+    }
     kinds = plots.available_kinds(meta, None)
     assert list(kinds) == PLOT_KINDS["classification"]
     assert all(why and "older worker" in why for why in kinds.values())
@@ -138,8 +163,11 @@ def test_unavailable_kinds_say_why() -> None:
     assert "single class" in str(plots.available_kinds(meta, single)["roc"])
     meta_none = dict(meta, feature_importances={}, feature_importance_method="none")
     assert "permutation importance was skipped" in str(plots.available_kinds(meta_none, arte)["feature_importance"])
-    for damaged in (dict(arte, y_pred=arte["y_pred"][:10]), dict(arte, y_pred=arte["y_pred"] + 5),
-                    dict(arte, y_true=np.full(len(arte["y_true"]), "yes"))):
+    for damaged in (
+        dict(arte, y_pred=arte["y_pred"][:10]),
+        dict(arte, y_pred=arte["y_pred"] + 5),
+        dict(arte, y_true=np.full(len(arte["y_true"]), "yes")),
+    ):
         assert "incomplete or damaged" in str(plots.available_kinds(meta, damaged)["confusion_matrix"])
     unknown = {"model_id": "m", "feature_importances": {"a": 1.0}}
     kinds = plots.available_kinds(unknown, None)
@@ -150,8 +178,10 @@ def test_unknown_and_unavailable_kinds_are_sentences() -> None:
     meta, arte = regression_case()
     with pytest.raises(PlotError) as info:
         plots.make_plot("roc", meta, arte)
-    assert str(info.value) == ("'roc' is not a plot kind for a regression model; choose one of: "
-                               "predicted_vs_actual, residuals, feature_importance.")
+    assert str(info.value) == (
+        "'roc' is not a plot kind for a regression model; choose one of: "
+        "predicted_vs_actual, residuals, feature_importance."
+    )
     assert isinstance(info.value, ValueError) and isinstance(info.value, JobError)
     meta_c, arte_c = classification_case()
     with pytest.raises(PlotError, match="did not save class probabilities"):
@@ -200,18 +230,22 @@ def top_to_bottom(ax: Any) -> list[str]:
 
 
 def test_comparison_plot_orders_best_first() -> None:
-    rows = [{"model_id": "a", "display_name": "Forest", "metrics": {"rmse": 3.0}},
-            {"model_id": "b", "display_name": "Linear", "metrics": {"rmse": 5.0}},
-            {"model_id": "c", "display_name": "Boost", "rmse": 2.0},
-            {"model_id": "d", "display_name": "Old", "metrics": {}}]
+    rows = [
+        {"model_id": "a", "display_name": "Forest", "metrics": {"rmse": 3.0}},
+        {"model_id": "b", "display_name": "Linear", "metrics": {"rmse": 5.0}},
+        {"model_id": "c", "display_name": "Boost", "rmse": 2.0},
+        {"model_id": "d", "display_name": "Old", "metrics": {}},
+    ]
     fig = plots.comparison_plot(rows, "rmse")
     assert_renders(fig)
     ax = fig.axes[0]
     assert top_to_bottom(ax) == ["Boost", "Forest", "Linear"]
     assert "lower is better" in ax.get_xlabel()
     assert any("1 model(s) not shown" in t.get_text() for t in ax.texts)
-    twins = [{"model_id": "model_z_1", "display_name": "Forest", "metrics": {"r2": 0.9}},
-             {**rows[0], "metrics": {"r2": 0.7}}]
+    twins = [
+        {"model_id": "model_z_1", "display_name": "Forest", "metrics": {"r2": 0.9}},
+        {**rows[0], "metrics": {"r2": 0.7}},
+    ]
     fig = plots.comparison_plot([*rows[:2], *twins], "r2")
     names = top_to_bottom(fig.axes[0])
     assert names[0].startswith("Forest · ") and names[0] != names[1]
@@ -245,8 +279,11 @@ BIG_CASES = {
     "binary": lambda: classification_case(n=100_000, k=2),
     "multiclass-12": lambda: classification_case(n=100_000, k=12),
 }
-BIG = [(case, kind) for case in BIG_CASES
-       for kind in PLOT_KINDS["regression" if case == "regression" else "classification"]]
+BIG = [
+    (case, kind)
+    for case in BIG_CASES
+    for kind in PLOT_KINDS["regression" if case == "regression" else "classification"]
+]
 
 
 @pytest.fixture(scope="module")

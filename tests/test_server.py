@@ -41,10 +41,10 @@ async def test_today_style_worker_gets_no_extensions(reference: JobServer):
     assert job == {"type": "job", "job_id": handle.job_id, "action": "list_models", "params": {}}
     await ws.send("{not json")
     await ws.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": True, "data": {}}))
-    await ws.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": True,
-                              "data": {"models": []}}))
-    await ws.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": True,
-                              "data": {"models": ["again"]}}))
+    await ws.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": True, "data": {"models": []}}))
+    await ws.send(
+        json.dumps({"type": "result", "job_id": handle.job_id, "success": True, "data": {"models": ["again"]}})
+    )
     result = await asyncio.wait_for(handle, 5)
     assert result.success and result.data == {"models": []}
     await asyncio.sleep(0.1)
@@ -65,10 +65,8 @@ async def test_protocol2_worker_gets_session_ack_and_requeue(reference: JobServe
     await ws2.recv()
     again = json.loads(await ws2.recv())
     assert again["job_id"] == handle.job_id and handle.dispatch_count == 2
-    await ws2.send(json.dumps({"type": "progress", "job_id": handle.job_id, "progress": 50,
-                               "message": "half"}))
-    await ws2.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": False,
-                               "error": "nope"}))
+    await ws2.send(json.dumps({"type": "progress", "job_id": handle.job_id, "progress": 50, "message": "half"}))
+    await ws2.send(json.dumps({"type": "result", "job_id": handle.job_id, "success": False, "error": "nope"}))
     assert json.loads(await ws2.recv()) == {"type": "ack", "job_id": handle.job_id}
     result = await asyncio.wait_for(handle, 5)
     assert not result.success and result.error == "nope" and handle.progress == 50

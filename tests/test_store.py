@@ -39,12 +39,25 @@ def fitted() -> LinearRegression:
 
 def save(models: Path, model_type: str = "linear", **meta: Any) -> str:
     model_id = store.new_model_id(models, model_type, "regression", NOW)
-    metadata = {"model_type": model_type, "task_type": "regression", "target_column": "y",
-                "feature_columns": ["a", "b"], "metrics": {"r2": 1.0}, "custom_name": None,
-                "display_name": "Linear", "created_at": NOW.isoformat(), **meta}
-    store.save_model(models, model_id, fitted(), metadata,
-                     artefacts={"y_true": np.arange(3.0), "y_pred": np.arange(3.0)},
-                     encoders={"y": LabelEncoder().fit(["a", "b"])})
+    metadata = {
+        "model_type": model_type,
+        "task_type": "regression",
+        "target_column": "y",
+        "feature_columns": ["a", "b"],
+        "metrics": {"r2": 1.0},
+        "custom_name": None,
+        "display_name": "Linear",
+        "created_at": NOW.isoformat(),
+        **meta,
+    }
+    store.save_model(
+        models,
+        model_id,
+        fitted(),
+        metadata,
+        artefacts={"y_true": np.arange(3.0), "y_pred": np.arange(3.0)},
+        encoders={"y": LabelEncoder().fit(["a", "b"])},
+    )
     return model_id
 
 
@@ -116,10 +129,21 @@ def test_model_from_an_older_worker_needs_trust(ctx: JobContext) -> None:
     folder = models / "model_linear_regression_20250101_101010"
     folder.mkdir(parents=True)
     (folder / "model.pkl").write_bytes(pickle.dumps(fitted()))
-    (folder / "metadata.json").write_text(json.dumps({
-        "model_id": folder.name, "model_type": "linear", "task_type": "regression", "target_column": "y",
-        "feature_columns": ["a", "b"], "metrics": {}, "created_at": "2025-01-01T10:10:10",
-        "custom_name": None, "display_name": "Old"}))
+    (folder / "metadata.json").write_text(
+        json.dumps(
+            {
+                "model_id": folder.name,
+                "model_type": "linear",
+                "task_type": "regression",
+                "target_column": "y",
+                "feature_columns": ["a", "b"],
+                "metrics": {},
+                "created_at": "2025-01-01T10:10:10",
+                "custom_name": None,
+                "display_name": "Old",
+            }
+        )
+    )
     with pytest.raises(JobError) as err:
         store.load_model(models, folder.name)
     assert "without a checksum" in str(err.value)
@@ -212,10 +236,17 @@ def test_set_model_name(ctx: JobContext) -> None:
     assert [p.name for p in (models / model_id).iterdir() if p.name.startswith(".")] == []
 
 
-@pytest.mark.parametrize(("name", "pattern"), [
-    ("", "non-empty"), ("   ", "non-empty"), (None, "non-empty"), (5, "non-empty"),
-    ("x" * 101, "101 characters"), ("two\nlines", "control characters"),
-])
+@pytest.mark.parametrize(
+    ("name", "pattern"),
+    [
+        ("", "non-empty"),
+        ("   ", "non-empty"),
+        (None, "non-empty"),
+        (5, "non-empty"),
+        ("x" * 101, "101 characters"),
+        ("two\nlines", "control characters"),
+    ],
+)
 def test_set_model_name_validates(ctx: JobContext, name: object, pattern: str) -> None:
     models = ctx.settings.models_dir
     model_id = save(models)

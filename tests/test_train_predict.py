@@ -23,14 +23,38 @@ from statsbot_nb.ml.train import train
 HAS_BOOST = all(importlib.util.find_spec(m) is not None for m in ("xgboost", "lightgbm"))
 FEATURES = ["x1", "x2", "city"]
 
-REGRESSION_TYPES = ["linear", "ridge", "lasso", "elasticnet", "polynomial", "decision_tree", "random_forest",
-                    "extra_trees", "gradient_boosting", "svm", "mlp", "mlp_regression"]
-CLASSIFICATION_TYPES = [("logistic", "label"), ("naive_bayes", "label"), ("decision_tree", "grade"),
-                        ("random_forest", "grade"), ("extra_trees", "label"), ("gradient_boosting", "grade"),
-                        ("svm", "label"), ("mlp", "grade"), ("mlp_classification", "label")]
+REGRESSION_TYPES = [
+    "linear",
+    "ridge",
+    "lasso",
+    "elasticnet",
+    "polynomial",
+    "decision_tree",
+    "random_forest",
+    "extra_trees",
+    "gradient_boosting",
+    "svm",
+    "mlp",
+    "mlp_regression",
+]
+CLASSIFICATION_TYPES = [
+    ("logistic", "label"),
+    ("naive_bayes", "label"),
+    ("decision_tree", "grade"),
+    ("random_forest", "grade"),
+    ("extra_trees", "label"),
+    ("gradient_boosting", "grade"),
+    ("svm", "label"),
+    ("mlp", "grade"),
+    ("mlp_classification", "label"),
+]
 BOOST_REGRESSION = ["xgboost_regression", "lightgbm_regression"]
-BOOST_CLASSIFICATION = [("xgboost_binary_classification", "label"), ("xgboost_multiclass", "grade"),
-                        ("lightgbm_binary_classification", "label"), ("lightgbm_multiclass", "grade")]
+BOOST_CLASSIFICATION = [
+    ("xgboost_binary_classification", "label"),
+    ("xgboost_multiclass", "grade"),
+    ("lightgbm_binary_classification", "label"),
+    ("lightgbm_multiclass", "grade"),
+]
 
 
 Env = JobEnv
@@ -49,11 +73,16 @@ def make_frame(n: int = 240, seed: int = 0) -> pd.DataFrame:
     city = rng.choice(["paris", "rome", "oslo"], size=n)
     y = 3 * x1 + 2 * x2 + np.where(city == "rome", 2.0, 0.0) + rng.normal(scale=0.3, size=n)
     score = x1 + x2
-    frame = pd.DataFrame({
-        "x1": x1, "x2": x2, "city": city.astype(object), "y": y,
-        "label": np.where(score > 0, "yes", "no"),
-        "grade": np.select([score < -0.6, score < 0.6], ["low", "mid"], "high"),
-    })
+    frame = pd.DataFrame(
+        {
+            "x1": x1,
+            "x2": x2,
+            "city": city.astype(object),
+            "y": y,
+            "label": np.where(score > 0, "yes", "no"),
+            "grade": np.select([score < -0.6, score < 0.6], ["low", "mid"], "high"),
+        }
+    )
     frame.loc[rng.choice(n, 12, replace=False), "x2"] = np.nan
     frame.loc[rng.choice(n, 12, replace=False), "city"] = None
     return frame
@@ -69,9 +98,16 @@ def write(frame: pd.DataFrame, folder: Path, name: str, fmt: str) -> Path:
 
 
 def train_params(path: Path, model_type: str, target: str, task: str, **extra: Any) -> dict[str, Any]:
-    params = {"file_path": str(path), "target_column": target, "feature_columns": FEATURES,
-              "model_type": model_type, "task_type": task, "hyperparameters": None, "test_size": 0.2,
-              "custom_name": None}
+    params = {
+        "file_path": str(path),
+        "target_column": target,
+        "feature_columns": FEATURES,
+        "model_type": model_type,
+        "task_type": task,
+        "hyperparameters": None,
+        "test_size": 0.2,
+        "custom_name": None,
+    }
     params.update(extra)
     return params
 
@@ -133,10 +169,8 @@ def test_every_regression_type_trains_and_predicts(env: Env, model_type: str, fm
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-@pytest.mark.parametrize(("model_type", "target"),
-                         CLASSIFICATION_TYPES + (BOOST_CLASSIFICATION if HAS_BOOST else []))
-def test_every_classification_type_trains_and_predicts(env: Env, model_type: str, target: str,
-                                                       fmt: str) -> None:
+@pytest.mark.parametrize(("model_type", "target"), CLASSIFICATION_TYPES + (BOOST_CLASSIFICATION if HAS_BOOST else []))
+def test_every_classification_type_trains_and_predicts(env: Env, model_type: str, target: str, fmt: str) -> None:
     path = write(make_frame(), env.data, "train", fmt)
     data = train(train_params(path, model_type, target, "classification"), env.ctx)
     metrics = data["metrics"]
@@ -149,21 +183,24 @@ def test_every_classification_type_trains_and_predicts(env: Env, model_type: str
     check_prediction_file(env, data["model_id"], fmt, labels)
 
 
-@pytest.mark.parametrize(("model_type", "target", "expected"), [
-    ("mlp_regression", "y", "regression"), ("mlp_classification", "label", "classification"),
-    ("mlp", "y", "regression"), ("mlp", "label", "classification"),
-])
+@pytest.mark.parametrize(
+    ("model_type", "target", "expected"),
+    [
+        ("mlp_regression", "y", "regression"),
+        ("mlp_classification", "label", "classification"),
+        ("mlp", "y", "regression"),
+        ("mlp", "label", "classification"),
+    ],
+)
 def test_neural_network_task_is_resolved(env: Env, model_type: str, target: str, expected: str) -> None:
     path = write(make_frame(), env.data, "train", "csv")
-    data = train(train_params(path, model_type, target, "neural_network",
-                              hyperparameters={"max_iter": 60}), env.ctx)
+    data = train(train_params(path, model_type, target, "neural_network", hyperparameters={"max_iter": 60}), env.ctx)
     assert data["model_info"]["task_type"] == expected
 
 
 def test_progress_moves_during_a_forest_fit(env: Env) -> None:
     path = write(make_frame(), env.data, "train", "csv")
-    train(train_params(path, "random_forest", "y", "regression", hyperparameters={"n_estimators": 100}),
-          env.ctx)
+    train(train_params(path, "random_forest", "y", "regression", hyperparameters={"n_estimators": 100}), env.ctx)
     growing = [(p, m) for p, m, s in env.events if s == "fitting" and m.startswith("Growing trees")]
     assert len(growing) >= 10
     assert growing[-1][1] == "Growing trees 100/100"
@@ -175,8 +212,9 @@ def test_progress_moves_during_a_forest_fit(env: Env) -> None:
 
 
 @pytest.mark.skipif(not HAS_BOOST, reason="xgboost and lightgbm are needed")
-@pytest.mark.parametrize("model_type", ["xgboost_regression", "lightgbm_regression", "gradient_boosting",
-                                        "mlp_regression"])
+@pytest.mark.parametrize(
+    "model_type", ["xgboost_regression", "lightgbm_regression", "gradient_boosting", "mlp_regression"]
+)
 def test_progress_is_reported_from_inside_boosting_and_epochs(env: Env, model_type: str) -> None:
     path = write(make_frame(), env.data, "train", "csv")
     train(train_params(path, model_type, "y", "regression"), env.ctx)
@@ -186,14 +224,41 @@ def test_progress_is_reported_from_inside_boosting_and_epochs(env: Env, model_ty
 
 def test_metadata_artefacts_and_headless_compatibility(env: Env) -> None:
     path = write(make_frame(), env.data, "train", "csv")
-    data = train(train_params(path, "random_forest", "label", "classification", custom_name="Churn v1",
-                              hyperparameters={"n_estimators": 30}), env.ctx)
+    data = train(
+        train_params(
+            path,
+            "random_forest",
+            "label",
+            "classification",
+            custom_name="Churn v1",
+            hyperparameters={"n_estimators": 30},
+        ),
+        env.ctx,
+    )
     folder = env.settings.models_dir / data["model_id"]
     meta = json.loads((folder / "metadata.json").read_text())
-    for key in ("model_id", "model_type", "task_type", "target_column", "feature_columns", "metrics",
-                "created_at", "custom_name", "display_name", "model_sha256", "encoders_sha256",
-                "dataset_stats", "model_info", "training_time", "hyperparameters", "preprocessing",
-                "feature_importances", "class_labels", "worker_version", "format_version"):
+    for key in (
+        "model_id",
+        "model_type",
+        "task_type",
+        "target_column",
+        "feature_columns",
+        "metrics",
+        "created_at",
+        "custom_name",
+        "display_name",
+        "model_sha256",
+        "encoders_sha256",
+        "dataset_stats",
+        "model_info",
+        "training_time",
+        "hyperparameters",
+        "preprocessing",
+        "feature_importances",
+        "class_labels",
+        "worker_version",
+        "format_version",
+    ):
         assert key in meta, key
     assert meta["display_name"] == data["display_name"] == "Churn v1"
     assert meta["class_labels"] == ["no", "yes"] and meta["positive_class"] == "yes"
@@ -243,24 +308,27 @@ def test_singleton_class_falls_back_to_a_plain_split_with_a_note(env: Env) -> No
     assert meta["class_labels"] == ["maybe", "no", "yes"]
 
 
-@pytest.mark.parametrize(("change", "pattern"), [
-    ({"test_size": 0}, "test_size must be a fraction"),
-    ({"test_size": 1.5}, "test_size must be a fraction"),
-    ({"test_size": "abc"}, "test_size must be a fraction"),
-    ({"test_size": True}, "test_size must be a fraction"),
-    ({"feature_columns": []}, "feature_columns must be a non-empty list"),
-    ({"feature_columns": ["x1", 3]}, "feature_columns must contain only column names"),
-    ({"feature_columns": ["x1", "y"]}, "target_column 'y' is also listed in feature_columns"),
-    ({"target_column": ""}, "target_column is missing"),
-    ({"file_path": None}, "file_path is missing"),
-    ({"task_type": "clustering"}, "task_type 'clustering' must be"),
-    ({"model_type": "rocket"}, "model_type 'rocket' is not a model"),
-    ({"hyperparameters": [1]}, "hyperparameters must be an object"),
-    ({"hyperparameters": {"n_trees": 3}}, "Unknown hyperparameter 'n_trees' .* valid names are: .*n_estimators"),
-    ({"custom_name": "x" * 101}, "custom_name is 101 characters"),
-    ({"model_type": "logistic"}, "cannot be used for regression; valid types for regression are: linear"),
-    ({"feature_columns": ["x1", "nope"]}, "has no column 'nope'; its columns are"),
-])
+@pytest.mark.parametrize(
+    ("change", "pattern"),
+    [
+        ({"test_size": 0}, "test_size must be a fraction"),
+        ({"test_size": 1.5}, "test_size must be a fraction"),
+        ({"test_size": "abc"}, "test_size must be a fraction"),
+        ({"test_size": True}, "test_size must be a fraction"),
+        ({"feature_columns": []}, "feature_columns must be a non-empty list"),
+        ({"feature_columns": ["x1", 3]}, "feature_columns must contain only column names"),
+        ({"feature_columns": ["x1", "y"]}, "target_column 'y' is also listed in feature_columns"),
+        ({"target_column": ""}, "target_column is missing"),
+        ({"file_path": None}, "file_path is missing"),
+        ({"task_type": "clustering"}, "task_type 'clustering' must be"),
+        ({"model_type": "rocket"}, "model_type 'rocket' is not a model"),
+        ({"hyperparameters": [1]}, "hyperparameters must be an object"),
+        ({"hyperparameters": {"n_trees": 3}}, "Unknown hyperparameter 'n_trees' .* valid names are: .*n_estimators"),
+        ({"custom_name": "x" * 101}, "custom_name is 101 characters"),
+        ({"model_type": "logistic"}, "cannot be used for regression; valid types for regression are: linear"),
+        ({"feature_columns": ["x1", "nope"]}, "has no column 'nope'; its columns are"),
+    ],
+)
 def test_bad_train_params_are_sentences(env: Env, change: dict[str, Any], pattern: str) -> None:
     path = write(make_frame(), env.data, "train", "csv")
     params = train_params(path, "random_forest", "y", "regression")
@@ -280,8 +348,9 @@ def test_text_target_for_regression_is_a_sentence(env: Env) -> None:
 def test_library_fit_errors_become_sentences(env: Env) -> None:
     path = write(make_frame(), env.data, "train", "csv")
     with pytest.raises(JobError, match=r"xgboost_regression could not be trained with these settings") as err:
-        train(train_params(path, "xgboost_regression", "y", "regression",
-                           hyperparameters={"learning_rate": -1}), env.ctx)
+        train(
+            train_params(path, "xgboost_regression", "y", "regression", hyperparameters={"learning_rate": -1}), env.ctx
+        )
     assert "Traceback" not in str(err.value) and "\n" not in str(err.value)
 
 
@@ -375,10 +444,21 @@ def test_model_from_an_older_worker_predicts_after_trust(env: Env) -> None:
     folder.mkdir(parents=True)
     (folder / "model.pkl").write_bytes(pickle.dumps(model))
     (folder / "encoders.pkl").write_bytes(pickle.dumps({"city": city}))
-    (folder / "metadata.json").write_text(json.dumps({
-        "model_id": folder.name, "model_type": "random_forest", "task_type": "classification",
-        "target_column": "label", "feature_columns": FEATURES, "metrics": {},
-        "created_at": "2025-01-01T10:10:10", "custom_name": None, "display_name": "Old"}))
+    (folder / "metadata.json").write_text(
+        json.dumps(
+            {
+                "model_id": folder.name,
+                "model_type": "random_forest",
+                "task_type": "classification",
+                "target_column": "label",
+                "feature_columns": FEATURES,
+                "metrics": {},
+                "created_at": "2025-01-01T10:10:10",
+                "custom_name": None,
+                "display_name": "Old",
+            }
+        )
+    )
     rows = new_rows().dropna()
     rows = rows[rows["city"] != "tokyo"]
     source = write(rows, env.data, "new", "csv")

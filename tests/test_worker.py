@@ -68,11 +68,19 @@ async def test_malformed_frames_are_skipped_and_bad_jobs_answered(legacy: Legacy
     worker = make_worker(legacy.url, legacy.token)
     worker.start()
     await worker.wait_connected(timeout=10)
-    for frame in ("not json", "[1, 2]", '{"no_type": 1}', '{"type": "job"}', '{"type":"job","job_id":"../x"}',
-                  '{"type": "job", "job_id": "job_1", "action": "x", "params": NaN}', b"\xff\xfe"):
+    for frame in (
+        "not json",
+        "[1, 2]",
+        '{"no_type": 1}',
+        '{"type": "job"}',
+        '{"type":"job","job_id":"../x"}',
+        '{"type": "job", "job_id": "job_1", "action": "x", "params": NaN}',
+        b"\xff\xfe",
+    ):
         await legacy.send_raw(frame)
-    await legacy.send_raw(json.dumps({"type": "job", "job_id": "job_badparams", "action": "list_models",
-                                      "params": [1, 2]}))
+    await legacy.send_raw(
+        json.dumps({"type": "job", "job_id": "job_badparams", "action": "list_models", "params": [1, 2]})
+    )
     await legacy.send_raw(json.dumps({"type": "job", "job_id": "job_noaction", "params": {}}))
     bad = await legacy.wait_result("job_badparams")
     assert bad["success"] is False and "'params' must be an object" in bad["error"]
@@ -125,8 +133,7 @@ async def test_max_jobs_bounds_concurrency(legacy: LegacyServer, make_worker, tm
     ids = [await legacy.send_job("sleep", {"seconds": 0.5, "marker": str(m)}) for m in markers]
     await legacy.wait_result(ids[1], timeout=30)
     await legacy.wait_result(ids[0], timeout=30)
-    spans = sorted(
-        tuple(float(x.split()[1]) for x in m.read_text().splitlines()) for m in markers)
+    spans = sorted(tuple(float(x.split()[1]) for x in m.read_text().splitlines()) for m in markers)
     assert spans[0][1] <= spans[1][0], "with max_jobs=1 the second job must start after the first ended"
     # a quick job is not held up by the busy heavy slot
     slow = await legacy.send_job("sleep", {"seconds": 3})
@@ -270,8 +277,9 @@ async def test_reference_server_acks_progress_and_cancel(reference: JobServer, m
     await worker.wait_connected(timeout=10)
     assert worker.server_protocol == 2
     progress: list[float] = []
-    result = await reference.run_job("sleep", {"seconds": 0.5}, timeout=30,
-                                     on_progress=lambda h, p, m: progress.append(p))
+    result = await reference.run_job(
+        "sleep", {"seconds": 0.5}, timeout=30, on_progress=lambda h, p, m: progress.append(p)
+    )
     assert result.success and result.data["slept"] == 0.5
     assert progress and progress[-1] == 100
     await asyncio.sleep(0.2)
@@ -340,7 +348,8 @@ async def _first_failure(worker) -> str:
     """Start ``worker`` and return the words of its first failed connection attempt."""
     failures: list[StateChanged] = []
     worker.events.subscribe(
-        lambda e: failures.append(e) if isinstance(e, StateChanged) and e.retry_in is not None else None)
+        lambda e: failures.append(e) if isinstance(e, StateChanged) and e.retry_in is not None else None
+    )
     worker.start()
     for _ in range(200):
         if failures:

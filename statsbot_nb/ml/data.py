@@ -39,8 +39,25 @@ log = logging.getLogger("statsbot_nb.files")
 
 # pandas' default missing-value markers (read_csv's na_values), so pyarrow and pandas agree.
 NA_VALUES: tuple[str, ...] = (
-    "", "#N/A", "#N/A N/A", "#NA", "-1.#IND", "-1.#QNAN", "-NaN", "-nan", "1.#IND", "1.#QNAN",
-    "<NA>", "N/A", "NA", "NULL", "NaN", "None", "n/a", "nan", "null",
+    "",
+    "#N/A",
+    "#N/A N/A",
+    "#NA",
+    "-1.#IND",
+    "-1.#QNAN",
+    "-NaN",
+    "-nan",
+    "1.#IND",
+    "1.#QNAN",
+    "<NA>",
+    "N/A",
+    "NA",
+    "NULL",
+    "NaN",
+    "None",
+    "n/a",
+    "nan",
+    "null",
 )
 _DELIMITED = {".csv": ",", ".tsv": "\t"}
 # pandas 3 deprecates xlrd; calamine (a dependency) reads legacy .xls files.
@@ -57,11 +74,14 @@ def _ext(path: Path) -> str:
 
 def _unreadable(path: Path, exc: BaseException) -> JobError:
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return JobError(f"{path} could not be read as a {Path(path).suffix.lower()} table ({detail}); "
-                    "check that the file is complete and in that format.")
+    return JobError(
+        f"{path} could not be read as a {Path(path).suffix.lower()} table ({detail}); "
+        "check that the file is complete and in that format."
+    )
 
 
 # -- columns -------------------------------------------------------------------------------------------
+
 
 def _csv_header(path: Path, delimiter: str) -> list[str]:
     """The first record of a delimited file, decoded as UTF-8 (with BOM) or, failing that, Latin-1."""
@@ -124,13 +144,13 @@ def check_columns(path: Path, wanted: Sequence[str], available: Sequence[str]) -
         shown = ", ".join(repr(c) for c in available[:50])
         more = f" and {len(available) - 50} more" if len(available) > 50 else ""
         raise JobError(
-            f"{Path(path).name} has no column {', '.join(repr(c) for c in missing)}; "
-            f"its columns are {shown}{more}."
+            f"{Path(path).name} has no column {', '.join(repr(c) for c in missing)}; its columns are {shown}{more}."
         )
     return unique
 
 
 # -- whole-table reads ---------------------------------------------------------------------------------
+
 
 def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a table (only ``columns`` when given, in that order) into a DataFrame with a RangeIndex."""
@@ -160,8 +180,9 @@ def _read_delimited(path: Path, delimiter: str, wanted: list[str]) -> pd.DataFra
     if pa_csv is None or not _plain_header(_csv_header(path, delimiter)):
         return _pandas_csv(path, delimiter, usecols=wanted)
     parse = pa_csv.ParseOptions(delimiter=delimiter)
-    convert = pa_csv.ConvertOptions(include_columns=wanted, null_values=list(NA_VALUES),
-                                    strings_can_be_null=True, quoted_strings_can_be_null=True)
+    convert = pa_csv.ConvertOptions(
+        include_columns=wanted, null_values=list(NA_VALUES), strings_can_be_null=True, quoted_strings_can_be_null=True
+    )
     try:
         table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
     except pa.ArrowInvalid as exc:
@@ -191,8 +212,10 @@ def _read_excel(path: Path, ext: str, wanted: list[str]) -> pd.DataFrame:
 
 # -- chunked reads -------------------------------------------------------------------------------------
 
-def iter_table_chunks(path: Path, columns: Sequence[str] | None = None,
-                      chunk_rows: int = 100_000) -> Iterator[pd.DataFrame]:
+
+def iter_table_chunks(
+    path: Path, columns: Sequence[str] | None = None, chunk_rows: int = 100_000
+) -> Iterator[pd.DataFrame]:
     """Yield the table in DataFrames of at most ``chunk_rows`` rows, for bounded-memory prediction.
 
     CSV/TSV are parsed chunk by chunk by pandas (same dtype rules as :func:`read_table`), Parquet by
@@ -216,15 +239,14 @@ def iter_table_chunks(path: Path, columns: Sequence[str] | None = None,
         else:
             df = _read_excel(path, ext, wanted)[wanted]
             for start in range(0, len(df), chunk_rows):
-                yield df.iloc[start:start + chunk_rows].reset_index(drop=True)
+                yield df.iloc[start : start + chunk_rows].reset_index(drop=True)
     except JobError:
         raise
     except Exception as exc:
         raise _unreadable(path, exc) from exc
 
 
-def _delimited_chunks(path: Path, delimiter: str, wanted: list[str],
-                      chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _delimited_chunks(path: Path, delimiter: str, wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
     encoding = "utf-8"
     try:  # decide the encoding up front: a decode error half-way would have yielded chunks already
         with open(path, encoding="utf-8") as fh:
@@ -239,6 +261,7 @@ def _delimited_chunks(path: Path, delimiter: str, wanted: list[str],
 
 # -- atomic writes -------------------------------------------------------------------------------------
 
+
 def _temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
 
@@ -250,8 +273,9 @@ def _create_temp(path: Path) -> tuple[Path, int]:
     try:
         fd = os.open(tmp, flags, 0o666)
     except OSError as exc:
-        raise JobError(f"Cannot write in {path.parent}: {exc.strerror or exc}; "
-                       "check the folder exists and is writable.") from exc
+        raise JobError(
+            f"Cannot write in {path.parent}: {exc.strerror or exc}; check the folder exists and is writable."
+        ) from exc
     with contextlib.suppress(OSError):
         if path.exists():
             os.fchmod(fd, path.stat().st_mode & 0o777)  # an overwrite keeps the file's permissions
@@ -280,8 +304,10 @@ def _commit(tmp: Path, path: Path, overwrite: bool = True) -> None:
             return
         _link_or_claim(tmp, path)
     except FileExistsError as exc:
-        raise JobError(f"{path.name} appeared in {path.parent} while the job was writing it; it was left "
-                       "untouched. Run the job again to write a new file.") from exc
+        raise JobError(
+            f"{path.name} appeared in {path.parent} while the job was writing it; it was left "
+            "untouched. Run the job again to write a new file."
+        ) from exc
     except OSError as exc:
         raise JobError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
     with contextlib.suppress(OSError):
@@ -412,12 +438,12 @@ class AtomicTableWriter:
             try:
                 table = table.cast(self._schema)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise JobError(f"Cannot write {self.path.name}: column types changed between chunks "
-                               f"({exc}).") from exc
+                raise JobError(f"Cannot write {self.path.name}: column types changed between chunks ({exc}).") from exc
         self._parquet.write_table(table)
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         tmp = self._tmp
         if tmp is None:
             return

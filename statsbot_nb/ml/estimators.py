@@ -69,8 +69,10 @@ _EXAMPLE_SUFFIXES = {
 _MODEL_TYPE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 # Aliases accepted for the polynomial pipeline's nested parameters.
 _POLY_ALIASES = {
-    "degree": "poly__degree", "interaction_only": "poly__interaction_only",
-    "include_bias": "poly__include_bias", "fit_intercept": "linear__fit_intercept",
+    "degree": "poly__degree",
+    "interaction_only": "poly__interaction_only",
+    "include_bias": "poly__include_bias",
+    "fit_intercept": "linear__fit_intercept",
     "positive": "linear__positive",
 }
 
@@ -114,8 +116,14 @@ def installed_libraries() -> dict[str, str | None]:
     Looked up by import name, because a library may come from a differently named distribution
     (``xgboost`` from ``xgboost-cpu``, for example).
     """
-    modules = {"scikit-learn": "sklearn", "xgboost": "xgboost", "lightgbm": "lightgbm",
-               "catboost": "catboost", "tensorflow": "tensorflow", "keras": "keras"}
+    modules = {
+        "scikit-learn": "sklearn",
+        "xgboost": "xgboost",
+        "lightgbm": "lightgbm",
+        "catboost": "catboost",
+        "tensorflow": "tensorflow",
+        "keras": "keras",
+    }
     distributions: dict[str, list[str]] | None = None
     out: dict[str, str | None] = {}
     for name, module in modules.items():
@@ -189,8 +197,7 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
     if implied is not None and implied != task_type:
         valid = ", ".join(valid_types_for(task_type))
         raise JobError(
-            f"model_type {model_type!r} cannot be used for {task_type}; valid types for {task_type} are: "
-            f"{valid}."
+            f"model_type {model_type!r} cannot be used for {task_type}; valid types for {task_type} are: {valid}."
         )
     prefix = _prefix_of(model_type)
     if prefix:
@@ -235,23 +242,29 @@ def _sklearn_factory(model_type: str, task: str) -> tuple[Callable[..., Any], di
         "logistic": (linear_model.LogisticRegression, {"max_iter": 1000, **seeded}),
         "naive_bayes": (naive_bayes.GaussianNB, {}),
         "decision_tree": (tree.DecisionTreeRegressor if reg else tree.DecisionTreeClassifier, dict(seeded)),
-        "random_forest": (ensemble.RandomForestRegressor if reg else ensemble.RandomForestClassifier,
-                          {"n_estimators": 100, **seeded}),
-        "extra_trees": (ensemble.ExtraTreesRegressor if reg else ensemble.ExtraTreesClassifier,
-                        {"n_estimators": 100, **seeded}),
+        "random_forest": (
+            ensemble.RandomForestRegressor if reg else ensemble.RandomForestClassifier,
+            {"n_estimators": 100, **seeded},
+        ),
+        "extra_trees": (
+            ensemble.ExtraTreesRegressor if reg else ensemble.ExtraTreesClassifier,
+            {"n_estimators": 100, **seeded},
+        ),
         "gradient_boosting": (
             ensemble.GradientBoostingRegressor if reg else ensemble.GradientBoostingClassifier,
-            {"n_estimators": 100, **seeded}),
+            {"n_estimators": 100, **seeded},
+        ),
         "svm": (svm.SVR, {}) if reg else (svm.SVC, {"probability": True, **seeded}),
     }
     if model_type in ("mlp", "mlp_regression", "mlp_classification"):
         cls = neural_network.MLPRegressor if reg else neural_network.MLPClassifier
         return cls, {"hidden_layer_sizes": (100,), "max_iter": 300, **seeded}
     if model_type == "polynomial":
+
         def make_polynomial(**kwargs: Any) -> Any:
-            pipe = Pipeline([("poly", PolynomialFeatures(degree=2)),
-                             ("linear", linear_model.LinearRegression())])
+            pipe = Pipeline([("poly", PolynomialFeatures(degree=2)), ("linear", linear_model.LinearRegression())])
             return pipe.set_params(**kwargs)
+
         return make_polynomial, {}
     return table[model_type]
 
@@ -309,8 +322,10 @@ def _check_user_params(hyperparameters: object, model_type: str) -> dict[str, An
         if key in MANAGED:
             raise JobError(f"The hyperparameter {key!r} cannot be set for {model_type}: {MANAGED[key]}.")
         if _looks_like_path(hyperparameters[key]):
-            raise JobError(f"The hyperparameter {key!r} of {model_type} looks like a file path; jobs only read "
-                           "and write the files their request names, so hyperparameters may not hold paths.")
+            raise JobError(
+                f"The hyperparameter {key!r} of {model_type} looks like a file path; jobs only read "
+                "and write the files their request names, so hyperparameters may not hold paths."
+            )
     return dict(hyperparameters)
 
 
@@ -335,14 +350,28 @@ def _valid_names(probe: Any) -> list[str]:
         names.update(p for p in inspect.signature(type(probe).__init__).parameters if p not in ("self",))
     except (TypeError, ValueError):
         pass
-    names -= {"kwargs", "args", "steps", "memory", "verbose_feature_names_out", "transform_input",
-              "poly", "linear", *MANAGED}
+    names -= {
+        "kwargs",
+        "args",
+        "steps",
+        "memory",
+        "verbose_feature_names_out",
+        "transform_input",
+        "poly",
+        "linear",
+        *MANAGED,
+    }
     return sorted(names)
 
 
-def _validate_names_and_types(probe: Any, bare: Any, user: dict[str, Any], model_type: str,
-                              native: NativeNames | None = None,
-                              spelled: dict[str, str] | None = None) -> dict[str, Any]:
+def _validate_names_and_types(
+    probe: Any,
+    bare: Any,
+    user: dict[str, Any],
+    model_type: str,
+    native: NativeNames | None = None,
+    spelled: dict[str, str] | None = None,
+) -> dict[str, Any]:
     """Refuse unknown names (listing the valid ones) and values of the wrong type; coerce JSON strings.
 
     Names come from ``probe`` (built with our defaults, so library keyword arguments we set count too),
@@ -360,8 +389,10 @@ def _validate_names_and_types(probe: Any, bare: Any, user: dict[str, Any], model
         raise JobError(f"Unknown hyperparameter {names} for {model_type}; valid names are: {shown}.")
     defaults = {**probe.get_params(deep=True), **bare.get_params(deep=True)}
     spelled = spelled or {}
-    checked = {key: _check_value(model_type, spelled.get(key, key), _coerce(value), defaults.get(key))
-               for key, value in user.items()}
+    checked = {
+        key: _check_value(model_type, spelled.get(key, key), _coerce(value), defaults.get(key))
+        for key, value in user.items()
+    }
     if native is not None:
         for key in native.kwargs_only & set(checked):
             if key not in defaults:
@@ -396,10 +427,9 @@ def _is_number(value: Any) -> bool:
 
 def _check_value(model_type: str, name: str, value: Any, default: Any) -> Any:
     """Check ``value`` against the kind of the estimator's default for ``name``."""
+
     def wrong(kind: str) -> JobError:
-        return JobError(
-            f"The hyperparameter {name!r} for {model_type} must be {kind}, not {value!r}."
-        )
+        return JobError(f"The hyperparameter {name!r} for {model_type} must be {kind}, not {value!r}.")
 
     if isinstance(default, bool):
         if not isinstance(value, bool):

@@ -39,12 +39,17 @@ def regression_metrics(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, floa
 
     mse = mean_squared_error(y_true, y_pred)
     r2 = r2_score(y_true, y_pred) if len(y_true) > 1 else None
-    return {"r2": _num(r2), "mse": _num(mse), "rmse": _num(math.sqrt(mse)),
-            "mae": _num(mean_absolute_error(y_true, y_pred))}
+    return {
+        "r2": _num(r2),
+        "mse": _num(mse),
+        "rmse": _num(math.sqrt(mse)),
+        "mae": _num(mean_absolute_error(y_true, y_pred)),
+    }
 
 
-def classification_metrics(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
-                           n_classes: int) -> dict[str, float | None]:
+def classification_metrics(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, n_classes: int
+) -> dict[str, float | None]:
     """Label and probability metrics of a classifier; labels are encoded 0..n_classes-1."""
     from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score
 
@@ -112,8 +117,9 @@ def predict_proba_or_none(estimator: Any, X: np.ndarray) -> np.ndarray | None:
     return proba if proba.ndim == 2 else None
 
 
-def artefacts(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
-              labels: list[Any] | None) -> dict[str, np.ndarray]:
+def artefacts(
+    y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None, labels: list[Any] | None
+) -> dict[str, np.ndarray]:
     """A bounded sample (≤ :data:`ARTEFACT_ROWS`) of held-out truth, prediction and probabilities.
 
     Arrays only (``allow_pickle=False`` readable): ``y_true``, ``y_pred`` (encoded class indices for a
@@ -132,8 +138,9 @@ def artefacts(y_true: np.ndarray, y_pred: np.ndarray, proba: np.ndarray | None,
     return out
 
 
-def feature_importances(pipeline: Any, X_test: Any, y_test: np.ndarray, sources: list[str],
-                        features: list[str], scoring: str) -> tuple[dict[str, float], str]:
+def feature_importances(
+    pipeline: Any, X_test: Any, y_test: np.ndarray, sources: list[str], features: list[str], scoring: str
+) -> tuple[dict[str, float], str]:
     """Importance per input column, normalised to sum to 1, and how it was measured.
 
     Tree models use their own impurity/gain importances (one-hot columns summed back to their source
@@ -158,8 +165,9 @@ def feature_importances(pipeline: Any, X_test: Any, y_test: np.ndarray, sources:
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            result = permutation_importance(pipeline, X_test.iloc[rows], y_test[rows], scoring=scoring,
-                                            n_repeats=3, random_state=0)
+            result = permutation_importance(
+                pipeline, X_test.iloc[rows], y_test[rows], scoring=scoring, n_repeats=3, random_state=0
+            )
     except (ValueError, TypeError):
         log.debug("permutation importance failed", exc_info=True)
         return {}, "none"

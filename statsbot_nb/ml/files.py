@@ -46,12 +46,18 @@ LOAD_DATA_MAX_ROWS = 10_000
 MAX_RESULT_ROWS = 50_000_000
 MAX_JOIN_FILES = 20
 INFO_COLUMNS = 50
-KEY_OPERATIONS = {"left_join": "left", "right_join": "right", "inner_join": "inner", "outer_join": "outer",
-                  "merge": "inner"}  # merge: key_columns optional (none -> the columns the tables share)
+KEY_OPERATIONS = {
+    "left_join": "left",
+    "right_join": "right",
+    "inner_join": "inner",
+    "outer_join": "outer",
+    "merge": "inner",
+}  # merge: key_columns optional (none -> the columns the tables share)
 OPERATIONS = (*KEY_OPERATIONS, "cross_join", "union", "concat")
 
 
 # -- parameter checks ----------------------------------------------------------------------------------
+
 
 def _param_str(params: dict[str, Any], name: str, what: str) -> str:
     value = params.get(name)
@@ -78,6 +84,7 @@ def _format(path: Path) -> str:
 
 
 # -- JSON-friendly records -----------------------------------------------------------------------------
+
 
 def _json_value(value: Any) -> Any:
     """One cell as a strict-JSON value: NaN/inf/NaT -> None, numpy -> Python, dates -> ISO text."""
@@ -109,11 +116,15 @@ def dataframe_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """``df`` as a list of row objects that survive strict JSON encoding."""
     names = [str(c) for c in df.columns]
     columns = [[_json_value(v) for v in df.iloc[:, i].tolist()] for i in range(df.shape[1])]
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)] if columns else \
-        [{} for _ in range(len(df))]
+    return (
+        [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        if columns
+        else [{} for _ in range(len(df))]
+    )
 
 
 # -- handlers ------------------------------------------------------------------------------------------
+
 
 def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Size and columns of a table; ``exists: false`` for an allowed path with no file."""
@@ -123,8 +134,13 @@ def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     except MissingFile as missing:
         return {"exists": False, "size_bytes": 0, "size_mb": 0.0, "file_path": str(missing.path)}
     size = path.stat().st_size
-    data: dict[str, Any] = {"exists": True, "size_bytes": size, "size_mb": round(size / (1024 * 1024), 2),
-                            "file_path": str(path), "format": _format(path)}
+    data: dict[str, Any] = {
+        "exists": True,
+        "size_bytes": size,
+        "size_mb": round(size / (1024 * 1024), 2),
+        "file_path": str(path),
+        "format": _format(path),
+    }
     try:
         columns = read_columns(path)
         data["columns"] = columns[:INFO_COLUMNS]
@@ -155,8 +171,12 @@ def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     truncated = len(chunk) > LOAD_DATA_MAX_ROWS
     chunk = chunk.iloc[:LOAD_DATA_MAX_ROWS]
     log.info("load_data: sending %d rows of %s to the server (data sharing is on)", len(chunk), path.name)
-    data: dict[str, Any] = {"dataframe": dataframe_records(chunk), "columns": [str(c) for c in chunk.columns],
-                            "rows": len(chunk), "file_path": str(path)}
+    data: dict[str, Any] = {
+        "dataframe": dataframe_records(chunk),
+        "columns": [str(c) for c in chunk.columns],
+        "rows": len(chunk),
+        "file_path": str(path),
+    }
     if truncated:
         data.update(truncated=True, max_rows=LOAD_DATA_MAX_ROWS)
     return data
@@ -164,7 +184,7 @@ def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 def _records_frame(records: object) -> pd.DataFrame:
     if not isinstance(records, list) or not records:
-        raise JobError("'dataframe' must be a non-empty list of row objects like [{\"a\": 1, \"b\": \"x\"}].")
+        raise JobError('\'dataframe\' must be a non-empty list of row objects like [{"a": 1, "b": "x"}].')
     for i, row in enumerate(records):
         if not isinstance(row, dict):
             raise JobError(f"'dataframe' must be a list of row objects; item {i} is a {type(row).__name__}.")
@@ -172,8 +192,10 @@ def _records_frame(records: object) -> pd.DataFrame:
             if not isinstance(key, str):
                 raise JobError(f"'dataframe' row {i} has a non-text column name {key!r}.")
             if value is not None and not isinstance(value, (str, int, float, bool)):
-                raise JobError(f"'dataframe' row {i}, column {key!r} holds a {type(value).__name__}; "
-                               "cells must be numbers, text, true/false or null.")
+                raise JobError(
+                    f"'dataframe' row {i}, column {key!r} holds a {type(value).__name__}; "
+                    "cells must be numbers, text, true/false or null."
+                )
     return pd.DataFrame.from_records(records)
 
 
@@ -204,8 +226,10 @@ def _estimate_rows(left: pd.DataFrame, right: pd.DataFrame, keys: list[str], how
 
 
 def _too_big(n: int, operation: str) -> JobError:
-    return JobError(f"The {operation} would produce about {n:,} rows, more than the {MAX_RESULT_ROWS:,} this "
-                    "worker allows; filter the files first or use keys that match fewer rows.")
+    return JobError(
+        f"The {operation} would produce about {n:,} rows, more than the {MAX_RESULT_ROWS:,} this "
+        "worker allows; filter the files first or use keys that match fewer rows."
+    )
 
 
 def _filter_inputs(frames: list[pd.DataFrame], paths: list[Path], parsed: list[Filter]) -> list[pd.DataFrame]:
@@ -219,14 +243,19 @@ def _filter_inputs(frames: list[pd.DataFrame], paths: list[Path], parsed: list[F
     if unknown:
         names = list(dict.fromkeys(str(c) for fr in frames for c in fr.columns))
         shown = ", ".join(repr(c) for c in names[:INFO_COLUMNS]) + (" ..." if len(names) > INFO_COLUMNS else "")
-        raise JobError(f"The filters name {', '.join(repr(c) for c in unknown)}, which no input file has "
-                       f"(a filter applies to each file that has its column); the files' columns are {shown}.")
+        raise JobError(
+            f"The filters name {', '.join(repr(c) for c in unknown)}, which no input file has "
+            f"(a filter applies to each file that has its column); the files' columns are {shown}."
+        )
     out = []
     for frame, path in zip(frames, paths, strict=True):
         used = [f for f in parsed if f.column in frame.columns]
         if len(used) < len(parsed):
-            log.info("join: %s has no column for filter(s) %s; skipped for that file", path.name,
-                     ", ".join(repr(f.text) for f in parsed if f not in used))
+            log.info(
+                "join: %s has no column for filter(s) %s; skipped for that file",
+                path.name,
+                ", ".join(repr(f.text) for f in parsed if f not in used),
+            )
         if not used:
             out.append(frame)
             continue
@@ -245,8 +274,10 @@ def _merge_error(operation: str, path: Path, keys: list[str], exc: Exception) ->
     on = ", ".join(keys) if keys else "the columns the tables share"
     where = "" if operation == "cross_join" else f" on {on}"
     if "suffixes" in text:
-        hint = ("the _x/_y suffixes for clashing column names would repeat a column name; rename the clashing "
-                "columns in one of the files")
+        hint = (
+            "the _x/_y suffixes for clashing column names would repeat a column name; rename the clashing "
+            "columns in one of the files"
+        )
     else:
         hint = "make the key columns hold the same kind of values in every file"
     return JobError(f"Cannot {operation} {path.name}{where}: {text.rstrip('.')}. To fix it, {hint}.")
@@ -272,8 +303,10 @@ def _combine(frames: list[pd.DataFrame], paths: list[Path], operation: str, keys
             if not on:  # merge without key_columns: pandas joins on the shared columns
                 on = [c for c in result.columns if c in frame.columns]
                 if not on:
-                    raise JobError(f"Cannot merge {path.name}: it has no column in common with the table "
-                                   "before it; choose key columns.")
+                    raise JobError(
+                        f"Cannot merge {path.name}: it has no column in common with the table "
+                        "before it; choose key columns."
+                    )
             estimate = _estimate_rows(result, frame, on, how)
             if estimate > MAX_RESULT_ROWS:
                 raise _too_big(estimate, operation)
@@ -289,12 +322,14 @@ def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     if operation not in OPERATIONS:
         raise JobError(f"'operation' must be one of {', '.join(OPERATIONS)}, not {operation!r}.")
     file_paths = params.get("file_paths")
-    if (not isinstance(file_paths, (list, tuple)) or len(file_paths) < 2
-            or not all(isinstance(p, str) and p.strip() for p in file_paths)):
+    if (
+        not isinstance(file_paths, (list, tuple))
+        or len(file_paths) < 2
+        or not all(isinstance(p, str) and p.strip() for p in file_paths)
+    ):
         raise JobError("'file_paths' must be a list of at least two file paths.")
     if len(file_paths) > MAX_JOIN_FILES:
-        raise JobError(f"'file_paths' lists {len(file_paths)} files; "
-                       f"at most {MAX_JOIN_FILES} can be joined at once.")
+        raise JobError(f"'file_paths' lists {len(file_paths)} files; at most {MAX_JOIN_FILES} can be joined at once.")
     keys: list[str] = []  # cross_join, concat and union ignore key_columns, as today's worker does
     if operation in KEY_OPERATIONS and (operation != "merge" or params.get("key_columns")):
         keys = _param_names(params, "key_columns")  # merge without keys: the shared columns, as today
@@ -324,5 +359,11 @@ def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     write_table_atomic(result, output)
     ctx.progress(100, f"Wrote {len(result):,} rows to {output.name}", "done")
     columns = [str(c) for c in result.columns]
-    return {"output_file": str(output), "row_count": len(result), "column_count": len(columns),
-            "columns": columns[:20], "operation": operation, "input_rows": input_rows}
+    return {
+        "output_file": str(output),
+        "row_count": len(result),
+        "column_count": len(columns),
+        "columns": columns[:20],
+        "operation": operation,
+        "input_rows": input_rows,
+    }

@@ -34,12 +34,16 @@ MAX_FILTER_CHARS = 1000
 MAX_FILTERS = 100
 FORM_HINT = (
     "write one condition as `column op value`, e.g. age >= 30, city in ['Paris', 'Rome'] or "
-    "name == \"O'Brien\" (ops: = == != < <= > >= in, not in; quote text values and names with spaces)"
+    'name == "O\'Brien" (ops: = == != < <= > >= in, not in; quote text values and names with spaces)'
 )
 
 _COMPARE: dict[str, Callable[[Any, Any], Any]] = {
-    "==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
-    ">": operator.gt, ">=": operator.ge,
+    "==": operator.eq,
+    "!=": operator.ne,
+    "<": operator.lt,
+    "<=": operator.le,
+    ">": operator.gt,
+    ">=": operator.ge,
 }
 _KEYWORDS: dict[str, Scalar] = {"true": True, "false": False, "null": None, "none": None}
 _NUMBER = re.compile(r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?")
@@ -98,10 +102,11 @@ def _tokenize(text: str) -> list[_Token]:
         elif (m := _OPERATOR.match(text, i)) is not None:
             tokens.append(_Token("op", "==" if m.group() == "=" else m.group(), i))
             i = m.end()
-        elif (m := _NUMBER.match(text, i)) is not None and not (ch in "+-" and tokens and tokens[-1].kind
-                                                                 in ("name", "quoted", "number")):
+        elif (m := _NUMBER.match(text, i)) is not None and not (
+            ch in "+-" and tokens and tokens[-1].kind in ("name", "quoted", "number")
+        ):
             if m.end() < len(text) and (text[m.end()].isalnum() or text[m.end()] in "_."):
-                raise _fail(text, f"{text[i:m.end() + 1]!r} is not a number")
+                raise _fail(text, f"{text[i : m.end() + 1]!r} is not a number")
             num = m.group()
             tokens.append(_Token("number", int(num) if re.fullmatch(r"[+-]?\d+", num) else float(num), i))
             i = m.end()
@@ -136,15 +141,18 @@ class Filter:
             return ~hits if self.op == "not in" else hits
         if self.value is None:
             if self.op not in ("==", "!="):
-                raise JobError(f"The filter {self.text!r} compares with null using {self.op}; "
-                               "only `== null` and `!= null` make sense.")
+                raise JobError(
+                    f"The filter {self.text!r} compares with null using {self.op}; "
+                    "only `== null` and `!= null` make sense."
+                )
             return ~present if self.op == "==" else present
         column, literal = _coerce(self, series, self.value, self.op)
         try:
             raw = _COMPARE[self.op](column, literal)
         except (TypeError, ValueError) as exc:
-            raise JobError(f"The filter {self.text!r} cannot compare column {self.column!r} "
-                           f"({series.dtype}) with {self.value!r}.") from exc
+            raise JobError(
+                f"The filter {self.text!r} cannot compare column {self.column!r} ({series.dtype}) with {self.value!r}."
+            ) from exc
         hits = pd.Series(raw, index=df.index).fillna(False).astype(bool) & present
         return hits | ~present if self.op == "!=" else hits
 
@@ -170,8 +178,10 @@ def _coerce(flt: Filter, series: pd.Series, value: Scalar, op: str) -> tuple[pd.
             try:
                 return series, float(value)
             except ValueError:
-                raise JobError(f"Column {flt.column!r} holds numbers, so the filter {flt.text!r} must "
-                               f"compare it with a number, e.g. {flt.column} {op} 30.") from None
+                raise JobError(
+                    f"Column {flt.column!r} holds numbers, so the filter {flt.text!r} must "
+                    f"compare it with a number, e.g. {flt.column} {op} 30."
+                ) from None
         return series, value
     elif pd.api.types.is_datetime64_any_dtype(dtype):
         try:
@@ -179,8 +189,10 @@ def _coerce(flt: Filter, series: pd.Series, value: Scalar, op: str) -> tuple[pd.
         except (ValueError, TypeError):
             stamp = None
         if stamp is None:
-            raise JobError(f"Column {flt.column!r} holds dates, so the filter {flt.text!r} must compare it "
-                           "with a quoted date, e.g. '2024-01-31'.")
+            raise JobError(
+                f"Column {flt.column!r} holds dates, so the filter {flt.text!r} must compare it "
+                "with a quoted date, e.g. '2024-01-31'."
+            )
         tz = getattr(dtype, "tz", None)
         if tz is not None and stamp.tzinfo is None:
             stamp = stamp.tz_localize(tz)
@@ -207,7 +219,7 @@ def _parse_value(text: str, tok: _Token) -> Scalar:
 def parse_filter(text: object) -> Filter:
     """Parse one filter string into a :class:`Filter`, or raise :class:`JobError` saying what is wrong."""
     if not isinstance(text, str):
-        raise JobError(f"Each filter must be a text like \"age >= 30\", not {type(text).__name__}.")
+        raise JobError(f'Each filter must be a text like "age >= 30", not {type(text).__name__}.')
     if len(text) > MAX_FILTER_CHARS:
         raise JobError(f"A filter is longer than {MAX_FILTER_CHARS} characters; shorten it.")
     if not text.strip():
@@ -223,8 +235,13 @@ def parse_filter(text: object) -> Filter:
         op = tok.value
     elif tok.kind == "name" and tok.value.lower() == "in":
         op = "in"
-    elif (tok.kind == "name" and tok.value.lower() == "not" and rest and rest[0].kind == "name"
-          and rest[0].value.lower() == "in"):
+    elif (
+        tok.kind == "name"
+        and tok.value.lower() == "not"
+        and rest
+        and rest[0].kind == "name"
+        and rest[0].value.lower() == "in"
+    ):
         op, rest = "not in", rest[1:]
     elif tok.kind == "open":
         raise _fail(text, f"{column!r} is followed by '(' but function calls are not allowed")
@@ -240,8 +257,9 @@ def parse_filter(text: object) -> Filter:
             raise _fail(text, "a list of values needs `in` or `not in`")
         value, used = _parse_value(text, rest[0]), 1
     if len(rest) > used:
-        raise _fail(text, "there is extra text after the value (give one condition per filter; "
-                          "filters are combined with AND)")
+        raise _fail(
+            text, "there is extra text after the value (give one condition per filter; filters are combined with AND)"
+        )
     return Filter(column=column, op=op, value=value, text=text)
 
 

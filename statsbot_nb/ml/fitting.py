@@ -74,9 +74,7 @@ def fit_with_progress(plan: EstimatorPlan, X: np.ndarray, y: np.ndarray, report:
         ) from exc
     except Exception as exc:
         log.warning("Fitting %s failed", plan.model_type, exc_info=True)
-        raise JobError(
-            f"{plan.model_type} could not be trained with these settings: {_first_line(exc)}"
-        ) from exc
+        raise JobError(f"{plan.model_type} could not be trained with these settings: {_first_line(exc)}") from exc
     return est
 
 
@@ -135,8 +133,7 @@ def _fit_mlp(est: Any, X: np.ndarray, y: np.ndarray, report: Report, classifier:
         loss = float(est.loss_)
         if not np.isfinite(loss):
             raise JobError(
-                "The neural network diverged (its loss became infinite); lower learning_rate_init or "
-                "scale the data."
+                "The neural network diverged (its loss became infinite); lower learning_rate_init or scale the data."
             )
         stale = stale + 1 if loss > best - tol else 0
         best = min(best, loss)

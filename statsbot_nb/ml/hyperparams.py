@@ -26,11 +26,31 @@ MANAGED = {
     "early_stopping_rounds": "it needs a validation set, which this worker does not pass to the library",
 }
 # Parameters that would make a library read or write files of its own choosing.
-MANAGED.update(dict.fromkeys(
-    ("train_dir", "allow_writing_files", "save_snapshot", "snapshot_file", "snapshot_interval", "memory",
-     "input_model", "output_model", "output_borders", "input_borders", "output_result", "init_score_file",
-     "forcedsplits_filename", "forcedbins_filename", "convert_model", "data", "valid", "log_file"),
-    "it makes the library read or write files, which jobs may not do"))
+MANAGED.update(
+    dict.fromkeys(
+        (
+            "train_dir",
+            "allow_writing_files",
+            "save_snapshot",
+            "snapshot_file",
+            "snapshot_interval",
+            "memory",
+            "input_model",
+            "output_model",
+            "output_borders",
+            "input_borders",
+            "output_result",
+            "init_score_file",
+            "forcedsplits_filename",
+            "forcedbins_filename",
+            "convert_model",
+            "data",
+            "valid",
+            "log_file",
+        ),
+        "it makes the library read or write files, which jobs may not do",
+    )
+)
 
 
 # Native parameter names of the boosting libraries. The bot sends each library's own names
@@ -41,16 +61,27 @@ NATIVE_LIBRARIES = ("xgboost", "lightgbm", "catboost")
 _FILES = MANAGED["data"]
 # LightGBM options (besides those in MANAGED) that read or write files or join a training cluster.
 _LIGHTGBM_REFUSED = {
-    **dict.fromkeys(("config", "parser_config_file", "machine_list_filename", "save_binary", "snapshot_freq"),
-                    _FILES),
-    **dict.fromkeys(("machines", "num_machines", "local_listen_port"),
-                    "it makes the library open network connections to other computers, which jobs may not do"),
+    **dict.fromkeys(("config", "parser_config_file", "machine_list_filename", "save_binary", "snapshot_freq"), _FILES),
+    **dict.fromkeys(
+        ("machines", "num_machines", "local_listen_port"),
+        "it makes the library open network connections to other computers, which jobs may not do",
+    ),
     "task": "it makes the library do something other than train (predict, convert or save files)",
 }
 # Used only if lightgbm stops exposing its alias table: the groups behind its scikit-learn names.
 _LIGHTGBM_FALLBACK: dict[str, tuple[str, ...]] = {
-    "num_iterations": ("n_estimators", "num_iteration", "n_iter", "num_tree", "num_trees", "num_round",
-                       "num_rounds", "nrounds", "num_boost_round", "max_iter"),
+    "num_iterations": (
+        "n_estimators",
+        "num_iteration",
+        "n_iter",
+        "num_tree",
+        "num_trees",
+        "num_round",
+        "num_rounds",
+        "nrounds",
+        "num_boost_round",
+        "max_iter",
+    ),
     "learning_rate": ("shrinkage_rate", "eta"),
     "num_leaves": ("num_leaf", "max_leaves", "max_leaf", "max_leaf_nodes"),
     "boosting": ("boosting_type", "boost"),
@@ -60,8 +91,7 @@ _LIGHTGBM_FALLBACK: dict[str, tuple[str, ...]] = {
     "lambda_l1": ("reg_alpha", "l1_regularization"),
     "lambda_l2": ("reg_lambda", "lambda", "l2_regularization"),
     "min_data_in_leaf": ("min_child_samples", "min_data_per_leaf", "min_data", "min_samples_leaf"),
-    "min_sum_hessian_in_leaf": ("min_child_weight", "min_sum_hessian_per_leaf", "min_sum_hessian",
-                                "min_hessian"),
+    "min_sum_hessian_in_leaf": ("min_child_weight", "min_sum_hessian_per_leaf", "min_sum_hessian", "min_hessian"),
     "min_gain_to_split": ("min_split_gain",),
     "seed": ("random_state", "random_seed"),
     "num_threads": ("n_jobs", "num_thread", "nthread", "nthreads"),
@@ -73,24 +103,58 @@ _LIGHTGBM_FALLBACK: dict[str, tuple[str, ...]] = {
 # scikit-learn wrapper does not name, and the documented aliases of those it does. ``num_boost_round`` is
 # ``xgboost.train``'s round count (``num_round`` on the command line).
 _XGBOOST_GROUPS: dict[str, tuple[str, ...]] = {
-    "eta": ("learning_rate",), "gamma": ("min_split_loss",), "lambda": ("reg_lambda",),
-    "alpha": ("reg_alpha",), "seed": ("random_state",), "nthread": ("n_jobs",),
+    "eta": ("learning_rate",),
+    "gamma": ("min_split_loss",),
+    "lambda": ("reg_lambda",),
+    "alpha": ("reg_alpha",),
+    "seed": ("random_state",),
+    "nthread": ("n_jobs",),
     "num_boost_round": ("n_estimators", "num_round"),
-    **dict.fromkeys((
-        "disable_default_eval_metric", "seed_per_iteration", "updater", "refresh_leaf", "process_type",
-        "max_cached_hist_node", "sample_type", "normalize_type", "rate_drop", "one_drop", "skip_drop",
-        "feature_selector", "top_k", "tweedie_variance_power", "huber_slope", "quantile_alpha",
-        "aft_loss_distribution", "aft_loss_distribution_scale", "lambdarank_pair_method",
-        "lambdarank_num_pair_per_sample", "lambdarank_normalization", "lambdarank_score_normalization",
-        "lambdarank_unbiased", "lambdarank_bias_norm", "ndcg_exp_gain"), ()),
+    **dict.fromkeys(
+        (
+            "disable_default_eval_metric",
+            "seed_per_iteration",
+            "updater",
+            "refresh_leaf",
+            "process_type",
+            "max_cached_hist_node",
+            "sample_type",
+            "normalize_type",
+            "rate_drop",
+            "one_drop",
+            "skip_drop",
+            "feature_selector",
+            "top_k",
+            "tweedie_variance_power",
+            "huber_slope",
+            "quantile_alpha",
+            "aft_loss_distribution",
+            "aft_loss_distribution_scale",
+            "lambdarank_pair_method",
+            "lambdarank_num_pair_per_sample",
+            "lambdarank_normalization",
+            "lambdarank_score_normalization",
+            "lambdarank_unbiased",
+            "lambdarank_bias_norm",
+            "ndcg_exp_gain",
+        ),
+        (),
+    ),
 }
 # Used only if catboost stops exposing ``_process_synonyms_groups``: its synonym groups (1.2).
 _CATBOOST_FALLBACK: dict[str, tuple[str, ...]] = {
-    "learning_rate": ("eta",), "border_count": ("max_bin",), "depth": ("max_depth",),
-    "rsm": ("colsample_bylevel",), "random_seed": ("random_state",), "l2_leaf_reg": ("reg_lambda",),
-    "iterations": ("n_estimators", "num_boost_round", "num_trees"), "od_wait": ("early_stopping_rounds",),
-    "custom_metric": ("custom_loss",), "max_leaves": ("num_leaves",),
-    "min_data_in_leaf": ("min_child_samples",), "loss_function": ("objective",),
+    "learning_rate": ("eta",),
+    "border_count": ("max_bin",),
+    "depth": ("max_depth",),
+    "rsm": ("colsample_bylevel",),
+    "random_seed": ("random_state",),
+    "l2_leaf_reg": ("reg_lambda",),
+    "iterations": ("n_estimators", "num_boost_round", "num_trees"),
+    "od_wait": ("early_stopping_rounds",),
+    "custom_metric": ("custom_loss",),
+    "max_leaves": ("num_leaves",),
+    "min_data_in_leaf": ("min_child_samples",),
+    "loss_function": ("objective",),
 }
 # CatBoost's distinct ways to set how much it prints; at most one may be given.
 _CATBOOST_VERBOSITY = frozenset(("verbose", "logging_level", "silent", "verbose_eval"))
@@ -121,8 +185,10 @@ class NativeNames:
         hidden = sorted(s for s, c in self.canonical.items() if s not in listed and c in valid)
         if hidden:
             example = next((s for s in hidden if self.canonical[s] in self.shown), hidden[0])
-            text += (f" ({self.library} also accepts its other documented aliases of these, such as "
-                     f"{example} for {self.canonical[example]})")
+            text += (
+                f" ({self.library} also accepts its other documented aliases of these, such as "
+                f"{example} for {self.canonical[example]})"
+            )
         return text
 
 
@@ -133,15 +199,25 @@ def native_names(prefix: str, cls: Callable[..., Any]) -> NativeNames:
     The wrapper's names are its constructor's and its base classes' (``XGBClassifier`` takes most of its
     arguments as ``**kwargs`` and passes them to ``XGBModel``).
     """
-    wrapper = frozenset(name for klass in getattr(cls, "__mro__", (cls,)) if "__init__" in vars(klass)
-                        and klass is not object for name in inspect.signature(klass.__init__).parameters
-                        if name not in ("self", "args", "kwargs"))
+    wrapper = frozenset(
+        name
+        for klass in getattr(cls, "__mro__", (cls,))
+        if "__init__" in vars(klass) and klass is not object
+        for name in inspect.signature(klass.__init__).parameters
+        if name not in ("self", "args", "kwargs")
+    )
     if prefix == "lightgbm":
         return _name_table("LightGBM", _lightgbm_groups(), wrapper, _LIGHTGBM_REFUSED, show_all=False)
     if prefix == "xgboost":
         return _name_table("XGBoost", _XGBOOST_GROUPS, wrapper, {}, show_all=True)
-    return _name_table("CatBoost", _catboost_groups(wrapper), wrapper, {"callback": MANAGED["callbacks"]},
-                       show_all=True, exclusive=(_CATBOOST_VERBOSITY & wrapper,))
+    return _name_table(
+        "CatBoost",
+        _catboost_groups(wrapper),
+        wrapper,
+        {"callback": MANAGED["callbacks"]},
+        show_all=True,
+        exclusive=(_CATBOOST_VERBOSITY & wrapper,),
+    )
 
 
 def _lightgbm_groups() -> dict[str, tuple[str, ...]]:
@@ -180,9 +256,15 @@ def _catboost_groups(wrapper: frozenset[str]) -> dict[str, tuple[str, ...]]:
     return {name: tuple(aliases) for name, aliases in groups.items()}
 
 
-def _name_table(library: str, groups: dict[str, tuple[str, ...]], wrapper: frozenset[str],
-                refused_roots: dict[str, str], *, show_all: bool,
-                exclusive: tuple[frozenset[str], ...] = ()) -> NativeNames:
+def _name_table(
+    library: str,
+    groups: dict[str, tuple[str, ...]],
+    wrapper: frozenset[str],
+    refused_roots: dict[str, str],
+    *,
+    show_all: bool,
+    exclusive: tuple[frozenset[str], ...] = (),
+) -> NativeNames:
     """Map every spelling in ``groups`` (native name -> its aliases) to one canonical name.
 
     The canonical name is the wrapper's own spelling when the group has one (``bagging_fraction`` ->
@@ -207,12 +289,12 @@ def _name_table(library: str, groups: dict[str, tuple[str, ...]], wrapper: froze
             shown[target] = "/".join([target, *others])
     for name in refused:
         canonical.pop(name, None)
-    return NativeNames(library, canonical, shown, frozenset(set(canonical.values()) - wrapper), refused,
-                       exclusive)
+    return NativeNames(library, canonical, shown, frozenset(set(canonical.values()) - wrapper), refused, exclusive)
 
 
-def to_canonical(native: NativeNames, user: dict[str, Any], defaults: dict[str, Any],
-                  model_type: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
+def to_canonical(
+    native: NativeNames, user: dict[str, Any], defaults: dict[str, Any], model_type: str
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, str]]:
     """``user`` and ``defaults`` keyed by canonical names, plus canonical name -> the name the user wrote.
 
     Refuses names the library may not be given here, and two spellings of one parameter (a library would
@@ -237,8 +319,10 @@ def to_canonical(native: NativeNames, user: dict[str, Any], defaults: dict[str, 
         given = [spelled[name] for name in out if name in group]
         if len(given) > 1:
             names = " and ".join(repr(n) for n in given)
-            raise JobError(f"The hyperparameters {names} for {model_type} each set how much {native.library} "
-                           "prints; keep only one of them.")
+            raise JobError(
+                f"The hyperparameters {names} for {model_type} each set how much {native.library} "
+                "prints; keep only one of them."
+            )
         if given:
             merged = {key: value for key, value in merged.items() if key not in group}
     return out, merged, spelled
@@ -246,22 +330,28 @@ def to_canonical(native: NativeNames, user: dict[str, Any], defaults: dict[str, 
 
 def check_plain(model_type: str, name: str, value: Any) -> None:
     """A native option with no default to compare against: a single value or a (nested) list of them."""
+
     def plain(item: Any) -> bool:
         if isinstance(item, (list, tuple)):
             return all(plain(v) for v in item)
         return item is None or isinstance(item, (bool, int, float, str))
 
     if not plain(value):
-        raise JobError(f"The hyperparameter {name!r} for {model_type} must be a single value such as a word "
-                       f"or a number, or a list of them, not {value!r}.")
+        raise JobError(
+            f"The hyperparameter {name!r} for {model_type} must be a single value such as a word "
+            f"or a number, or a list of them, not {value!r}."
+        )
 
 
 #: Upper bounds (canonical names, any library) on options whose size alone could exhaust the user's
 #: machine: a server may ask for any value, and LightGBM took 10 GB for ``max_bin=1e9`` on 200 rows.
 SIZE_LIMITS: dict[str, int] = {
-    "n_estimators": 100_000, "iterations": 100_000,  # boosting rounds and trees
-    "max_bin": 65_535, "border_count": 65_535,  # histogram bins (CatBoost's own cap)
-    "num_leaves": 131_072, "max_leaves": 131_072,  # LightGBM's own cap on leaves
+    "n_estimators": 100_000,
+    "iterations": 100_000,  # boosting rounds and trees
+    "max_bin": 65_535,
+    "border_count": 65_535,  # histogram bins (CatBoost's own cap)
+    "num_leaves": 131_072,
+    "max_leaves": 131_072,  # LightGBM's own cap on leaves
 }
 #: Thread counts: a count far above the cores crashes LightGBM (segfault) and CatBoost (SIGFPE).
 THREAD_OPTIONS = ("n_jobs", "thread_count")
@@ -278,17 +368,25 @@ def adjust(prefix: str | None, user: dict[str, Any], model_type: str) -> list[st
     for name, limit in SIZE_LIMITS.items():
         value = user.get(name)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not value <= limit:
-            raise JobError(f"The hyperparameter {name!r} for {model_type} is {value!r}; this worker allows at "
-                           f"most {limit:,}, so a request cannot exhaust the computer's memory or time.")
+            raise JobError(
+                f"The hyperparameter {name!r} for {model_type} is {value!r}; this worker allows at "
+                f"most {limit:,}, so a request cannot exhaust the computer's memory or time."
+            )
     cores = os.cpu_count() or 1
     for name in THREAD_OPTIONS:
         value = user.get(name)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) \
-                and not -1 <= value <= cores:
+        if (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and math.isfinite(value)
+            and not -1 <= value <= cores
+        ):
             user[name] = cores if value > 0 else -1
             notes.append(f"{name} {value!r} became {user[name]} (this computer has {cores} cores).")
     if prefix == "catboost" and user.get("use_best_model"):
         user["use_best_model"] = False
-        notes.append("use_best_model needs a validation set, which this worker does not pass to CatBoost, "
-                     "so the model after the last boosting round is kept.")
+        notes.append(
+            "use_best_model needs a validation set, which this worker does not pass to CatBoost, "
+            "so the model after the last boosting round is kept."
+        )
     return notes

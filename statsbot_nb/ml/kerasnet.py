@@ -90,10 +90,20 @@ class _KerasNet(BaseEstimator):
 
     _classify = False
 
-    def __init__(self, hidden_layers: tuple[int, ...] = DEFAULT_HIDDEN, epochs: int = 60, batch_size: int = 32,
-                 learning_rate: float = 0.001, dropout: float = 0.0, random_state: int = 42,
-                 architecture: dict[str, Any] | None = None, kernel_initializer: str = "glorot_uniform",
-                 validation_split: float = 0.0, verbose: int = 0, n_features: int | None = None) -> None:
+    def __init__(
+        self,
+        hidden_layers: tuple[int, ...] = DEFAULT_HIDDEN,
+        epochs: int = 60,
+        batch_size: int = 32,
+        learning_rate: float = 0.001,
+        dropout: float = 0.0,
+        random_state: int = 42,
+        architecture: dict[str, Any] | None = None,
+        kernel_initializer: str = "glorot_uniform",
+        validation_split: float = 0.0,
+        verbose: int = 0,
+        n_features: int | None = None,
+    ) -> None:
         self.hidden_layers = hidden_layers
         self.epochs = epochs
         self.batch_size = batch_size
@@ -133,8 +143,10 @@ class _KerasNet(BaseEstimator):
         sizes = tuple(_whole(u, "hidden_layers", 1, MAX_UNITS) for u in hidden)
         if self.architecture is not None:
             if sizes != DEFAULT_HIDDEN or float(self.dropout) != 0.0:
-                raise ValueError("hidden_layers and dropout describe the default network; with an architecture "
-                                 "put the layers (and their dropout) in architecture.layers instead.")
+                raise ValueError(
+                    "hidden_layers and dropout describe the default network; with an architecture "
+                    "put the layers (and their dropout) in architecture.layers instead."
+                )
             return parse_architecture(self.architecture, self._classify)
         layers: list[LayerSpec] = []
         for units in sizes:
@@ -161,30 +173,42 @@ class _KerasNet(BaseEstimator):
         n_inputs = X.shape[1]
         notes: list[str] = []
         if self.n_features is not None and int(self.n_features) != n_inputs:
-            notes.append(f"n_features is {int(self.n_features)} but the prepared data has {n_inputs} input "
-                         f"columns (category columns are one-hot encoded); the input layer has {n_inputs}.")
+            notes.append(
+                f"n_features is {int(self.n_features)} but the prepared data has {n_inputs} input "
+                f"columns (category columns are one-hot encoded); the input layer has {n_inputs}."
+            )
         n_classes = int(y.max()) + 1 if self._classify else 0
         output, loss, mode = self._output(spec, n_classes)
         changed = (output.units, output.activation) != (spec.output.units, spec.output.activation)
         if self.architecture is not None and changed:
-            notes.append(f"The output layer has {output.units} {output.activation} unit(s) instead of "
-                         f"{spec.output.units} {spec.output.activation} unit(s), to match the target.")
+            notes.append(
+                f"The output layer has {output.units} {output.activation} unit(s) instead of "
+                f"{spec.output.units} {spec.output.activation} unit(s), to match the target."
+            )
         weights = weight_count(n_inputs, (*spec.hidden, output))
         if weights > MAX_WEIGHTS:
-            raise ValueError(f"the network would have {weights:,} weights on {n_inputs} input columns and this "
-                             f"worker trains at most {MAX_WEIGHTS:,}, so a request cannot exhaust the computer's "
-                             "memory; use fewer or smaller layers.")
+            raise ValueError(
+                f"the network would have {weights:,} weights on {n_inputs} input columns and this "
+                f"worker trains at most {MAX_WEIGHTS:,}, so a request cannot exhaust the computer's "
+                "memory; use fewer or smaller layers."
+            )
         default_init = _choice(self.kernel_initializer, INITIALIZERS, "kernel_initializer")
         layers: list[Any] = [keras.Input(shape=(n_inputs,))]
         for layer in (*spec.hidden, output):
             if layer.kind == "Dropout":
                 layers.append(keras.layers.Dropout(layer.rate, seed=seed))
             else:  # names from the allow-lists above, each resolved by Keras to its built-in
-                layers.append(keras.layers.Dense(layer.units, activation=layer.activation,
-                                                 kernel_initializer=layer.initializer or default_init))
+                layers.append(
+                    keras.layers.Dense(
+                        layer.units, activation=layer.activation, kernel_initializer=layer.initializer or default_init
+                    )
+                )
         model = keras.Sequential(layers)
-        model.compile(optimizer=getattr(keras.optimizers, OPTIMIZERS[spec.optimizer])(float(self.learning_rate)),
-                      loss=self._loss(keras, loss), metrics=list(spec.metrics) or None)
+        model.compile(
+            optimizer=getattr(keras.optimizers, OPTIMIZERS[spec.optimizer])(float(self.learning_rate)),
+            loss=self._loss(keras, loss),
+            metrics=list(spec.metrics) or None,
+        )
 
         if self._classify:
             target = y.astype("float32").reshape(-1, 1) if mode == "sigmoid" else y.astype("int64")
@@ -196,8 +220,9 @@ class _KerasNet(BaseEstimator):
             validation_data = (X[validation], target[validation])
             X, target = X[fit_rows], target[fit_rows]
         elif float(self.validation_split) > 0:
-            notes.append("There are too few training rows to set some aside for validation_split; "
-                         "every training row is fitted.")
+            notes.append(
+                "There are too few training rows to set some aside for validation_split; every training row is fitted."
+            )
         epochs = int(self.epochs)
 
         class _Progress(keras.callbacks.Callback):
@@ -206,8 +231,15 @@ class _KerasNet(BaseEstimator):
                     report((epoch + 1) / epochs, f"Epoch {epoch + 1}/{epochs} ({_describe_logs(logs or {})})")
 
         # verbose=0 always: progress goes through the callback, never onto the job's stdout.
-        model.fit(X, target, epochs=epochs, batch_size=int(self.batch_size), verbose=0,
-                  validation_data=validation_data, callbacks=[_Progress()])
+        model.fit(
+            X,
+            target,
+            epochs=epochs,
+            batch_size=int(self.batch_size),
+            verbose=0,
+            validation_data=validation_data,
+            callbacks=[_Progress()],
+        )
         self.model_ = model
         self.n_features_in_ = n_inputs
         self.output_mode_ = mode
@@ -253,8 +285,9 @@ class _KerasNet(BaseEstimator):
                 self.model_ = keras.saving.load_model(path, compile=False)
 
 
-def _validation_rows(y: np.ndarray, fraction: float, classify: bool,
-                     seed: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+def _validation_rows(
+    y: np.ndarray, fraction: float, classify: bool, seed: int
+) -> tuple[np.ndarray | None, np.ndarray | None]:
     """Rows to fit and rows to validate on (random with ``seed``), or ``(None, None)`` for no validation.
 
     Every class keeps at least one fitted row; fewer than one validation row or two fitted rows means no
@@ -299,8 +332,11 @@ class KerasRegressor(RegressorMixin, _KerasNet):
     def _output(self, spec: ArchitectureSpec, n_classes: int) -> tuple[LayerSpec, str, str]:
         out = spec.output
         activation = "linear" if out.activation == "softmax" else out.activation
-        return LayerSpec("Dense", units=1, activation=activation, initializer=out.initializer), \
-            spec.loss or "mse", "value"
+        return (
+            LayerSpec("Dense", units=1, activation=activation, initializer=out.initializer),
+            spec.loss or "mse",
+            "value",
+        )
 
     def predict(self, X: Any) -> np.ndarray:
         """Predicted values, one per row."""
@@ -328,8 +364,11 @@ class KerasClassifier(ClassifierMixin, _KerasNet):
         out = spec.output
         if n_classes == 2 and out.units == 1 and out.activation == "sigmoid":
             return out, "binary_crossentropy", "sigmoid"
-        return LayerSpec("Dense", units=max(n_classes, 1), activation="softmax", initializer=out.initializer), \
-            "sparse_categorical_crossentropy", "softmax"
+        return (
+            LayerSpec("Dense", units=max(n_classes, 1), activation="softmax", initializer=out.initializer),
+            "sparse_categorical_crossentropy",
+            "softmax",
+        )
 
     def predict_proba(self, X: Any) -> np.ndarray:
         """Class probabilities, one column per class."""

@@ -24,26 +24,74 @@ MAX_BATCH_SIZE = 65_536
 DEFAULT_HIDDEN = (64, 32)
 
 LAYER_TYPES = ("Dense", "Dropout")
-ACTIVATIONS = ("relu", "sigmoid", "softmax", "tanh", "linear", "elu", "selu", "gelu", "swish", "silu",
-               "softplus", "softsign", "leaky_relu", "relu6", "hard_sigmoid", "exponential")
-INITIALIZERS = ("glorot_uniform", "glorot_normal", "he_normal", "he_uniform", "lecun_normal",
-                "lecun_uniform", "random_normal", "random_uniform", "truncated_normal", "orthogonal",
-                "zeros", "ones")
+ACTIVATIONS = (
+    "relu",
+    "sigmoid",
+    "softmax",
+    "tanh",
+    "linear",
+    "elu",
+    "selu",
+    "gelu",
+    "swish",
+    "silu",
+    "softplus",
+    "softsign",
+    "leaky_relu",
+    "relu6",
+    "hard_sigmoid",
+    "exponential",
+)
+INITIALIZERS = (
+    "glorot_uniform",
+    "glorot_normal",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "random_normal",
+    "random_uniform",
+    "truncated_normal",
+    "orthogonal",
+    "zeros",
+    "ones",
+)
 # name -> class in keras.optimizers (constructed by us with ``learning_rate``).
-OPTIMIZERS = {"adam": "Adam", "adamw": "AdamW", "adamax": "Adamax", "nadam": "Nadam", "sgd": "SGD",
-              "rmsprop": "RMSprop", "adagrad": "Adagrad", "adadelta": "Adadelta"}
+OPTIMIZERS = {
+    "adam": "Adam",
+    "adamw": "AdamW",
+    "adamax": "Adamax",
+    "nadam": "Nadam",
+    "sgd": "SGD",
+    "rmsprop": "RMSprop",
+    "adagrad": "Adagrad",
+    "adadelta": "Adadelta",
+}
 CLASSIFICATION_LOSSES = ("binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 # name -> class in keras.losses.
-REGRESSION_LOSSES = {"mse": "MeanSquaredError", "mean_squared_error": "MeanSquaredError",
-                     "mae": "MeanAbsoluteError", "mean_absolute_error": "MeanAbsoluteError",
-                     "huber": "Huber", "log_cosh": "LogCosh",
-                     "msle": "MeanSquaredLogarithmicError",
-                     "mean_squared_logarithmic_error": "MeanSquaredLogarithmicError",
-                     "mape": "MeanAbsolutePercentageError",
-                     "mean_absolute_percentage_error": "MeanAbsolutePercentageError"}
+REGRESSION_LOSSES = {
+    "mse": "MeanSquaredError",
+    "mean_squared_error": "MeanSquaredError",
+    "mae": "MeanAbsoluteError",
+    "mean_absolute_error": "MeanAbsoluteError",
+    "huber": "Huber",
+    "log_cosh": "LogCosh",
+    "msle": "MeanSquaredLogarithmicError",
+    "mean_squared_logarithmic_error": "MeanSquaredLogarithmicError",
+    "mape": "MeanAbsolutePercentageError",
+    "mean_absolute_percentage_error": "MeanAbsolutePercentageError",
+}
 CLASSIFICATION_METRICS = ("accuracy",)
-REGRESSION_METRICS = ("mae", "mse", "mape", "msle", "mean_absolute_error", "mean_squared_error",
-                      "mean_absolute_percentage_error", "mean_squared_logarithmic_error")
+REGRESSION_METRICS = (
+    "mae",
+    "mse",
+    "mape",
+    "msle",
+    "mean_absolute_error",
+    "mean_squared_error",
+    "mean_absolute_percentage_error",
+    "mean_squared_logarithmic_error",
+)
 
 _ARCHITECTURE_KEYS = ("layers", "compile")
 _COMPILE_KEYS = ("optimizer", "loss", "metrics")
@@ -107,8 +155,12 @@ def _whole(value: object, field: str, low: int, high: int) -> int:
 
 def _rate(value: object, field: str) -> float:
     """A fraction in [0, 1), else a sentence naming ``field``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0.0 <= float(value) < 1.0:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0.0 <= float(value) < 1.0
+    ):
         raise ValueError(f"{field} must be a fraction from 0 up to (not including) 1, not {_short(value)}.")
     return float(value)
 
@@ -122,8 +174,7 @@ def _only_keys(spec: dict[Any, Any], allowed: tuple[str, ...], field: str) -> No
 def _layer(raw: object, field: str, is_output: bool) -> list[LayerSpec]:
     """One entry of ``architecture.layers`` as one or two layers (a Dense ``dropout`` adds a Dropout)."""
     if not isinstance(raw, dict):
-        raise ValueError(f"{field} must be an object such as {{\"type\": \"Dense\", \"units\": 16}}, "
-                         f"not {_short(raw)}.")
+        raise ValueError(f'{field} must be an object such as {{"type": "Dense", "units": 16}}, not {_short(raw)}.')
     kind = _choice(raw.get("type", "Dense"), LAYER_TYPES, f"{field}.type")
     if kind == "Dropout":
         _only_keys(raw, _DROPOUT_KEYS, f"{field} (a Dropout layer)")
@@ -138,8 +189,11 @@ def _layer(raw: object, field: str, is_output: bool) -> list[LayerSpec]:
         raise ValueError(f"{field}.units is missing; give the number of units of this Dense layer.")
     units = _whole(raw["units"], f"{field}.units", 1, MAX_UNITS)
     activation = raw.get("activation")
-    activation = ("linear" if is_output else "relu") if activation is None \
+    activation = (
+        ("linear" if is_output else "relu")
+        if activation is None
         else _choice(activation, ACTIVATIONS, f"{field}.activation")
+    )
     initializer = raw.get("kernel_initializer")
     if initializer is not None:
         initializer = _choice(initializer, INITIALIZERS, f"{field}.kernel_initializer")

@@ -42,13 +42,28 @@ PLOT_KINDS: dict[str, list[str]] = {
     CLASSIFICATION: ["confusion_matrix", "roc", "precision_recall", "calibration", "feature_importance"],
 }
 KIND_TITLES = {
-    "predicted_vs_actual": "Predicted vs actual", "residuals": "Residuals",
-    "feature_importance": "Feature importance", "confusion_matrix": "Confusion matrix",
-    "roc": "ROC curve", "precision_recall": "Precision-recall curve", "calibration": "Calibration",
+    "predicted_vs_actual": "Predicted vs actual",
+    "residuals": "Residuals",
+    "feature_importance": "Feature importance",
+    "confusion_matrix": "Confusion matrix",
+    "roc": "ROC curve",
+    "precision_recall": "Precision-recall curve",
+    "calibration": "Calibration",
 }
-METRIC_LABELS = {"r2": "R²", "mse": "MSE", "rmse": "RMSE", "mae": "MAE", "accuracy": "accuracy",
-                 "precision": "precision", "recall": "recall", "f1": "F1", "roc_auc": "ROC AUC",
-                 "auc_pr": "PR AUC", "brier_score": "Brier score", "log_loss": "log loss"}
+METRIC_LABELS = {
+    "r2": "R²",
+    "mse": "MSE",
+    "rmse": "RMSE",
+    "mae": "MAE",
+    "accuracy": "accuracy",
+    "precision": "precision",
+    "recall": "recall",
+    "f1": "F1",
+    "roc_auc": "ROC AUC",
+    "auc_pr": "PR AUC",
+    "brier_score": "Brier score",
+    "log_loss": "log loss",
+}
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "brier_score", "log_loss"})
 FIGSIZE = (6.0, 4.0)
 DPI = 100
@@ -93,6 +108,7 @@ def figure_to_png(fig: Figure, dpi: float | None = None) -> bytes:
 
 # -- what can be drawn --------------------------------------------------------------------------------
 
+
 def _finite(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, (int, float, np.number)):
         return None
@@ -125,14 +141,17 @@ class _HeldOut:
     labels: list[str]
 
 
-def _held_out(metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | None,
-              task: str) -> tuple[_HeldOut | None, str]:
+def _held_out(
+    metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | None, task: str
+) -> tuple[_HeldOut | None, str]:
     """The held-out sample ready to draw, or None and the sentence saying why it cannot be used."""
     if not artefacts:
         old = not isinstance(metadata.get("format_version"), int)
-        return None, ("No held-out predictions were saved with this model"
-                      + (" (it was trained by an older worker)" if old else "")
-                      + "; train it again with this worker to get this plot.")
+        return None, (
+            "No held-out predictions were saved with this model"
+            + (" (it was trained by an older worker)" if old else "")
+            + "; train it again with this worker to get this plot."
+        )
     try:
         y_true = np.asarray(artefacts["y_true"]).ravel()
         y_pred = np.asarray(artefacts["y_pred"]).ravel()
@@ -175,8 +194,10 @@ def _importance_reason(metadata: Mapping[str, Any]) -> str | None:
     if _importances(metadata):
         return None
     if metadata.get("feature_importance_method") == "none":
-        return ("This model has no built-in feature importances, and permutation importance was skipped "
-                "(too many features or too few held-out rows).")
+        return (
+            "This model has no built-in feature importances, and permutation importance was skipped "
+            "(too many features or too few held-out rows)."
+        )
     if not isinstance(metadata.get("format_version"), int):
         return "No feature importances were saved with this model (it was trained by an older worker)."
     return "No feature importances were saved with this model."
@@ -196,8 +217,11 @@ def available_kinds(metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | 
     """Every plot kind for this model's task, mapped to None (drawable) or the sentence saying why not."""
     task = task_of(metadata, artefacts)
     out: dict[str, str | None] = {}
-    held, why = _held_out(metadata, artefacts, task) if task else (
-        None, "The model's metadata does not say whether it is a regression or a classification model.")
+    held, why = (
+        _held_out(metadata, artefacts, task)
+        if task
+        else (None, "The model's metadata does not say whether it is a regression or a classification model.")
+    )
     for kind in PLOT_KINDS[task] if task else _ALL_KINDS:
         if kind == "feature_importance":
             out[kind] = _importance_reason(metadata)
@@ -213,13 +237,13 @@ def available_kinds(metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | 
 
 
 def _name(metadata: Mapping[str, Any]) -> str:
-    name = str(metadata.get("display_name") or metadata.get("custom_name") or metadata.get("model_id") or
-               "model")
+    name = str(metadata.get("display_name") or metadata.get("custom_name") or metadata.get("model_id") or "model")
     return name if len(name) <= 60 else name[:59] + "…"
 
 
-def make_plot(kind: str | None, metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | None, *,
-              max_points: int = 5000) -> Figure:
+def make_plot(
+    kind: str | None, metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | None, *, max_points: int = 5000
+) -> Figure:
     """Draw one plot kind (None: the task's default, or the first drawable one) and return the Figure.
 
     Raises :class:`PlotError` naming the valid kinds for an unknown kind, and saying why for a kind this
@@ -253,6 +277,7 @@ def make_plot(kind: str | None, metadata: Mapping[str, Any], artefacts: Mapping[
 
 
 # -- regression ---------------------------------------------------------------------------------------
+
 
 def _subsample(n: int, max_points: int) -> np.ndarray:
     if n <= max_points:
@@ -289,11 +314,16 @@ def _predicted_vs_actual(held: _HeldOut, metadata: Mapping[str, Any], max_points
     hi = float(max(held.y_true.max(), held.y_pred.max()))
     pad = (hi - lo) * 0.03 or 1.0
     ax.plot([lo - pad, hi + pad], [lo - pad, hi + pad], "--", color=_GREY, lw=1, label="perfect prediction")
-    ax.set(xlim=(lo - pad, hi + pad), ylim=(lo - pad, hi + pad), title="Predicted vs actual",
-           xlabel=f"Actual {_target(metadata)}", ylabel=f"Predicted {_target(metadata)}")
+    ax.set(
+        xlim=(lo - pad, hi + pad),
+        ylim=(lo - pad, hi + pad),
+        title="Predicted vs actual",
+        xlabel=f"Actual {_target(metadata)}",
+        ylabel=f"Predicted {_target(metadata)}",
+    )
     ax.legend(loc="upper left", fontsize=8, frameon=False)
     err = held.y_true - held.y_pred
-    rmse, mae = math.sqrt(float(np.mean(err ** 2))), float(np.mean(np.abs(err)))
+    rmse, mae = math.sqrt(float(np.mean(err**2))), float(np.mean(np.abs(err)))
     _note(ax, f"RMSE {rmse:.4g} · MAE {mae:.4g} · {_rows_note(len(idx), len(err))}")
     return fig
 
@@ -329,6 +359,7 @@ def _residuals(held: _HeldOut, metadata: Mapping[str, Any], max_points: int) -> 
 
 # -- classification -----------------------------------------------------------------------------------
 
+
 def _short(text: str, width: int = 16) -> str:
     return text if len(text) <= width else text[: width - 1] + "…"
 
@@ -338,7 +369,7 @@ def _middle(text: str, width: int = 36) -> str:
     if len(text) <= width:
         return text
     head = (width - 1) // 2
-    return text[:head] + "…" + text[-(width - 1 - head):]
+    return text[:head] + "…" + text[-(width - 1 - head) :]
 
 
 def _confusion_matrix(held: _HeldOut, metadata: Mapping[str, Any], max_points: int) -> Figure:
@@ -354,8 +385,15 @@ def _confusion_matrix(held: _HeldOut, metadata: Mapping[str, Any], max_points: i
         for i in range(k):
             for j in range(k):
                 text = f"{counts[i, j]:,}\n{share[i, j]:.0%}" if k <= 6 else f"{share[i, j]:.0%}"
-                ax.text(j, i, text, ha="center", va="center", fontsize=9 if k <= 4 else 7,
-                        color="white" if share[i, j] > 0.55 else "black")
+                ax.text(
+                    j,
+                    i,
+                    text,
+                    ha="center",
+                    va="center",
+                    fontsize=9 if k <= 4 else 7,
+                    color="white" if share[i, j] > 0.55 else "black",
+                )
     step = max(1, math.ceil(k / 25))
     ticks = list(range(0, k, step))
     names = [_short(held.labels[t]) for t in ticks]
@@ -369,8 +407,9 @@ def _confusion_matrix(held: _HeldOut, metadata: Mapping[str, Any], max_points: i
 def _curve_legend(ax: Any, loc: str, shown: int, usable: int, n: int) -> None:
     """The legend, titled with how many rows (and which classes) the curves come from."""
     extra = f"{shown} most frequent of {usable} classes, " if usable > shown else ""
-    legend = ax.legend(loc=loc, fontsize=7 if shown > 4 else 8, frameon=False,
-                       title=f"{extra}{n:,} held-out rows", title_fontsize=7)
+    legend = ax.legend(
+        loc=loc, fontsize=7 if shown > 4 else 8, frameon=False, title=f"{extra}{n:,} held-out rows", title_fontsize=7
+    )
     legend.get_title().set_color(_GREY)
 
 
@@ -396,8 +435,13 @@ def _roc(held: _HeldOut, metadata: Mapping[str, Any], max_points: int) -> Figure
         label = f"{_short(held.labels[c], 20)} (AUC {area(fpr, tpr):.3f})"
         ax.plot(*_thin(fpr, tpr), lw=1.5, label=("positive: " if len(held.labels) == 2 else "") + label)
     ax.plot([0, 1], [0, 1], "--", color=_GREY, lw=1, label="chance")
-    ax.set(xlim=(0, 1), ylim=(0, 1.01), title="ROC curve" + (" (one vs rest)" if len(held.labels) > 2 else ""),
-           xlabel="False positive rate", ylabel="True positive rate")
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        title="ROC curve" + (" (one vs rest)" if len(held.labels) > 2 else ""),
+        xlabel="False positive rate",
+        ylabel="True positive rate",
+    )
     _curve_legend(ax, "lower right", len(classes), usable, len(held.y_true))
     return fig
 
@@ -414,12 +458,21 @@ def _precision_recall(held: _HeldOut, metadata: Mapping[str, Any], max_points: i
         precision, recall, _ = precision_recall_curve(positive, held.proba[:, c])
         ap = -float(np.sum(np.diff(recall) * precision[:-1]))  # average precision, as scikit-learn defines it
         label = f"{_short(held.labels[c], 20)} (AP {ap:.3f})"
-        ax.plot(*_thin(recall, precision), lw=1.5, drawstyle="steps-post",
-                label=("positive: " if len(held.labels) == 2 else "") + label)
+        ax.plot(
+            *_thin(recall, precision),
+            lw=1.5,
+            drawstyle="steps-post",
+            label=("positive: " if len(held.labels) == 2 else "") + label,
+        )
     if len(held.labels) == 2:
         ax.axhline(float(np.mean(held.y_true == 1)), color=_GREY, lw=1, ls="--", label="chance (share of positives)")
-    ax.set(xlim=(0, 1), ylim=(0, 1.02), xlabel="Recall", ylabel="Precision",
-           title="Precision-recall curve" + (" (one vs rest)" if len(held.labels) > 2 else ""))
+    ax.set(
+        xlim=(0, 1),
+        ylim=(0, 1.02),
+        xlabel="Recall",
+        ylabel="Precision",
+        title="Precision-recall curve" + (" (one vs rest)" if len(held.labels) > 2 else ""),
+    )
     _curve_legend(ax, "lower left", len(classes), usable, len(held.y_true))
     return fig
 
@@ -447,8 +500,15 @@ def _calibration(held: _HeldOut, metadata: Mapping[str, Any], max_points: int) -
     ax.plot([0, 1], [0, 1], "--", color=_GREY, lw=1, label="perfectly calibrated")
     ax.plot(predicted, observed, "-", color="C0", lw=1.5, label="this model")
     if len(counts) == len(predicted):
-        ax.scatter(predicted, observed, s=12 + 140 * np.sqrt(counts / counts.max()), color="C0", zorder=3,
-                   edgecolors="white", linewidths=0.5)
+        ax.scatter(
+            predicted,
+            observed,
+            s=12 + 140 * np.sqrt(counts / counts.max()),
+            color="C0",
+            zorder=3,
+            edgecolors="white",
+            linewidths=0.5,
+        )
     ax.set(xlim=(0, 1), ylim=(0, 1.02), title="Calibration", ylabel=ylabel)
     ax.tick_params(labelbottom=False)
     ax.legend(loc="upper left", fontsize=8, frameon=False)
@@ -461,6 +521,7 @@ def _calibration(held: _HeldOut, metadata: Mapping[str, Any], max_points: int) -
 
 
 # -- any task -----------------------------------------------------------------------------------------
+
 
 def _feature_importance(metadata: Mapping[str, Any]) -> Figure:
     from matplotlib.ticker import PercentFormatter
@@ -478,17 +539,24 @@ def _feature_importance(metadata: Mapping[str, Any]) -> Figure:
     ax.set_xlim(0, max(values) * 1.18)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
     how = {"model": "the model's own measure", "permutation": "permutation on held-out rows"}.get(
-        str(metadata.get("feature_importance_method")), "")
-    ax.set(title="Feature importance", ylabel="Feature",
-           xlabel="Share of total importance" + (f" ({how})" if how else ""))
+        str(metadata.get("feature_importance_method")), ""
+    )
+    ax.set(
+        title="Feature importance", ylabel="Feature", xlabel="Share of total importance" + (f" ({how})" if how else "")
+    )
     if len(ranked) > len(shown):
         _note(ax, f"top {len(shown)} of {len(ranked)} features")
     return fig
 
 
-_DRAW = {"predicted_vs_actual": _predicted_vs_actual, "residuals": _residuals,
-         "confusion_matrix": _confusion_matrix, "roc": _roc, "precision_recall": _precision_recall,
-         "calibration": _calibration}
+_DRAW = {
+    "predicted_vs_actual": _predicted_vs_actual,
+    "residuals": _residuals,
+    "confusion_matrix": _confusion_matrix,
+    "roc": _roc,
+    "precision_recall": _precision_recall,
+    "calibration": _calibration,
+}
 
 
 def _metric_of(row: Mapping[str, Any], metric: str) -> float | None:
@@ -514,8 +582,10 @@ def comparison_plot(rows: Sequence[Mapping[str, Any]], metric: str) -> Figure:
     shown = scored[:MAX_COMPARED]
     names = [str(r.get("display_name") or r.get("model_id") or "?") for r, _ in shown]
     twice = {n for n in names if names.count(n) > 1}
-    names = [_middle(n) + (f" · {str(r.get('model_id'))[-15:]}" if n in twice else "")
-             for n, (r, _) in zip(names, shown, strict=True)]
+    names = [
+        _middle(n) + (f" · {str(r.get('model_id'))[-15:]}" if n in twice else "")
+        for n, (r, _) in zip(names, shown, strict=True)
+    ]
     fig = _figure(max(2.2, min(8.0, 1.2 + 0.3 * len(shown))))
     ax = fig.add_subplot()
     values = [v for _, v in shown]
@@ -524,17 +594,27 @@ def comparison_plot(rows: Sequence[Mapping[str, Any]], metric: str) -> Figure:
     ax.set_yticks(range(len(shown))[::-1], names, fontsize=8)
     span = max(abs(v) for v in values) or 1.0
     for y, v in zip(range(len(shown))[::-1], values, strict=True):
-        ax.text(v, y, f" {v:.3f}" if v >= 0 else f"{v:.3f} ", va="center", ha="left" if v >= 0 else "right",
-                fontsize=7)
+        ax.text(v, y, f" {v:.3f}" if v >= 0 else f"{v:.3f} ", va="center", ha="left" if v >= 0 else "right", fontsize=7)
     ax.set_xlim(min(0.0, min(values) * 1.2), max(0.0, max(values)) + 0.18 * span)
     ax.axvline(0, color=_GREY, lw=0.8)
-    ax.set(title=f"{label} across {len(shown)} model(s)", xlabel=label + (" (lower is better)" if lower
-                                                                         else " (higher is better)"))
+    ax.set(
+        title=f"{label} across {len(shown)} model(s)",
+        xlabel=label + (" (lower is better)" if lower else " (higher is better)"),
+    )
     left_out = len(rows) - len(shown)
     if left_out:
         _note(ax, f"{left_out} model(s) not shown (no {label}, or beyond the best {MAX_COMPARED})")
     return fig
 
 
-__all__ = ["PLOT_KINDS", "PlotError", "available_kinds", "comparison_plot", "default_kind", "figure_to_png",
-           "headline_metric", "make_plot", "task_of"]
+__all__ = [
+    "PLOT_KINDS",
+    "PlotError",
+    "available_kinds",
+    "comparison_plot",
+    "default_kind",
+    "figure_to_png",
+    "headline_metric",
+    "make_plot",
+    "task_of",
+]

@@ -54,8 +54,10 @@ def output_path_for(source: Path, meta: dict[str, Any], job_id: str) -> Path:
     tag = "".join(ch for ch in job_id if ch.isascii() and (ch.isalnum() or ch in "_-"))[:64]
     if not tag:
         tag = datetime.now().strftime("%Y%m%d_%H%M%S")
-    stem = (f"predictions_{_name_part(meta.get('model_type'), 'MODEL')}_"
-            f"{_name_part(meta.get('target_column'), 'PRED')}_{tag}")
+    stem = (
+        f"predictions_{_name_part(meta.get('model_type'), 'MODEL')}_"
+        f"{_name_part(meta.get('target_column'), 'PRED')}_{tag}"
+    )
     candidate = source.with_name(f"{stem}.csv")
     n = 1
     while os.path.lexists(candidate):
@@ -85,8 +87,10 @@ def wire_predictions(extra: pd.DataFrame, labels: list[Any] | None, classifier: 
     if labels and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in labels):
         return [float(v) for v in values], "predicted class labels"
     position = {str(label): i for i, label in enumerate(labels)}
-    return ([float(position.get(str(v), -1)) for v in values],
-            "position of the predicted class in the model's sorted class labels (0-based)")
+    return (
+        [float(position.get(str(v), -1)) for v in values],
+        "position of the predicted class in the model's sorted class labels (0-based)",
+    )
 
 
 def _total_rows(path: Path) -> int | None:
@@ -120,8 +124,10 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     output = policy.writable(output_path_for(source, meta, ctx.job_id))
     predictor = Predictor(model, encoders, meta, features)
     if predictor.replaced(columns):
-        notes.append(f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
-                     "the new predictions in the output file.")
+        notes.append(
+            f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
+            "the new predictions in the output file."
+        )
     total = _total_rows(source)
     ctx.progress(5, f"Predicting on {source.name}", "predicting")
     rows = 0
@@ -196,8 +202,10 @@ def _percent(rows: int, total: int | None) -> float:
 def _compare_features(requested: object, features: list[str]) -> list[str]:
     if not isinstance(requested, list) or not requested or list(requested) == features:
         return []
-    return [f"The model's own feature columns ({', '.join(features)}) were used instead of the ones sent "
-            f"with the job ({', '.join(str(c) for c in requested)})."]
+    return [
+        f"The model's own feature columns ({', '.join(features)}) were used instead of the ones sent "
+        f"with the job ({', '.join(str(c) for c in requested)})."
+    ]
 
 
 def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
@@ -250,8 +258,10 @@ class Predictor:
             try:
                 X[col] = enc.transform(X[col].astype(str))
             except ValueError as exc:
-                raise JobError(f"Column {col!r} has values the model never saw in training; this older model "
-                               "cannot handle them, so retrain it with this worker.") from exc
+                raise JobError(
+                    f"Column {col!r} has values the model never saw in training; this older model "
+                    "cannot handle them, so retrain it with this worker."
+                ) from exc
         return X
 
     def predict(self, chunk: pd.DataFrame) -> pd.DataFrame:
@@ -268,8 +278,10 @@ class Predictor:
             raise
         except Exception as exc:
             detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            raise JobError(f"The model could not predict on this table ({detail}); check that its columns "
-                           "hold the same kind of values as the training data.") from exc
+            raise JobError(
+                f"The model could not predict on this table ({detail}); check that its columns "
+                "hold the same kind of values as the training data."
+            ) from exc
         out = pd.DataFrame(index=chunk.index)
         if self.classifier and self.label_encoder is not None:
             out[PREDICTION_COLUMN] = self.label_encoder.inverse_transform(raw.astype("int64").ravel())

@@ -101,11 +101,21 @@ def build_preprocessor(roles: ColumnRoles, scale_numeric: bool) -> Any:
             steps.append(("scale", StandardScaler()))
         transformers.append(("num", Pipeline(steps), list(roles.numeric)))
     if roles.categorical:
-        transformers.append(("cat", Pipeline([
-            ("impute", SimpleImputer(strategy="most_frequent")),
-            ("onehot", OneHotEncoder(handle_unknown="ignore", sparse_output=False,
-                                     max_categories=MAX_CATEGORIES)),
-        ]), list(roles.categorical)))
+        transformers.append(
+            (
+                "cat",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        (
+                            "onehot",
+                            OneHotEncoder(handle_unknown="ignore", sparse_output=False, max_categories=MAX_CATEGORIES),
+                        ),
+                    ]
+                ),
+                list(roles.categorical),
+            )
+        )
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
 
 
@@ -173,13 +183,13 @@ def class_labels(encoder: Any) -> list[Any]:
     return [v.item() if hasattr(v, "item") else v for v in encoder.classes_]
 
 
-def describe(roles: ColumnRoles, scale_numeric: bool, dropped_rows: int, target: str,
-             labels: list[Any] | None, model_type: str) -> dict[str, Any]:
+def describe(
+    roles: ColumnRoles, scale_numeric: bool, dropped_rows: int, target: str, labels: list[Any] | None, model_type: str
+) -> dict[str, Any]:
     """A human description of the preprocessing (for metadata and the model browser) plus its facts."""
     lines: list[str] = []
     if roles.numeric:
-        text = (f"Numeric columns ({', '.join(roles.numeric)}): missing values replaced by the training "
-                "median")
+        text = f"Numeric columns ({', '.join(roles.numeric)}): missing values replaced by the training median"
         lines.append(text + ("; standardised to mean 0 and standard deviation 1." if scale_numeric else "."))
     if roles.categorical:
         lines.append(
@@ -194,8 +204,9 @@ def describe(roles: ColumnRoles, scale_numeric: bool, dropped_rows: int, target:
     if labels is not None:
         mapping = ", ".join(f"{label!r}={i}" for i, label in enumerate(labels[:20]))
         more = " ..." if len(labels) > 20 else ""
-        lines.append(f"Class labels encoded as numbers ({mapping}{more}); predictions are given back in the "
-                     "original labels.")
+        lines.append(
+            f"Class labels encoded as numbers ({mapping}{more}); predictions are given back in the original labels."
+        )
     return {
         "description": lines,
         **roles.as_dict(),

@@ -52,8 +52,14 @@ log = logging.getLogger("statsbot_nb.store")
 
 MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
 LISTED_FIELDS = (
-    "model_id", "model_type", "task_type", "created_at", "feature_columns", "target_column",
-    "custom_name", "display_name",
+    "model_id",
+    "model_type",
+    "task_type",
+    "created_at",
+    "feature_columns",
+    "target_column",
+    "custom_name",
+    "display_name",
 )
 FORMAT_VERSION = 1
 PICKLE_PROTOCOL = 4
@@ -91,8 +97,7 @@ def validate_model_id(model_id: object) -> str:
     """Return ``model_id`` if it is a plain store name, else raise :class:`JobError` saying why."""
     if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id) or ".." in model_id:
         raise JobError(
-            f"{model_id!r} is not a valid model id: use the id shown by list_models "
-            "(letters, digits, '_', '-', '.')."
+            f"{model_id!r} is not a valid model id: use the id shown by list_models (letters, digits, '_', '-', '.')."
         )
     return model_id
 
@@ -145,6 +150,7 @@ def list_models(store: Path) -> list[dict[str, Any]]:
 
 
 # -- creating and saving ------------------------------------------------------------------------------
+
 
 def _created_key(value: object) -> float:
     """``created_at`` as a POSIX time for sorting (times without a zone are local, as older workers wrote
@@ -200,8 +206,10 @@ def _dumps(obj: Any, what: str) -> bytes:
     try:
         return pickle.dumps(obj, protocol=PICKLE_PROTOCOL)
     except Exception as exc:
-        raise JobError(f"The trained model could not be saved because its {what} cannot be stored "
-                       f"({type(exc).__name__}); nothing was written to the model store.") from exc
+        raise JobError(
+            f"The trained model could not be saved because its {what} cannot be stored "
+            f"({type(exc).__name__}); nothing was written to the model store."
+        ) from exc
 
 
 def _dump_json(path: Path, data: dict[str, Any]) -> None:
@@ -209,8 +217,14 @@ def _dump_json(path: Path, data: dict[str, Any]) -> None:
     _write_file(path, text.encode("utf-8"))
 
 
-def save_model(store: Path, model_id: str, model_obj: Any, metadata: dict[str, Any],
-               artefacts: dict[str, Any] | None = None, encoders: dict[str, Any] | None = None) -> Path:
+def save_model(
+    store: Path,
+    model_id: str,
+    model_obj: Any,
+    metadata: dict[str, Any],
+    artefacts: dict[str, Any] | None = None,
+    encoders: dict[str, Any] | None = None,
+) -> Path:
     """Write a model atomically and return its folder.
 
     Everything is written into ``store/.tmp-<id>-<random>`` and renamed to ``store/<model_id>`` at the
@@ -289,6 +303,7 @@ def _sweep_stale_temps(store: Path) -> None:
 
 # -- loading ------------------------------------------------------------------------------------------
 
+
 def _no_such_model(model_id: object) -> JobError:
     return JobError(f"There is no model {model_id} in the model store; list_models shows the ids to use.")
 
@@ -311,8 +326,9 @@ def _read_regular(path: Path, model_id: str) -> bytes:
     except FileNotFoundError as exc:
         raise JobError(f"Model {model_id} is incomplete: {path.name} is missing; train it again.") from exc
     except OSError as exc:
-        raise JobError(f"Model {model_id} cannot be read: {path.name} is not a regular file "
-                       f"({exc.strerror or exc}).") from exc
+        raise JobError(
+            f"Model {model_id} cannot be read: {path.name} is not a regular file ({exc.strerror or exc})."
+        ) from exc
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise JobError(f"Model {model_id} cannot be read: {path.name} is not a regular file.")
@@ -347,11 +363,15 @@ def _loads(data: bytes, model_id: str, name: str) -> Any:
         return pickle.loads(data)
     except ModuleNotFoundError as exc:
         package = (exc.name or "a package").split(".")[0]
-        raise JobError(f"Model {model_id} needs the Python package {package!r}, which is not installed; "
-                       f"install it with pip and try again.") from exc
+        raise JobError(
+            f"Model {model_id} needs the Python package {package!r}, which is not installed; "
+            f"install it with pip and try again."
+        ) from exc
     except Exception as exc:
-        raise JobError(f"{name} of model {model_id} could not be loaded ({type(exc).__name__}); it may come "
-                       "from an incompatible library version, so train the model again.") from exc
+        raise JobError(
+            f"{name} of model {model_id} could not be loaded ({type(exc).__name__}); it may come "
+            "from an incompatible library version, so train the model again."
+        ) from exc
 
 
 def load_model(store: Path, model_id: object) -> tuple[Any, dict[str, Any], dict[str, Any]]:
@@ -362,8 +382,7 @@ def load_model(store: Path, model_id: object) -> tuple[Any, dict[str, Any], dict
     """
     folder, meta = _existing_model(store, model_id)
     mid = folder.name
-    model_bytes = _verified(_read_regular(folder / MODEL_FILE, mid), meta.get("model_sha256"), mid,
-                            MODEL_FILE)
+    model_bytes = _verified(_read_regular(folder / MODEL_FILE, mid), meta.get("model_sha256"), mid, MODEL_FILE)
     enc_bytes = None
     enc_path = folder / ENCODERS_FILE
     if os.path.lexists(enc_path) or meta.get("encoders_sha256"):
@@ -429,6 +448,7 @@ def _rewrite_metadata(folder: Path, meta: dict[str, Any]) -> None:
 
 
 # -- job handlers -------------------------------------------------------------------------------------
+
 
 def list_models_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """``list_models``: every model in the local store, newest first.

@@ -67,9 +67,7 @@ def parse_request(params: dict[str, Any]) -> TrainRequest:
         raise JobError("feature_columns must contain only column names (non-empty text).")
     features = list(dict.fromkeys(features))
     if target in features:
-        raise JobError(
-            f"target_column {target!r} is also listed in feature_columns; remove it from the features."
-        )
+        raise JobError(f"target_column {target!r} is also listed in feature_columns; remove it from the features.")
     model_type = estimators.check_model_type(params.get("model_type"))
     task = params.get("task_type")
     if task in (None, "", "neural_network", "auto"):
@@ -82,17 +80,21 @@ def parse_request(params: dict[str, Any]) -> TrainRequest:
         # (template_handlers.py ``_infer_task_type``), so a saved linear-regression template arrives as
         # {linear, classification}. These model types only regress: train what the template was saved for.
         task = estimators.REGRESSION
-        note = (f"{model_type} is a regression model, so it was trained for regression although the job "
-                "said classification (the bot's templates send that for every model type without "
-                "'regression' in its name).")
+        note = (
+            f"{model_type} is a regression model, so it was trained for regression although the job "
+            "said classification (the bot's templates send that for every model type without "
+            "'regression' in its name)."
+        )
     hyper = params.get("hyperparameters")
     if hyper is not None and not isinstance(hyper, dict):
         raise JobError("hyperparameters must be an object of name: value pairs or null.")
     if _bot_keras_split(params, hyper):
         test_size = TODAYS_TEST_SIZE
-        note = (f"The bot's neural-network flow sends test_size = 1 - validation_split "
-                f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
-                "are held out for testing and validation_split of the rest validates each epoch.")
+        note = (
+            f"The bot's neural-network flow sends test_size = 1 - validation_split "
+            f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
+            "are held out for testing and validation_split of the rest validates each epoch."
+        )
     else:
         test_size = _test_size(params.get("test_size"))
     name = params.get("custom_name")
@@ -127,8 +129,7 @@ def _test_size(raw: object) -> float:
             value = float(raw)
         except ValueError:
             value = raw
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 < value < 1:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
         raise JobError(f"test_size must be a fraction between 0 and 1 (for example 0.2), not {raw!r}.")
     return float(value)
 
@@ -158,16 +159,20 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     available = read_columns(path)
     missing = [c for c in [*req.feature_columns, req.target_column] if c not in set(available)]
     if missing:
-        raise JobError(f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
-                       f"its columns are {', '.join(repr(c) for c in available[:50])}.")
+        raise JobError(
+            f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
+            f"its columns are {', '.join(repr(c) for c in available[:50])}."
+        )
     ctx.progress(3, f"Reading {path.name}", "loading")
     frame = read_table(path, [*req.feature_columns, req.target_column])
     total_rows = len(frame)
     frame, dropped = preprocess.drop_missing_target(frame, req.target_column)
     ctx.progress(10, f"Read {total_rows:,} rows", "loading")
     if len(frame) < MIN_ROWS:
-        raise JobError(f"Only {len(frame)} row(s) of {path.name} have a value in {req.target_column!r}; "
-                       f"training needs at least {MIN_ROWS}.")
+        raise JobError(
+            f"Only {len(frame)} row(s) of {path.name} have a value in {req.target_column!r}; "
+            f"training needs at least {MIN_ROWS}."
+        )
 
     task = req.task_type or infer_task(req.model_type, frame[req.target_column])
     if plan is None:
@@ -177,11 +182,14 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     ctx.progress(95, "Saving the model", "saving")
     created = datetime.now().astimezone()
     model_id = store.new_model_id(ctx.settings.models_dir, req.model_type, task, created)
-    display = req.custom_name or (
-        f"{req.model_type.replace('_', ' ').title()} ({len(req.feature_columns)} features)")
-    model_info = {"model_type": req.model_type, "task_type": task,
-                  "created_at": created.isoformat(timespec="milliseconds"),  # orders models made in one second
-                  "target_column": req.target_column, "feature_columns": req.feature_columns}
+    display = req.custom_name or (f"{req.model_type.replace('_', ' ').title()} ({len(req.feature_columns)} features)")
+    model_info = {
+        "model_type": req.model_type,
+        "task_type": task,
+        "created_at": created.isoformat(timespec="milliseconds"),  # orders models made in one second
+        "target_column": req.target_column,
+        "feature_columns": req.feature_columns,
+    }
     metadata = {
         **model_info,
         "metrics": result["metrics"],
@@ -204,8 +212,14 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "notes": notes,
     }
     encoders = {req.target_column: result["label_encoder"]} if result["label_encoder"] is not None else None
-    store.save_model(ctx.settings.models_dir, model_id, result["pipeline"], metadata,
-                     artefacts=result["artefacts"], encoders=encoders)
+    store.save_model(
+        ctx.settings.models_dir,
+        model_id,
+        result["pipeline"],
+        metadata,
+        artefacts=result["artefacts"],
+        encoders=encoders,
+    )
     ctx.progress(100, f"Saved {model_id}", "saving")
     log.info("Trained %s in %.1fs", model_id, time.monotonic() - started)
     data: dict[str, Any] = {
@@ -223,8 +237,14 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return to_strict_json(data)
 
 
-def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.DataFrame, dropped: int,
-                   notes: list[str], ctx: JobContext) -> dict[str, Any]:
+def _fit_and_score(
+    req: TrainRequest,
+    plan: estimators.EstimatorPlan,
+    frame: pd.DataFrame,
+    dropped: int,
+    notes: list[str],
+    ctx: JobContext,
+) -> dict[str, Any]:
     """Split, preprocess, fit with progress and evaluate; everything :func:`train` saves."""
     from sklearn.pipeline import Pipeline
 
@@ -252,9 +272,7 @@ def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.
             f"The feature columns could not be prepared for training: {estimators._first_line(exc)}"
         ) from exc
     if Xt_train.shape[1] == 0:
-        raise JobError(
-            "The feature columns hold no usable values (every value is missing); choose other columns."
-        )
+        raise JobError("The feature columns hold no usable values (every value is missing); choose other columns.")
     ctx.progress(15, f"Fitting {req.model_type} on {len(train_idx):,} rows", "fitting")
 
     def report(fraction: float, message: str) -> None:
@@ -269,8 +287,10 @@ def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.
     try:
         y_pred = np.asarray(model.predict(Xt_test))
     except Exception as exc:  # a library refusing an option only when predicting (xgboost's `missing`)
-        raise JobError(f"The {req.model_type} model was fitted but could not score the held-out rows: "
-                       f"{estimators._first_line(exc)} Check its hyperparameters.") from exc
+        raise JobError(
+            f"The {req.model_type} model was fitted but could not score the held-out rows: "
+            f"{estimators._first_line(exc)} Check its hyperparameters."
+        ) from exc
     proba = None
     if classify:
         y_pred = y_pred.astype("int64")
@@ -284,7 +304,8 @@ def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.
     ctx.progress(90, "Measuring feature importance", "evaluating")
     sources = preprocess.output_feature_sources(preprocessor, roles)
     importances, method = evaluate.feature_importances(
-        pipeline, X_test, y_test, sources, req.feature_columns, "accuracy" if classify else "r2")
+        pipeline, X_test, y_test, sources, req.feature_columns, "accuracy" if classify else "r2"
+    )
     return {
         "pipeline": pipeline,
         "label_encoder": label_encoder,
@@ -295,15 +316,16 @@ def _fit_and_score(req: TrainRequest, plan: estimators.EstimatorPlan, frame: pd.
         "importances": importances,
         "importance_method": method,
         "artefacts": evaluate.artefacts(y_test, y_pred, proba, labels),
-        "preprocessing": preprocess.describe(roles, plan.scale_numeric, dropped, req.target_column, labels,
-                                             req.model_type),
-        "dataset_stats": dataset_stats(y, labels, len(train_idx), len(test_idx),
-                                       len(req.feature_columns), dropped),
+        "preprocessing": preprocess.describe(
+            roles, plan.scale_numeric, dropped, req.target_column, labels, req.model_type
+        ),
+        "dataset_stats": dataset_stats(y, labels, len(train_idx), len(test_idx), len(req.feature_columns), dropped),
     }
 
 
-def split_rows(y: np.ndarray, test_size: float, classify: bool,
-               notes: list[str]) -> tuple[np.ndarray, np.ndarray, bool]:
+def split_rows(
+    y: np.ndarray, test_size: float, classify: bool, notes: list[str]
+) -> tuple[np.ndarray, np.ndarray, bool]:
     """Train and test row indices (fixed seed); stratified for classification whenever possible.
 
     When a class has a single row (or the test set is smaller than the number of classes) the split is
@@ -320,8 +342,7 @@ def split_rows(y: np.ndarray, test_size: float, classify: bool,
                 tr, te = train_test_split(index, test_size=test_size, random_state=SEED, stratify=y)
                 return np.sort(tr), np.sort(te), True
             except ValueError:
-                notes.append(
-                    "The test set is smaller than the number of classes, so the split is not stratified.")
+                notes.append("The test set is smaller than the number of classes, so the split is not stratified.")
         else:
             rare = int((counts < 2).sum())
             notes.append(f"{rare} class(es) have a single row, so the train/test split is not stratified.")
@@ -336,23 +357,37 @@ def split_rows(y: np.ndarray, test_size: float, classify: bool,
     return np.sort(tr), np.sort(te), False
 
 
-def dataset_stats(y: np.ndarray, labels: list[Any] | None, n_train: int, n_test: int,
-                  n_features: int, dropped: int) -> dict[str, Any]:
+def dataset_stats(
+    y: np.ndarray, labels: list[Any] | None, n_train: int, n_test: int, n_features: int, dropped: int
+) -> dict[str, Any]:
     """Row counts plus the class distribution (classification) or target quartiles (regression)."""
-    stats: dict[str, Any] = {"n_rows": len(y), "n_train": n_train, "n_test": n_test,
-                             "n_features": n_features, "dropped_rows": dropped}
+    stats: dict[str, Any] = {
+        "n_rows": len(y),
+        "n_train": n_train,
+        "n_test": n_test,
+        "n_features": n_features,
+        "dropped_rows": dropped,
+    }
     if labels is not None:
         counts = np.bincount(y, minlength=len(labels))
         # The bot formats each class as ``v['count']`` and ``v['pct']`` (percent of rows, one decimal):
         # ml_training_local_path.py ``_format_sklearn_metrics`` and template_handlers.py.
         stats["class_distribution"] = {
             str(label): {"count": int(c), "pct": round(100.0 * c / len(y), 1)}
-            for label, c in zip(labels, counts, strict=True)}
+            for label, c in zip(labels, counts, strict=True)
+        }
     else:
         with np.errstate(all="ignore"):
             q = np.percentile(y, [0, 25, 50, 75, 100])
-            quartiles = {"min": float(q[0]), "q1": float(q[1]), "median": float(q[2]), "q3": float(q[3]),
-                         "max": float(q[4]), "mean": float(np.mean(y)), "std": float(np.std(y))}
+            quartiles = {
+                "min": float(q[0]),
+                "q1": float(q[1]),
+                "median": float(q[2]),
+                "q3": float(q[3]),
+                "max": float(q[4]),
+                "mean": float(np.mean(y)),
+                "std": float(np.std(y)),
+            }
         # The bot formats q1, median and q3 as numbers (``:.2f``); values so extreme that they overflow
         # are left out rather than sent as null.
         if all(math.isfinite(quartiles[k]) for k in ("q1", "median", "q3")):

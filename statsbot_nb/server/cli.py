@@ -33,8 +33,7 @@ async def _serve(args: argparse.Namespace) -> None:
         token = server.issue_token()
         print(f"StatsBot reference server on {server.url}", flush=True)
         print(f"Start a worker with:  statsbot-worker --ws-url {server.url} --token {token}", flush=True)
-        print("Type jobs as JSON lines, e.g. {\"action\": \"list_models\"}; Ctrl-D or Ctrl-C to stop.",
-              flush=True)
+        print('Type jobs as JSON lines, e.g. {"action": "list_models"}; Ctrl-D or Ctrl-C to stop.', flush=True)
         loop = asyncio.get_running_loop()
         reports: set[asyncio.Task[None]] = set()
         while True:

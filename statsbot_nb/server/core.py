@@ -82,9 +82,17 @@ class JobServer:
     makes a token, ``await server.run_job(action, params)`` submits a job and waits for its result.
     """
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, *, token_ttl: float = 300.0,
-                 session_ttl: float = 24 * 3600.0, extensions: bool = True, auth_timeout: float = 30.0,
-                 ping_interval: float | None = 20.0) -> None:
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        token_ttl: float = 300.0,
+        session_ttl: float = 24 * 3600.0,
+        extensions: bool = True,
+        auth_timeout: float = 30.0,
+        ping_interval: float | None = 20.0,
+    ) -> None:
         self.host, self.port = host, port
         self.token_ttl, self.session_ttl = token_ttl, session_ttl
         self.extensions = extensions
@@ -106,8 +114,9 @@ class JobServer:
 
     async def start(self) -> JobServer:
         """Start listening; returns self."""
-        self._server = await serve(self._handle, self.host, self.port, max_size=protocol.MAX_FRAME_BYTES,
-                                   ping_interval=self.ping_interval)
+        self._server = await serve(
+            self._handle, self.host, self.port, max_size=protocol.MAX_FRAME_BYTES, ping_interval=self.ping_interval
+        )
         self.port = self._server.sockets[0].getsockname()[1]
         log.info("Reference server listening on %s", self.url)
         return self
@@ -151,8 +160,7 @@ class JobServer:
     async def wait_for_worker(self, timeout: float = 30.0, count: int = 1) -> WorkerInfo:
         """Wait until at least ``count`` workers are authenticated; return the newest."""
         async with self._worker_joined:
-            await asyncio.wait_for(self._worker_joined.wait_for(lambda: len(self._workers) >= count),
-                                   timeout)
+            await asyncio.wait_for(self._worker_joined.wait_for(lambda: len(self._workers) >= count), timeout)
             return self._workers[-1]
 
     async def drop_workers(self) -> None:
@@ -163,8 +171,15 @@ class JobServer:
 
     # ------------------------------------------------------------------ jobs
 
-    def submit(self, action: str, params: dict[str, Any] | None = None, *, user_id: int | None = None,
-               on_progress: ProgressCallback | None = None, job_id: str | None = None) -> JobHandle:
+    def submit(
+        self,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        user_id: int | None = None,
+        on_progress: ProgressCallback | None = None,
+        job_id: str | None = None,
+    ) -> JobHandle:
         """Queue a job and dispatch it as soon as a worker (of ``user_id``, if given) is connected."""
         job_id = job_id or f"job_{secrets.token_hex(6)}"
         if job_id in self._jobs:
@@ -175,9 +190,15 @@ class JobServer:
         self._dispatch()
         return handle
 
-    async def run_job(self, action: str, params: dict[str, Any] | None = None, *,
-                      timeout: float | None = 600.0, on_progress: ProgressCallback | None = None,
-                      user_id: int | None = None) -> JobResult:
+    async def run_job(
+        self,
+        action: str,
+        params: dict[str, Any] | None = None,
+        *,
+        timeout: float | None = 600.0,
+        on_progress: ProgressCallback | None = None,
+        user_id: int | None = None,
+    ) -> JobResult:
         """Submit a job and wait for its result."""
         handle = self.submit(action, params, user_id=user_id, on_progress=on_progress)
         return await asyncio.wait_for(asyncio.shield(handle.future), timeout)
@@ -212,8 +233,7 @@ class JobServer:
     def _dispatch(self) -> None:
         for job_id in list(self._queue):
             handle = self._jobs[job_id]
-            target = next((w for w in self._workers
-                           if handle.user_id is None or w.user_id == handle.user_id), None)
+            target = next((w for w in self._workers if handle.user_id is None or w.user_id == handle.user_id), None)
             if target is None:
                 continue
             self._queue.remove(job_id)
@@ -284,8 +304,11 @@ class JobServer:
         if use_ext:
             session = secrets.token_urlsafe(24)
             self._sessions[session] = (user_id, now + self.session_ttl)
-        await ws.send(protocol.encode_auth_response(
-            user_id, protocol=protocol.PROTOCOL_VERSION if use_ext else None, session_token=session))
+        await ws.send(
+            protocol.encode_auth_response(
+                user_id, protocol=protocol.PROTOCOL_VERSION if use_ext else None, session_token=session
+            )
+        )
         await ws.send(protocol.encode_connected(f"Worker {msg.machine_id} connected."))
         return WorkerInfo(msg.machine_id, user_id, 2 if use_ext else 1, msg.capabilities, ws)
 

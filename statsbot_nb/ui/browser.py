@@ -30,8 +30,10 @@ log = logging.getLogger("statsbot_nb.browser")
 
 ALL = "all"
 STORE_ACTIONS = frozenset({"train", "delete_model", "set_model_name"})
-COMPARISON_METRICS = {"regression": ["r2", "rmse", "mae", "mse"],
-                      "classification": ["accuracy", "f1", "roc_auc", "precision", "recall", "log_loss"]}
+COMPARISON_METRICS = {
+    "regression": ["r2", "rmse", "mae", "mse"],
+    "classification": ["accuracy", "f1", "roc_auc", "precision", "recall", "log_loss"],
+}
 
 
 def _headline(entry: dict[str, Any]) -> str:
@@ -66,9 +68,19 @@ class ModelBrowser:
         self.kinds.observe(lambda _c: session.call_on_main(self._draw), "value")
         self.metric.observe(lambda _c: session.call_on_main(self._compare), "value")
         self.refresh_button.on_click(lambda _b: session.call_on_main(self.refresh))
-        self.widget = W.VBox([
-            W.HBox([self.task, self.model_type, self.refresh_button]), self.models, self.card,
-            self.kinds, self.plot, self.plot_note, self.metric, self.comparison, self.comparison_note])
+        self.widget = W.VBox(
+            [
+                W.HBox([self.task, self.model_type, self.refresh_button]),
+                self.models,
+                self.card,
+                self.kinds,
+                self.plot,
+                self.plot_note,
+                self.metric,
+                self.comparison,
+                self.comparison_note,
+            ]
+        )
         self.widget.add_class("statsbot-browser")
 
     # ------------------------------------------------------------------ plumbing
@@ -89,8 +101,7 @@ class ModelBrowser:
 
         async def run() -> dict[str, Any] | str:
             try:
-                return await self._runner.run(f"statsbot_nb.ui.render:{handler}", params, settings,
-                                              lambda *_: None)
+                return await self._runner.run(f"statsbot_nb.ui.render:{handler}", params, settings, lambda *_: None)
             except StatsbotError as exc:
                 return str(exc)
 
@@ -100,8 +111,9 @@ class ModelBrowser:
         """Draw a PNG in a job process; ``apply`` gets the bytes or an error sentence."""
         self._in_process(handler, params, lambda r: apply(bytes(r["png"]) if isinstance(r, dict) else r))
 
-    def _schedule(self, start: Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]],
-                  apply: Callable[[Any], None]) -> None:
+    def _schedule(
+        self, start: Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]], apply: Callable[[Any], None]
+    ) -> None:
         loop = session.main_loop()
 
         def schedule() -> None:
@@ -149,14 +161,22 @@ class ModelBrowser:
 
     def visible(self) -> list[dict[str, Any]]:
         """The models that pass the task and type filters, newest first."""
-        return [e for e in self.entries
-                if self.task.value in (ALL, e.get("task_type"))
-                and self.model_type.value in (ALL, e.get("model_type"))]
+        return [
+            e
+            for e in self.entries
+            if self.task.value in (ALL, e.get("task_type")) and self.model_type.value in (ALL, e.get("model_type"))
+        ]
 
     def _apply_filter(self) -> None:
         shown = self.visible()
-        options = [(f"{e.get('display_name') or e['model_id']}  ·  {e.get('model_type') or '?'}  ·  "
-                    f"{_headline(e)}  ·  {e.get('created_at') or ''}", e["model_id"]) for e in shown]
+        options = [
+            (
+                f"{e.get('display_name') or e['model_id']}  ·  {e.get('model_type') or '?'}  ·  "
+                f"{_headline(e)}  ·  {e.get('created_at') or ''}",
+                e["model_id"],
+            )
+            for e in shown
+        ]
         selected = self.models.value
         self.models.options = options
         ids = [mid for _, mid in options]

@@ -28,8 +28,14 @@ from . import text
 
 log = logging.getLogger("statsbot_nb.panel")
 
-_STATE_COLOURS = {"connected": "#1a7f37", "connecting": "#9a6700", "reconnecting": "#9a6700",
-                  "rejected": "#cf222e", "stopped": "#57606a", "idle": "#57606a"}
+_STATE_COLOURS = {
+    "connected": "#1a7f37",
+    "connecting": "#9a6700",
+    "reconnecting": "#9a6700",
+    "rejected": "#cf222e",
+    "stopped": "#57606a",
+    "idle": "#57606a",
+}
 
 
 class JobRow:
@@ -56,8 +62,7 @@ class JobRow:
 class ControlPanel:
     """The StatsBot control panel; display it (it renders as widgets, or as text where they cannot)."""
 
-    def __init__(self, worker: Worker | None = None, *, refresh_interval: float = 0.25,
-                 max_log_rows: int = 30) -> None:
+    def __init__(self, worker: Worker | None = None, *, refresh_interval: float = 0.25, max_log_rows: int = 30) -> None:
         self.refresh_interval = refresh_interval
         self.max_log_rows = max_log_rows
         self.worker: Worker | None = None
@@ -81,8 +86,9 @@ class ControlPanel:
             default_url = resolve_ws_url(None, load_config(statsbot_home()))
         except StatsbotError:
             default_url = ""
-        self.token = W.Password(placeholder="token from /connect in the bot", description="Token",
-                                layout=W.Layout(width="340px"))
+        self.token = W.Password(
+            placeholder="token from /connect in the bot", description="Token", layout=W.Layout(width="340px")
+        )
         self.token.add_class("statsbot-token")
         self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="340px"))
         self.url.add_class("statsbot-url")
@@ -99,27 +105,31 @@ class ControlPanel:
         self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="300px"))
         self.add_folder_button = W.Button(description="Add folder", icon="plus")
         self.remove_folder_button = W.Button(description="Remove", icon="minus")
-        self.add_folder_button.on_click(
-            lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
-        self.remove_folder_button.on_click(
-            lambda _b: session.call_on_main(self.disallow_folder, self.folders.value))
+        self.add_folder_button.on_click(lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
+        self.remove_folder_button.on_click(lambda _b: session.call_on_main(self.disallow_folder, self.folders.value))
         self.folder_message = W.HTML()
-        self.share = W.Checkbox(value=False, description="Share table contents with the server (load_data)",
-                                indent=False)
+        self.share = W.Checkbox(
+            value=False, description="Share table contents with the server (load_data)", indent=False
+        )
         self.share.add_class("statsbot-share")
         self.share.observe(lambda change: session.call_on_main(self._share_changed, change["new"]), "value")
 
         self.progress_box = W.VBox()
         self.log = W.HTML()
         self.log.add_class("statsbot-log")
-        connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url,
-                             self.status])
-        privacy = W.VBox([
-            W.HTML("<b>Files jobs may use:</b> your home folder and the working folder, plus:"),
-            self.folders, W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
-            self.folder_message, self.share])
-        worker_tab = W.VBox([connection, W.HTML("<b>Running</b>"), self.progress_box,
-                             W.HTML("<b>Job log</b>"), self.log, privacy])
+        connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url, self.status])
+        privacy = W.VBox(
+            [
+                W.HTML("<b>Files jobs may use:</b> your home folder and the working folder, plus:"),
+                self.folders,
+                W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
+                self.folder_message,
+                self.share,
+            ]
+        )
+        worker_tab = W.VBox(
+            [connection, W.HTML("<b>Running</b>"), self.progress_box, W.HTML("<b>Job log</b>"), self.log, privacy]
+        )
         self.tabs = W.Tab(children=[worker_tab])
         self.tabs.set_title(0, "Worker")
         from .browser import ModelBrowser
@@ -158,8 +168,7 @@ class ControlPanel:
     def _connect_clicked(self) -> None:
         token = self._take_token()
         try:
-            session.connect(token, self.url.value.strip() or None, allow=self._extra_dirs,
-                            share_data=self.share.value)
+            session.connect(token, self.url.value.strip() or None, allow=self._extra_dirs, share_data=self.share.value)
         except StatsbotError as exc:
             self._show_status("rejected" if "token" in str(exc).lower() else "stopped", str(exc))
         except Exception as exc:  # never a traceback from a button; the log has the details
@@ -242,8 +251,9 @@ class ControlPanel:
 
     def _show_status(self, state: str, message: str) -> None:
         colour = _STATE_COLOURS.get(state, "#57606a")
-        self.status.value = (f"<span style='color:{colour};font-weight:bold'>{html.escape(state)}</span> "
-                             f"{html.escape(message)}")
+        self.status.value = (
+            f"<span style='color:{colour};font-weight:bold'>{html.escape(state)}</span> {html.escape(message)}"
+        )
 
     def _refresh(self) -> None:
         """Bring every widget up to date with the worker (main loop; at most a few times a second)."""
@@ -277,18 +287,33 @@ class ControlPanel:
             when = time.strftime("%H:%M:%S", time.localtime(job.started_at or job.accepted_at))
             colour = "#1a7f37" if job.status == "done" else "#cf222e"
             outcome = job.message if job.status == "done" else job.error or ""
-            cells = [when, job.action, file_of(job.params), job.status,
-                     f"{job.duration:.1f} s" if job.duration is not None else "-", outcome]
-            rows.append("<tr>" + "".join(
-                f"<td style='padding:0 8px;{'color:' + colour if i == 3 else ''}'>{html.escape(str(c))[:160]}</td>"
-                for i, c in enumerate(cells)) + "</tr>")
-        older = finished[self.max_log_rows:]
+            cells = [
+                when,
+                job.action,
+                file_of(job.params),
+                job.status,
+                f"{job.duration:.1f} s" if job.duration is not None else "-",
+                outcome,
+            ]
+            rows.append(
+                "<tr>"
+                + "".join(
+                    f"<td style='padding:0 8px;{'color:' + colour if i == 3 else ''}'>{html.escape(str(c))[:160]}</td>"
+                    for i, c in enumerate(cells)
+                )
+                + "</tr>"
+            )
+        older = finished[self.max_log_rows :]
         if older:
             failed = sum(1 for j in older if j.status != "done")
-            rows.append(f"<tr><td colspan=6 style='padding:0 8px'><i>... {len(older)} older job(s): "
-                        f"{len(older) - failed} done, {failed} failed or cancelled</i></td></tr>")
-        header = "".join(f"<th style='text-align:left;padding:0 8px'>{h}</th>"
-                         for h in ("time", "action", "file", "status", "duration", "outcome"))
+            rows.append(
+                f"<tr><td colspan=6 style='padding:0 8px'><i>... {len(older)} older job(s): "
+                f"{len(older) - failed} done, {failed} failed or cancelled</i></td></tr>"
+            )
+        header = "".join(
+            f"<th style='text-align:left;padding:0 8px'>{h}</th>"
+            for h in ("time", "action", "file", "status", "duration", "outcome")
+        )
         return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
 
     def close(self) -> None:

@@ -60,8 +60,18 @@ def models_text(models: list[dict[str, Any]]) -> str:
     for m in models:
         key, value = headline_metric(m)
         score = f"{key}={value:.3f}" if key and value is not None else "-"
-        lines.append("  ".join(str(x) for x in (m.get("model_id"), repr(m.get("display_name")),
-                                                  m.get("task_type") or "?", score, m.get("created_at") or "")))
+        lines.append(
+            "  ".join(
+                str(x)
+                for x in (
+                    m.get("model_id"),
+                    repr(m.get("display_name")),
+                    m.get("task_type") or "?",
+                    score,
+                    m.get("created_at") or "",
+                )
+            )
+        )
     return "\n".join(lines)
 
 
