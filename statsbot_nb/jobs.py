@@ -10,7 +10,7 @@ This module must stay cheap to import: no pandas or scikit-learn at module level
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,10 +40,13 @@ ACTIONS: dict[str, ActionSpec] = {
 }
 
 
-def unknown_action_error(action: str) -> str:
-    """The failed-result sentence for an action this worker does not have (today's wording first)."""
-    known = ", ".join(sorted(ACTIONS))
-    return f"Unknown action: {action}. This worker can do: {known}."
+def unknown_action_error(action: str, known: Iterable[str] | None = None) -> str:
+    """The failed-result sentence for an action this worker does not have (today's wording first).
+
+    ``known`` is the worker's own action table (default: the standard one).
+    """
+    names = ", ".join(sorted(ACTIONS if known is None else known))
+    return f"Unknown action: {action}. This worker can do: {names}."
 
 
 def summarize(action: str, data: Mapping[str, Any]) -> str:

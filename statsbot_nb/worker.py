@@ -1,12 +1,14 @@
-"""The worker: connect, authenticate, reconnect, dispatch jobs, deliver results, publish events.
+"""The worker's asyncio driver: sockets, tasks, timers and the journal, around a pure core.
 
-One :class:`Worker` runs as a task on an asyncio loop (the CLI's own, or a notebook kernel's). It never
-does heavy work on that loop: job handlers run through a :mod:`~statsbot_nb.runner` (a process per heavy
-job, a thread for quick ones), at most ``max_jobs`` heavy jobs at once, each as its own task, so pings,
-progress and a quick ``list_models`` are answered while a model trains.
+Every decision — what to send, when to start or cancel a job, how to treat a duplicate id, when to
+reconnect and how the token is used — is made by :class:`~statsbot_nb.core.WorkerCore`. This module turns
+the outside world into the core's events (frames, job progress and outcomes, connections opening and
+dropping, timers) and carries out the actions it returns, in order: journal writes before the jobs start
+and before results leave, frames through one ordered sender per connection, heavy jobs in their own
+processes (:mod:`~statsbot_nb.runner`), so pings, progress and a quick ``list_models`` are answered while a
+model trains.
 
-Frames go out through one sender task per connection (progress and results stay in order); results sit in
-an :class:`~statsbot_nb.outbox.Outbox` until the server is known to have them.
+One :class:`Worker` runs as a task on an asyncio loop (the CLI's own, or a notebook kernel's).
 """
 
 from __future__ import annotations
@@ -17,10 +19,11 @@ import contextlib
 import dataclasses
 import importlib.util
 import logging
+import sqlite3
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -28,23 +31,46 @@ from websockets.exceptions import ConnectionClosed
 from . import __version__, protocol
 from .config import default_machine_id, is_loopback_url, validate_ws_url
 from .context import JobSettings
-from .errors import BadJobError, ConfigError, JobCancelled, JobError, ProtocolError, TokenRejectedError
-from .events import (
+from .core import (
+    REJECTED_HINT,
+    Action,
+    CancelJob,
+    CloseConnection,
+    ConnectionLost,
+    ConnectionOpened,
+    CoreConfig,
+    Ended,
     Event,
-    EventBus,
-    JobAccepted,
-    JobFailed,
-    JobFinished,
-    JobProgress,
-    JobStarted,
-    LogLine,
-    StateChanged,
-    WorkerState,
+    Finish,
+    FrameReceived,
+    JobEnded,
+    JobProgressed,
+    JobRecord,
+    JournalAccepted,
+    JournalConfirmed,
+    JournalResult,
+    JournalStarted,
+    Log,
+    OpenConnection,
+    PongReceived,
+    Publish,
+    ScheduleTimer,
+    SendFrame,
+    SendPing,
+    Start,
+    StartJob,
+    StopRequested,
+    TimerFired,
+    WorkerCore,
 )
-from .jobs import ACTIONS, ActionSpec, summarize, unknown_action_error
-from .outbox import Outbox
+from .errors import ConfigError, JobCancelled, JobError, TokenRejectedError
+from .events import EventBus, LogLine, WorkerState
+from .jobs import ACTIONS, ActionSpec
+from .journal import Journal
 from .retry import Backoff, describe_connect_error, is_fatal, proxy_for
 from .runner import ProcessRunner, ThreadRunner
+
+__all__ = ["REJECTED_HINT", "JobRecord", "Worker"]
 
 log = logging.getLogger("statsbot_nb.worker")
 #: websockets logs every frame at DEBUG, the auth frame (with the token) included. Its connections log
@@ -53,51 +79,15 @@ log = logging.getLogger("statsbot_nb.worker")
 _WS_LOG = logging.getLogger("statsbot_nb.websockets")
 _WS_LOG.setLevel(logging.INFO)
 
-JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
-#: Finished job records kept in ``Worker.jobs`` (their results stay re-sendable through the outbox).
-MAX_JOB_RECORDS = 1000
-#: Jobs queued or running at once; beyond this a job is answered at once with a failed result.
-MAX_ACTIVE_JOBS = 256
-REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
+_Outgoing = SendFrame | SendPing
 
 
-@dataclass
-class JobRecord:
-    """What the worker knows about one job; ``w.jobs[job_id]``."""
-
-    job_id: str
-    action: str
-    params: dict[str, Any]
-    status: JobStatus = "queued"
-    progress: float = 0.0
-    stage: str = "queued"
-    message: str = ""
-    eta: float | None = None
-    result: dict[str, Any] | None = None
-    error: str | None = None
-    accepted_at: float = field(default_factory=time.time)
-    started_at: float | None = None
-    ended_at: float | None = None
-
-    @property
-    def finished(self) -> bool:
-        """True once the job has an outcome."""
-        return self.status in ("done", "failed", "cancelled")
-
-    @property
-    def duration(self) -> float | None:
-        """Seconds from start to end (or until now while running)."""
-        if self.started_at is None:
-            return None
-        return (self.ended_at or time.time()) - self.started_at
-
-
-def _capabilities(max_jobs: int) -> dict[str, Any]:
+def _capabilities(actions: Mapping[str, ActionSpec], max_jobs: int) -> dict[str, Any]:
     libs = {
         name: importlib.util.find_spec(name) is not None
         for name in ("sklearn", "xgboost", "lightgbm", "catboost", "tensorflow", "pyarrow")
     }
-    return {"actions": sorted(ACTIONS), "libraries": libs, "max_jobs": max_jobs}
+    return {"actions": sorted(actions), "libraries": libs, "max_jobs": max_jobs}
 
 
 class Worker:
@@ -105,7 +95,8 @@ class Worker:
 
     ``start()`` schedules it on the running loop; ``await run()`` runs it until :meth:`stop` or until the
     token is rejected (then :class:`TokenRejectedError` is raised). Observe it through ``events``,
-    ``state`` and ``jobs``.
+    ``state`` and ``jobs``. ``journal`` (default on) keeps accepted jobs and unconfirmed results in the
+    StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only.
     """
 
     def __init__(
@@ -125,6 +116,7 @@ class Worker:
         ping_interval: float | None = 20.0,
         ping_timeout: float | None = 20.0,
         confirm_timeout: float = 30.0,
+        journal: bool | Journal = True,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
@@ -136,30 +128,37 @@ class Worker:
         self.machine_id = machine_id or default_machine_id()
         self.max_jobs = max_jobs
         self.events = EventBus()
-        self.jobs: dict[str, JobRecord] = {}
-        self.state: WorkerState = "idle"
-        self.status_message = "Not started."
-        self.user_id: int | None = None
-        self.server_protocol = 1
-        self._token = token.strip()
-        self._session_token: str | None = None
-        self._backoff = backoff or Backoff()
-        self._actions = dict(ACTIONS if actions is None else actions)
+        table = dict(ACTIONS if actions is None else actions)
+        config = CoreConfig(
+            url=self.url,
+            machine_id=self.machine_id,
+            worker_version=__version__,
+            capabilities=_capabilities(table, max_jobs),
+            actions=table,
+            max_jobs=max_jobs,
+            auth_timeout=auth_timeout,
+            backoff=backoff or Backoff(),
+        )
+        self.core = WorkerCore(token.strip(), config)
+        if journal is True:
+            journal = Journal(Path(settings.home), self.url)
+        self.journal: Journal | None = journal or None
+        self._journal_broken = False
         self._process_runner = process_runner or ProcessRunner()
         self._thread_runner = thread_runner or ThreadRunner()
-        self._auth_timeout = auth_timeout
         self._open_timeout = open_timeout
         self._ping_interval = ping_interval
         self._ping_timeout = ping_timeout
         self._confirm_timeout = confirm_timeout
-        self._heavy_slots = asyncio.Semaphore(max_jobs)
-        self._light_slots = asyncio.Semaphore(4)
-        self._outbox = Outbox()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
-        self._send_queue: asyncio.Queue[tuple[str, str | None, str]] | None = None
-        self._ws: ClientConnection | None = None
-        self._stop = asyncio.Event()
+        self._timers: set[asyncio.TimerHandle] = set()
+        self._connections: dict[int, asyncio.Task[None]] = {}
+        self._sockets: dict[int, ClientConnection] = {}
+        self._queues: dict[int, asyncio.Queue[_Outgoing]] = {}
+        self._last_error: BaseException | None = None
+        self._began = False
+        self._finished = asyncio.Event()
         self._connected = asyncio.Event()
         self._ended = asyncio.Event()
         self._idle = asyncio.Event()
@@ -170,6 +169,43 @@ class Worker:
         self.rejection: TokenRejectedError | None = None
         self.fatal_error: BaseException | None = None
 
+    # ------------------------------------------------------------------ what observers read
+
+    @property
+    def jobs(self) -> dict[str, JobRecord]:
+        """Job id -> record, for the jobs this worker accepted (bounded; oldest finished ones dropped)."""
+        return self.core.jobs
+
+    @property
+    def state(self) -> WorkerState:
+        """``idle``, ``connecting``, ``connected``, ``reconnecting``, ``rejected`` or ``stopped``."""
+        return self.core.state
+
+    @property
+    def status_message(self) -> str:
+        """The current state in a sentence."""
+        return self.core.status_message
+
+    @property
+    def user_id(self) -> int | None:
+        """The server's user id for this worker, once connected."""
+        return self.core.user_id
+
+    @property
+    def server_protocol(self) -> int:
+        """1 for today's StatsBot server, 2 when it speaks our extensions (acks, cancel, session token)."""
+        return self.core.server_protocol
+
+    @property
+    def connected(self) -> bool:
+        """True while authenticated on a live connection."""
+        return self.core.connected
+
+    @property
+    def pending_results(self) -> int:
+        """How many results wait for the server to confirm them."""
+        return len(self.core.outbox)
+
     # ------------------------------------------------------------------ public API
 
     def start(self) -> asyncio.Task[None]:
@@ -179,7 +215,7 @@ class Worker:
         """
         if self._main_task is None:
             self._loop = asyncio.get_running_loop()
-            self._set_state("connecting", f"Connecting to {self.url} ...")
+            self._begin()
             self._main_task = self._loop.create_task(self._run_quietly(), name="statsbot-worker")
             warm_up = getattr(self._process_runner, "warm_up", None)
             if callable(warm_up):  # start the forkserver now (seconds, off the loop): first job starts fast
@@ -203,13 +239,15 @@ class Worker:
     def update_settings(self, **changes: Any) -> JobSettings:
         """Change what jobs may do (allowed folders, data sharing); applies to jobs that start later."""
         self.settings = dataclasses.replace(self.settings, **changes)
-        self._publish(LogLine("info", "Settings changed: " + ", ".join(sorted(changes))))
+        self.events.publish(LogLine("info", "Settings changed: " + ", ".join(sorted(changes))))
         return self.settings
 
     async def run(self) -> None:
         """Connect and serve until :meth:`stop`; raises :class:`TokenRejectedError` if the token is refused."""
+        self._loop = asyncio.get_running_loop()
+        self._begin()
         try:
-            await self._connection_loop()
+            await self._finished.wait()
         finally:
             await self._shutdown()
         if self.rejection is not None:
@@ -218,25 +256,23 @@ class Worker:
             raise self.fatal_error
 
     async def stop(self) -> None:
-        """Stop: close the connection and cancel running jobs (their processes are killed)."""
-        self._stop.set()
-        # Cancel jobs first, while still connected, so the server gets their cancelled results instead
-        # of waiting out its own timeout.
+        """Stop: cancel running jobs (their processes are killed), send their results, close the connection."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        self._feed(StopRequested())
         jobs = list(self._tasks.values())
-        for job in jobs:
-            job.cancel()
         if jobs:
             await asyncio.gather(*jobs, return_exceptions=True)
-        if self._send_queue is not None:
+        for queue in list(self._queues.values()):  # let the cancelled results leave
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._send_queue.join(), 2.0)
-        if self._ws is not None:
-            with contextlib.suppress(Exception):
-                await self._ws.close()
+                await asyncio.wait_for(queue.join(), 2.0)
+        self._finished.set()
         task = self._main_task
         if task is not None and task is not asyncio.current_task():
             with contextlib.suppress(BaseException):
                 await task
+        elif task is None:
+            await self._shutdown()
 
     async def wait_connected(self, timeout: float | None = 30.0) -> None:
         """Wait until authenticated; raises TokenRejectedError, or TimeoutError with the current status."""
@@ -263,39 +299,121 @@ class Worker:
 
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job (its process is killed); False if it is not active."""
-        task = self._tasks.get(job_id)
-        record = self.jobs.get(job_id)
-        if task is None or task.done() or record is None or record.finished:
-            return False
-        task.cancel()
-        return True
+        ok, actions = self.core.cancel(job_id, time.time())
+        self._execute(actions)
+        return ok
 
-    @property
-    def connected(self) -> bool:
-        """True while authenticated on a live connection."""
-        return self._connected.is_set()
+    # ------------------------------------------------------------------ feeding the core
 
-    # ------------------------------------------------------------------ connection
+    def _begin(self) -> None:
+        """Restore from the journal and start connecting (once)."""
+        if self._began:
+            return
+        self._began = True
+        if self.journal is not None:
+            try:
+                restored = self.journal.open()
+            except (sqlite3.Error, OSError) as exc:
+                self._journal_failed("open", exc)
+            else:
+                self._feed(restored)
+        self._feed(Start())
 
-    async def _run_quietly(self) -> None:
+    def _feed(self, event: Event) -> None:
+        """Hand one event to the core and carry out its answer."""
+        self._execute(self.core.handle(event, time.time()))
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendFrame | SendPing):
+                queue = self._queues.get(action.conn)
+                if queue is not None:
+                    queue.put_nowait(action)
+            elif isinstance(action, Publish):
+                self.events.publish(action.event)
+            elif isinstance(action, Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, JournalAccepted | JournalStarted | JournalResult | JournalConfirmed):
+                self._journal(action)
+            elif isinstance(action, StartJob):
+                task = asyncio.get_running_loop().create_task(
+                    self._run_job(action), name=f"statsbot-job-{action.job_id}"
+                )
+                self._tasks[action.job_id] = task
+            elif isinstance(action, CancelJob):
+                task = self._tasks.get(action.job_id)
+                if task is not None:
+                    task.cancel()
+            elif isinstance(action, OpenConnection):
+                loop = asyncio.get_running_loop()
+                task = loop.create_task(self._connection(action.conn), name=f"statsbot-connection-{action.conn}")
+                self._connections[action.conn] = task
+            elif isinstance(action, CloseConnection):
+                ws = self._sockets.get(action.conn)
+                if ws is not None:
+                    self._spawn(ws.close())
+                else:
+                    task = self._connections.get(action.conn)
+                    if task is not None:
+                        task.cancel()
+            elif isinstance(action, ScheduleTimer):
+                self._schedule(action)
+            elif isinstance(action, Finish):
+                if action.rejection is not None:
+                    self.rejection = TokenRejectedError(action.rejection)
+                if action.fatal is not None:
+                    self.fatal_error = self._last_error or ConnectionError(action.fatal)
+                self._finished.set()
+        if self.core.connected:
+            self._connected.set()
+        else:
+            self._connected.clear()
+        if self.core.idle:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _schedule(self, action: ScheduleTimer) -> None:
+        loop = asyncio.get_running_loop()
+        event = TimerFired(action.name, action.key)
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._feed(event)
+
+        handle = loop.call_later(action.delay, fire)
+        self._timers.add(handle)
+
+    def _journal(self, action: JournalAccepted | JournalStarted | JournalResult | JournalConfirmed) -> None:
+        journal = self.journal
+        if journal is None or self._journal_broken:
+            return
         try:
-            await self.run()
-        except TokenRejectedError:
-            pass  # state "rejected" and the event already tell the user
-        except Exception:
-            log.exception("The worker stopped on an unexpected error")
+            if isinstance(action, JournalAccepted):
+                journal.accepted(action.job_id, action.action)
+            elif isinstance(action, JournalStarted):
+                journal.started(action.job_id)
+            elif isinstance(action, JournalResult):
+                journal.result(action.job_id, action.frame)
+            else:
+                journal.confirmed(action.job_id)
+        except (sqlite3.Error, OSError) as exc:
+            self._journal_failed("write", exc)
 
-    def _set_state(self, state: WorkerState, message: str, retry_in: float | None = None) -> None:
-        self.state, self.status_message = state, message
-        log.info("%s: %s", state, message)
-        self._publish(
-            StateChanged(
-                state, message, retry_in=retry_in, machine_id=self.machine_id if state == "connected" else None
+    def _journal_failed(self, what: str, exc: BaseException) -> None:
+        """A journal that cannot be used is reported once; the worker goes on with results in memory only."""
+        self._journal_broken = True
+        log.warning("The job journal could not %s (%s); results are kept in memory only", what, exc, exc_info=True)
+        path = self.journal.path if self.journal is not None else "?"
+        self.events.publish(
+            LogLine(
+                "warning",
+                f"The job journal at {path} could not {what} ({type(exc).__name__}); results not yet confirmed "
+                "by the server will be lost if this worker's process ends. Check the disk and its permissions.",
             )
         )
 
-    def _publish(self, event: Event) -> None:
-        self.events.publish(event)
+    # ------------------------------------------------------------------ connections
 
     def _connect_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -311,314 +429,125 @@ class Worker:
             kwargs["proxy"] = None  # loopback never goes through an HTTP proxy
         return kwargs
 
-    async def _connection_loop(self) -> None:
-        delays = self._backoff.delays()
-        first = True
-        while not self._stop.is_set():
-            self._set_state("connecting" if first else "reconnecting", f"Connecting to {self.url} ...")
-            first = False
-            reason = f"The connection to {self.url} was closed."
-            try:
-                async with connect(self.url, **self._connect_kwargs()) as ws:
-                    self._ws = ws  # so that stop() can interrupt the authentication too
-                    if self._stop.is_set():
-                        break
-                    await self._authenticate(ws)
-                    delays = self._backoff.delays()  # a good connection resets the backoff
-                    await self._serve(ws)
-            except TokenRejectedError as exc:
-                self.rejection = exc
-                self._set_state("rejected", str(exc))
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                if is_fatal(exc):
-                    self.fatal_error = exc
-                    self._set_state("stopped", describe_connect_error(exc, self.url, self._proxy))
-                    return
-                reason = describe_connect_error(exc, self.url, self._proxy)
-                log.debug("connection error", exc_info=True)
-            finally:
-                self._connected.clear()
-                self._ws = None
-            if self._stop.is_set():
-                break
-            delay = next(delays)
-            self._set_state("reconnecting", f"{reason} Reconnecting in {delay:.1f} s.", retry_in=delay)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), delay)
-
-    async def _authenticate(self, ws: ClientConnection) -> None:
-        token = self._session_token or self._token
-        await ws.send(
-            protocol.encode_auth(
-                token, self.machine_id, worker_version=__version__, capabilities=_capabilities(self.max_jobs)
-            )
-        )
-        deadline = time.monotonic() + self._auth_timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("The server did not answer the authentication in time.")
-            try:
-                frame = await asyncio.wait_for(ws.recv(), remaining)
-            except ConnectionClosed as exc:
-                if exc.rcvd is not None and exc.rcvd.code == 1008:
-                    self._reject_or_fallback("The server closed the connection during authentication")
-                raise
-            try:
-                msg = protocol.parse_server_message(frame)
-            except ProtocolError as exc:
-                log.warning("Ignoring a malformed frame during authentication: %s", exc)
-                continue
-            if isinstance(msg, protocol.AuthFailed) or (isinstance(msg, protocol.AuthResponse) and not msg.success):
-                error = msg.error if isinstance(msg, protocol.AuthFailed) else (msg.message or "refused")
-                self._reject_or_fallback(f"The server rejected the token ({error})")
-                raise ConnectionError("session token refused; retrying with the original token")
-            if isinstance(msg, protocol.AuthResponse):
-                self.user_id = msg.user_id
-                self.server_protocol = msg.protocol
-                if msg.session_token:
-                    self._session_token = msg.session_token
-                return
-            log.debug("Ignoring %s before auth_response", msg.type)
-
-    def _reject_or_fallback(self, what: str) -> None:
-        """A refused session token falls back to the original token once; a refused token is final."""
-        if self._session_token is not None:
-            log.info("%s for the session token; retrying with the original token.", what)
-            self._session_token = None
-            return
-        raise TokenRejectedError(f"{what}. {REJECTED_HINT}")
-
-    async def _serve(self, ws: ClientConnection) -> None:
-        if self._stop.is_set():
-            return
-        self._send_queue = asyncio.Queue()
-        self._connected.set()
-        who = f" (user {self.user_id})" if self.user_id is not None else ""
-        self._set_state("connected", f"Connected to {self.url} as machine {self.machine_id}{who}.")
-        sender = asyncio.create_task(self._sender(ws, self._send_queue), name="statsbot-sender")
-        for job_id, frame in self._outbox.pending():
-            self._send_queue.put_nowait(("result", job_id, frame))
+    async def _connection(self, conn: int) -> None:
+        """Open connection ``conn``, feed its frames to the core, report how it ended."""
+        lost = ConnectionLost(conn)
+        sender: asyncio.Task[None] | None = None
         try:
-            async for frame in ws:
-                self._handle_frame(frame)
+            async with connect(self.url, **self._connect_kwargs()) as ws:
+                queue: asyncio.Queue[_Outgoing] = asyncio.Queue()
+                self._sockets[conn], self._queues[conn] = ws, queue
+                sender = asyncio.get_running_loop().create_task(self._sender(conn, ws, queue))
+                self._feed(ConnectionOpened(conn))
+                async for frame in ws:
+                    self._feed(FrameReceived(conn, frame))
+        except asyncio.CancelledError:
+            pass
+        except Exception as exc:
+            policy = isinstance(exc, ConnectionClosed) and exc.rcvd is not None and exc.rcvd.code == 1008
+            if is_fatal(exc):
+                self._last_error = exc
+            lost = ConnectionLost(conn, describe_connect_error(exc, self.url, self._proxy), is_fatal(exc), policy)
+            log.debug("connection %d ended", conn, exc_info=True)
         finally:
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
-            self._send_queue = None
+            if sender is not None:
+                sender.cancel()
+                with contextlib.suppress(BaseException):
+                    await sender
+            self._sockets.pop(conn, None)
+            queue_left = self._queues.pop(conn, None)
+            while queue_left is not None and not queue_left.empty():
+                queue_left.get_nowait()
+                queue_left.task_done()
+            self._connections.pop(conn, None)
+        self._feed(lost)
 
-    async def _sender(self, ws: ClientConnection, queue: asyncio.Queue[tuple[str, str | None, str]]) -> None:
-        """The only writer of a connection: frames leave in the order they were queued."""
+    async def _sender(self, conn: int, ws: ClientConnection, queue: asyncio.Queue[_Outgoing]) -> None:
+        """The only writer of a connection: frames leave in the order the core decided them."""
         while True:
-            kind, job_id, frame = await queue.get()
+            item = await queue.get()
             try:
-                await ws.send(frame)
+                if isinstance(item, SendPing):
+                    pong = await ws.ping()
+                    self._spawn(self._await_pong(conn, item.ping, pong))
+                else:
+                    await ws.send(item.frame)
             except ConnectionClosed:
-                return
+                pass  # the connection's reader reports the loss; the core re-sends after reconnecting
             finally:
                 queue.task_done()
-            if kind == "result" and job_id is not None and self.server_protocol < 2:
-                self._spawn(self._confirm_by_ping(ws, job_id))
 
-    async def _confirm_by_ping(self, ws: ClientConnection, job_id: str) -> None:
-        """Without acks, a pong received after the result frame proves the server has it."""
+    async def _await_pong(self, conn: int, ping: int, pong: asyncio.Future[float]) -> None:
         try:
-            pong = await ws.ping()
             await asyncio.wait_for(pong, self._confirm_timeout)
         except (ConnectionClosed, asyncio.TimeoutError, RuntimeError):
             return  # stays pending; re-sent after the next connect
-        if self._outbox.confirm(job_id):
-            log.debug("Result for %s confirmed by ping", job_id)
+        self._feed(PongReceived(conn, ping))
 
     def _spawn(self, coro: Any) -> None:
-        task = asyncio.create_task(coro)
+        task = asyncio.get_running_loop().create_task(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    def _send(self, kind: str, job_id: str | None, frame: str) -> None:
-        if self._send_queue is not None:
-            self._send_queue.put_nowait((kind, job_id, frame))
+    # ------------------------------------------------------------------ jobs
 
-    # ------------------------------------------------------------------ frames and jobs
-
-    def _handle_frame(self, frame: str | bytes) -> None:
+    async def _run_job(self, action: StartJob) -> None:
+        runner = self._process_runner if action.spec.isolated else self._thread_runner
+        job_id = action.job_id
+        progress: Callable[[float, str, str], None] = lambda p, m, s: self._feed(  # noqa: E731
+            JobProgressed(job_id, p, m, s)
+        )
         try:
-            msg = protocol.parse_server_message(frame)
-        except BadJobError as exc:
-            log.warning("Job %s is malformed: %s", exc.job_id, exc)
-            self._fail_at_once(exc.job_id, "?", str(exc))
-            return
-        except ProtocolError as exc:
-            log.warning("Skipping a malformed frame from the server: %s", exc)
-            self._publish(LogLine("warning", f"Skipped a malformed frame from the server: {exc}"))
-            return
-        if isinstance(msg, protocol.Job):
-            self._accept(msg)
-        elif isinstance(msg, protocol.Cancel):
-            if not self.cancel(msg.job_id):
-                log.info("Server asked to cancel %s, which is not running", msg.job_id)
-        elif isinstance(msg, protocol.Ack):
-            self._outbox.confirm(msg.job_id)
-        elif isinstance(msg, protocol.Connected):
-            log.info("Server says: %s", msg.message)
-        else:
-            log.debug("Ignoring a %s frame", msg.type)
-
-    def _accept(self, job: protocol.Job) -> None:
-        if self._answer_again(job.job_id):
-            return
-        if len(self._tasks) >= MAX_ACTIVE_JOBS:
-            self._fail_at_once(
-                job.job_id,
-                job.action,
-                f"This worker already has {len(self._tasks)} jobs queued or running; "
-                "send this one again when some have finished.",
-            )
-            return
-        spec = self._actions.get(job.action)
-        if spec is None:
-            self._fail_at_once(job.job_id, job.action, unknown_action_error(job.action))
-            return
-        record = JobRecord(job.job_id, job.action, job.params)
-        self.jobs[job.job_id] = record
-        self._idle.clear()
-        self._publish(JobAccepted(job.job_id, job.action, dict(job.params)))
-        task = asyncio.create_task(self._run_job(record, spec), name=f"statsbot-job-{job.job_id}")
-        self._tasks[job.job_id] = task
-
-    def _answer_again(self, job_id: str) -> bool:
-        """A job id seen before is never run twice; True when it needs nothing more (still running, or answered).
-
-        A finished job's result is sent again while it is remembered (a malformed repeat of the frame must
-        not replace it); after that, a failed result says the job already ran.
-        """
-        known = self.jobs.get(job_id)
-        if known is not None and not known.finished:
-            log.info("Job %s arrived again while still running; keeping the running one", job_id)
-            return True
-        frame = self._outbox.known(job_id)
-        if frame is not None:
-            log.info("Job %s arrived again; re-sending its result instead of running it twice", job_id)
-            self._deliver(job_id, frame)
-            return True
-        if known is not None:  # finished long ago and its result forgotten
-            log.info("Job %s arrived again after its result was confirmed; not running it twice", job_id)
-            self._deliver(
-                job_id,
-                protocol.encode_result_error(
-                    job_id,
-                    f"Job {job_id} already ran on this worker and its result was delivered; it is not run "
-                    "twice. Start a new job to run it again.",
-                ),
-            )
-            return True
-        return False
-
-    def _fail_at_once(self, job_id: str, action: str, error: str) -> None:
-        """Answer a job that cannot even start (unknown action, malformed) with a failed result."""
-        if self._answer_again(job_id):
-            return
-        now = time.time()
-        record = JobRecord(job_id, action, {}, status="failed", error=error, started_at=now, ended_at=now)
-        self.jobs[job_id] = record
-        self._prune_records()
-        self._deliver(job_id, protocol.encode_result_error(job_id, error))
-        self._publish(JobFailed(job_id, action, 0.0, error))
-
-    async def _run_job(self, record: JobRecord, spec: ActionSpec) -> None:
-        slots = self._heavy_slots if spec.isolated else self._light_slots
-        runner = self._process_runner if spec.isolated else self._thread_runner
-        frame: str
-        try:
-            async with slots:
-                record.status, record.stage, record.started_at = "running", "starting", time.time()
-                self._publish(JobStarted(record.job_id, record.action))
-                self._on_progress(record, 0.0, f"Started {record.action}", "starting")
-                data = await runner.run(
-                    spec.target,
-                    record.params,
-                    self.settings,
-                    lambda p, m, s: self._on_progress(record, p, m, s),
-                    job_id=record.job_id,
-                )
-            record.status, record.result, record.progress = "done", data, 100.0
-            frame = protocol.encode_result_ok(record.job_id, data)
+            data = await runner.run(action.spec.target, action.params, self.settings, progress, job_id=job_id)
+            ended = JobEnded(job_id, "ok", data=data)
         except (asyncio.CancelledError, JobCancelled) as exc:
-            record.status = "cancelled"
-            record.error = str(exc) if isinstance(exc, JobCancelled) and str(exc) else "The job was cancelled."
-            frame = protocol.encode_result_error(record.job_id, record.error, cancelled=True)
+            error = str(exc) if isinstance(exc, JobCancelled) and str(exc) else "The job was cancelled."
+            ended = JobEnded(job_id, "cancelled", error=error)
         except JobError as exc:
-            record.status, record.error = "failed", str(exc)
-            frame = protocol.encode_result_error(record.job_id, record.error)
+            ended = JobEnded(job_id, "error", error=str(exc))
         except Exception as exc:
-            log.exception("Job %s (%s) failed inside the worker", record.job_id, record.action)
-            record.status = "failed"
-            record.error = (
-                f"The worker hit an internal error running {record.action} "
+            log.exception("Job %s (%s) failed inside the worker", job_id, action.action)
+            error = (
+                f"The worker hit an internal error running {action.action} "
                 f"({type(exc).__name__}); details are in the worker's local log."
             )
-            frame = protocol.encode_result_error(record.job_id, record.error)
-        record.ended_at = time.time()
-        if record.started_at is None:
-            record.started_at = record.ended_at
-        self._deliver(record.job_id, frame)
-        duration = record.duration or 0.0
-        if record.status == "done":
-            summary = summarize(record.action, record.result or {})
-            record.message = summary
-            self._publish(JobFinished(record.job_id, record.action, duration, summary, record.result or {}))
-        else:
-            record.message = record.error or ""
-            self._publish(
-                JobFailed(
-                    record.job_id, record.action, duration, record.error or "", cancelled=record.status == "cancelled"
-                )
-            )
-        self._tasks.pop(record.job_id, None)
-        self._prune_records()
-        if not self._tasks:
-            self._idle.set()
+            ended = JobEnded(job_id, "error", error=error)
+        self._tasks.pop(job_id, None)
+        self._feed(ended)
 
-    def _prune_records(self) -> None:
-        """Keep ``jobs`` bounded in a long session: forget the oldest finished records beyond the cap."""
-        excess = len(self.jobs) - MAX_JOB_RECORDS
-        if excess <= 0:
-            return
-        for job_id in [j for j, r in self.jobs.items() if r.finished][:excess]:
-            del self.jobs[job_id]
+    # ------------------------------------------------------------------ ending
 
-    def _on_progress(self, record: JobRecord, percent: float, message: str, stage: str) -> None:
-        if record.finished:
-            return
-        record.progress, record.message, record.stage = percent, message, stage
-        elapsed = time.time() - (record.started_at or time.time())
-        record.eta = elapsed * (100.0 - percent) / percent if 1.0 <= percent < 100.0 else None
-        self._publish(JobProgress(record.job_id, record.action, percent, stage, message, record.eta))
-        self._send("progress", record.job_id, protocol.encode_progress(record.job_id, percent, message, status=stage))
-
-    def _deliver(self, job_id: str, frame: str) -> None:
-        self._outbox.add(job_id, frame)
-        self._send("result", job_id, frame)
+    async def _run_quietly(self) -> None:
+        try:
+            await self.run()
+        except TokenRejectedError:
+            pass  # state "rejected" and the event already tell the user
+        except Exception:
+            log.exception("The worker stopped on an unexpected error")
 
     async def _shutdown(self) -> None:
+        if not self._finished.is_set():
+            self._finished.set()
         for task in list(self._tasks.values()):
             task.cancel()
         if self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        for ws in list(self._sockets.values()):
+            with contextlib.suppress(Exception):
+                await ws.close()
+        connections = list(self._connections.values())
+        for task in connections:
+            task.cancel()
+        if connections:
+            await asyncio.gather(*connections, return_exceptions=True)
         for task in list(self._background):
             task.cancel()
         if hasattr(self._process_runner, "shutdown"):
             self._process_runner.shutdown()
-        self._connected.clear()
-        if self.state not in ("rejected", "stopped"):
-            self._set_state("stopped", "Stopped.")
+        self._feed(Ended())
+        if self.journal is not None:
+            self.journal.close()
         self._ended.set()
-
-    @property
-    def pending_results(self) -> int:
-        """How many results wait for the server to confirm them."""
-        return len(self._outbox)

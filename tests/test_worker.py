@@ -440,9 +440,9 @@ async def test_stopping_answers_running_jobs_before_closing(legacy: LegacyServer
 
 
 async def test_too_many_queued_jobs_are_answered_at_once(legacy: LegacyServer, make_worker, monkeypatch):
-    from statsbot_nb import worker as worker_module
+    from statsbot_nb.core import limits as core_module
 
-    monkeypatch.setattr(worker_module, "MAX_ACTIVE_JOBS", 2)
+    monkeypatch.setattr(core_module, "MAX_ACTIVE_JOBS", 2)
     worker = make_worker(legacy.url, legacy.token, max_jobs=1)
     worker.start()
     ids = [await legacy.send_job("sleep", {"seconds": 2}) for _ in range(3)]

@@ -26,7 +26,8 @@ def job_line(job: JobRecord) -> str:
     """One line per job: time, action, file, status, duration, outcome."""
     when = time.strftime("%H:%M:%S", time.localtime(job.started_at or job.accepted_at))
     file = file_of(job.params)
-    duration = f"{job.duration:.1f} s" if job.duration is not None else "-"
+    seconds = job.elapsed(time.time())
+    duration = f"{seconds:.1f} s" if seconds is not None else "-"
     if job.status == "running":
         eta = f", ~{job.eta:.0f} s left" if job.eta is not None else ""
         outcome = f"{job.progress:.0f}% {job.message}{eta}"

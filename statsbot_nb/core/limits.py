@@ -1,0 +1,21 @@
+"""The core's caps and the sentences it answers with (one home, so tests and docs can name them)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+#: Finished job records kept in ``jobs`` (their results stay re-sendable through the outbox).
+MAX_JOB_RECORDS = 1000
+#: Ids of jobs whose records were dropped, still remembered so that they never run twice.
+MAX_FORGOTTEN_IDS = 20000
+#: Jobs queued or running at once; beyond this a job is answered at once with a failed result.
+MAX_ACTIVE_JOBS = 256
+#: Quick jobs (threads) running at once.
+LIGHT_SLOTS = 4
+REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
+RESTARTED = (
+    "The worker restarted (its process or notebook kernel ended) while this job was {state}, so it did not "
+    "finish. Start it again."
+)
+STOPPING = "This worker is stopping (it was disconnected), so the job was not run. Send it again to a connected worker."

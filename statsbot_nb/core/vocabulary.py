@@ -1,0 +1,311 @@
+"""The core's vocabulary: job records, the events it takes and the actions it returns (plain values)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..events import (
+    Event as BusEvent,
+)
+from ..jobs import ActionSpec
+from ..journal import Restored
+from ..retry import Backoff
+from .limits import JobStatus
+
+# ---------------------------------------------------------------------------------------------- records
+
+
+@dataclass
+class JobRecord:
+    """What the worker knows about one job; ``worker.jobs[job_id]``."""
+
+    job_id: str
+    action: str
+    params: dict[str, Any]
+    status: JobStatus = "queued"
+    progress: float = 0.0
+    stage: str = "queued"
+    message: str = ""
+    eta: float | None = None
+    result: dict[str, Any] | None = None
+    error: str | None = None
+    accepted_at: float = 0.0
+    started_at: float | None = None
+    ended_at: float | None = None
+    isolated: bool = True
+    cancel_requested: bool = False
+
+    @property
+    def finished(self) -> bool:
+        """True once the job has an outcome."""
+        return self.status in ("done", "failed", "cancelled")
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds from start to end (None until it has both)."""
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return self.ended_at - self.started_at
+
+    def elapsed(self, now: float) -> float | None:
+        """Seconds since the job started, as of ``now`` (its duration once it has ended)."""
+        if self.started_at is None:
+            return None
+        return (self.ended_at if self.ended_at is not None else now) - self.started_at
+
+
+# ---------------------------------------------------------------------------------------------- events in
+
+
+@dataclass(frozen=True)
+class Start:
+    """The driver begins: connect."""
+
+
+@dataclass(frozen=True)
+class ConnectionOpened:
+    """The WebSocket handshake of connection ``conn`` completed."""
+
+    conn: int
+
+
+@dataclass(frozen=True)
+class FrameReceived:
+    """A text frame arrived on ``conn``."""
+
+    conn: int
+    frame: str | bytes
+
+
+@dataclass(frozen=True)
+class ConnectionLost:
+    """Connection ``conn`` ended or could not be opened.
+
+    ``reason`` is a sentence for the user (None: a plain close); ``fatal`` means retrying cannot help
+    (a bad URL); ``policy_close`` means the server closed with code 1008 (it refused the token).
+    """
+
+    conn: int
+    reason: str | None = None
+    fatal: bool = False
+    policy_close: bool = False
+
+
+@dataclass(frozen=True)
+class PongReceived:
+    """The pong for ping ``ping`` on ``conn`` arrived: every frame sent before it reached the server."""
+
+    conn: int
+    ping: int
+
+
+@dataclass(frozen=True)
+class TimerFired:
+    """A timer the core scheduled went off."""
+
+    name: Literal["auth", "reconnect"]
+    key: int
+
+
+@dataclass(frozen=True)
+class JobProgressed:
+    """A running job reported progress."""
+
+    job_id: str
+    percent: float
+    message: str
+    stage: str
+
+
+@dataclass(frozen=True)
+class JobEnded:
+    """A started job ended: ``ok`` with ``data``, or ``error``/``cancelled`` with a sentence."""
+
+    job_id: str
+    outcome: Literal["ok", "error", "cancelled"]
+    data: dict[str, Any] | None = None
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class CancelRequested:
+    """The user asked to cancel a job."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class StopRequested:
+    """The user asked the worker to stop: cancel what runs, connect no more."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """The driver has shut everything down."""
+
+
+Event = (
+    Restored
+    | Start
+    | ConnectionOpened
+    | FrameReceived
+    | ConnectionLost
+    | PongReceived
+    | TimerFired
+    | JobProgressed
+    | JobEnded
+    | CancelRequested
+    | StopRequested
+    | Ended
+)
+
+
+# ---------------------------------------------------------------------------------------------- actions out
+
+
+@dataclass(frozen=True)
+class OpenConnection:
+    """Dial the server as connection ``conn``."""
+
+    conn: int
+
+
+@dataclass(frozen=True)
+class CloseConnection:
+    """Close connection ``conn``."""
+
+    conn: int
+
+
+@dataclass(frozen=True)
+class SendFrame:
+    """Send ``frame`` on ``conn`` (only if ``conn`` is still the live connection), after earlier frames."""
+
+    conn: int
+    frame: str
+    kind: Literal["auth", "progress", "result"]
+    job_id: str | None = None
+
+
+@dataclass(frozen=True)
+class SendPing:
+    """Ping on ``conn`` after every frame queued before it; report the pong as :class:`PongReceived`."""
+
+    conn: int
+    ping: int
+
+
+@dataclass(frozen=True)
+class StartJob:
+    """Run a job off the loop; report :class:`JobProgressed` and exactly one :class:`JobEnded`."""
+
+    job_id: str
+    action: str
+    params: dict[str, Any]
+    spec: ActionSpec
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    """Stop a started job (its process is killed); it still ends with :class:`JobEnded`."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class ScheduleTimer:
+    """Fire :class:`TimerFired` (``name``, ``key``) after ``delay`` seconds."""
+
+    name: Literal["auth", "reconnect"]
+    delay: float
+    key: int
+
+
+@dataclass(frozen=True)
+class Publish:
+    """Tell observers (panel, CLI, log) what happened."""
+
+    event: BusEvent
+
+
+@dataclass(frozen=True)
+class Log:
+    """A line for the local log only (never sent to the server)."""
+
+    level: int
+    message: str
+
+
+@dataclass(frozen=True)
+class JournalAccepted:
+    """Record durably that ``job_id`` was accepted (before it starts)."""
+
+    job_id: str
+    action: str
+
+
+@dataclass(frozen=True)
+class JournalStarted:
+    """Record that ``job_id`` began running."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JournalResult:
+    """Record ``job_id``'s result frame durably (before it is sent)."""
+
+    job_id: str
+    frame: str
+
+
+@dataclass(frozen=True)
+class JournalConfirmed:
+    """Record that the server has ``job_id``'s result."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Finish:
+    """The worker is done connecting: rejected (``rejection``), a fatal error (``fatal``), or stopped."""
+
+    rejection: str | None = None
+    fatal: str | None = None
+
+
+Action = (
+    OpenConnection
+    | CloseConnection
+    | SendFrame
+    | SendPing
+    | StartJob
+    | CancelJob
+    | ScheduleTimer
+    | Publish
+    | Log
+    | JournalAccepted
+    | JournalStarted
+    | JournalResult
+    | JournalConfirmed
+    | Finish
+)
+
+
+# ---------------------------------------------------------------------------------------------- the core
+
+
+@dataclass
+class CoreConfig:
+    """What the core needs to know that does not change while it runs."""
+
+    url: str
+    machine_id: str
+    worker_version: str
+    capabilities: Mapping[str, Any]
+    actions: Mapping[str, ActionSpec]
+    max_jobs: int = 2
+    auth_timeout: float = 30.0
+    backoff: Backoff = field(default_factory=Backoff)

@@ -1,0 +1,188 @@
+"""The durable job journal: unit behaviour, and the real worker SIGKILLed at random points of jobs' lives.
+
+The kill test runs the real worker (``tests/killworker.py``) against the reference server on loopback,
+kills it with SIGKILL at random moments (during connecting, while jobs are accepted, running, answered,
+awaiting their ack), starts a new one with a fresh token each time, and counts: results lost (must be 0)
+and jobs run twice (must be 0). ``STATSBOT_KILLS=500`` runs more rounds; the default keeps CI short.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from statsbot_nb import protocol
+from statsbot_nb.journal import KEEP_IDS, Journal
+from statsbot_nb.server import JobServer
+
+URL = "ws://127.0.0.1:9/ws"
+TESTS = Path(__file__).parent
+
+
+# ---------------------------------------------------------------------------------------------- unit
+
+
+def test_a_new_worker_restores_what_an_ended_one_left(tmp_path: Path) -> None:
+    first = Journal(tmp_path, URL)
+    assert first.open().pending == ()
+    first.accepted("a", "train")
+    first.started("a")
+    first.accepted("b", "predict")
+    first.result("b", protocol.encode_result_ok("b", {"n": 1}))
+    first.accepted("c", "list_models")
+    first.result("c", protocol.encode_result_ok("c", {}))
+    first.confirmed("c")
+    first.accepted("q", "train")  # accepted, never started
+    first.close()  # like a process that ended: its lock is free
+
+    second = Journal(tmp_path, URL)
+    restored = second.open()
+    assert [job_id for job_id, _ in restored.pending] == ["b"]
+    assert sorted(restored.interrupted) == [("a", "train", "running"), ("q", "train", "queued")]
+    assert restored.finished == ("c",)
+    second.close()
+
+
+def test_a_live_worker_keeps_its_rows_and_other_servers_rows_are_not_claimed(tmp_path: Path) -> None:
+    alive = Journal(tmp_path, URL)
+    alive.open()
+    alive.accepted("mine", "train")
+    other_server = Journal(tmp_path, "ws://elsewhere:1/ws")
+    other_server.open()
+    other_server.accepted("theirs", "train")
+    other_server.close()
+
+    newcomer = Journal(tmp_path, URL)
+    restored = newcomer.open()
+    assert restored.interrupted == () and restored.pending == ()  # "mine" belongs to a live worker
+    newcomer.close()
+    alive.close()
+    successor = Journal(tmp_path, URL)
+    assert [j for j, _, _ in successor.open().interrupted] == ["mine"]
+    successor.close()
+
+
+def test_the_journal_stays_bounded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from statsbot_nb import journal as journal_module
+
+    monkeypatch.setattr(journal_module, "KEEP_IDS", 50)
+    monkeypatch.setattr(journal_module, "KEEP_RESULTS", 10)
+    j = Journal(tmp_path, URL)
+    j.open()
+    for i in range(400):
+        j.accepted(f"j{i}", "list_models")
+        j.result(f"j{i}", protocol.encode_result_ok(f"j{i}", {"i": i}))
+        j.confirmed(f"j{i}")
+    j.prune()
+    counts = j.counts()
+    assert counts == {"confirmed": 50}
+    kept = j._require().execute("SELECT COUNT(*) FROM jobs WHERE result IS NOT NULL").fetchone()[0]
+    assert kept == 10
+    j.close()
+    assert KEEP_IDS >= 1000  # the real bound remembers many more ids than any session's record cap
+
+
+def test_the_journal_is_private_and_never_holds_the_token(tmp_path: Path) -> None:
+    j = Journal(tmp_path, URL)
+    j.open()
+    j.accepted("a", "train")
+    j.close()
+    assert (j.dir.stat().st_mode & 0o777) == 0o700
+    assert (j.path.stat().st_mode & 0o777) == 0o600
+
+
+# ---------------------------------------------------------------------------------------------- the real worker
+
+
+async def _spawn(server: JobServer, home: Path, marker: Path) -> asyncio.subprocess.Process:
+    env = {**os.environ, "TEST_TOKEN": server.issue_token(), "PYTHONPATH": os.pathsep.join([str(TESTS), *sys.path])}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(TESTS / "killworker.py"),
+        server.url,
+        str(home),
+        str(marker),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def _kill(proc: asyncio.subprocess.Process) -> bytes:
+    if proc.returncode is None:
+        proc.send_signal(signal.SIGKILL)
+    _, err = await proc.communicate()
+    return err
+
+
+async def test_a_job_running_when_the_worker_is_killed_is_answered_by_the_next_worker(tmp_path: Path) -> None:
+    marker = tmp_path / "runs.txt"
+    async with JobServer() as server:
+        handle = server.submit("slow_mark", {"marker": str(marker), "seconds": 30})
+        proc = await _spawn(server, tmp_path, marker)
+        try:
+            deadline = time.monotonic() + 30
+            while not (marker.exists() and marker.read_text()):
+                assert time.monotonic() < deadline, "the job never started"
+                await asyncio.sleep(0.05)
+        finally:
+            await _kill(proc)
+        successor = await _spawn(server, tmp_path, marker)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(handle.future), 30)
+        finally:
+            await _kill(successor)
+    assert result.success is False and "restarted" in (result.error or "")
+    assert marker.read_text().splitlines() == [f"run {handle.job_id}"]  # answered, never run again
+
+
+async def test_sigkill_at_random_points_loses_no_result_and_runs_no_job_twice(tmp_path: Path) -> None:
+    rounds = int(os.environ.get("STATSBOT_KILLS", "60"))
+    rng = random.Random(20261201)
+    marker = tmp_path / "runs.txt"
+    marker.touch()
+    started = time.monotonic()
+    async with JobServer() as server:
+        handles = []
+        for _ in range(rounds):
+            for _ in range(rng.randint(1, 4)):
+                params = {"marker": str(marker), "seconds": round(rng.uniform(0.0, 0.3), 3)}
+                handles.append(server.submit("mark", params))
+            proc = await _spawn(server, tmp_path, marker)
+            await asyncio.sleep(rng.uniform(0.0, 0.9))  # from before the connection to mid-job
+            err = await _kill(proc)
+            assert b"Traceback" not in err, err.decode()
+        final = await _spawn(server, tmp_path, marker)
+        try:
+            pending = [asyncio.shield(h.future) for h in handles]
+            await asyncio.wait_for(asyncio.gather(*pending), 120)
+        finally:
+            err = await _kill(final)
+        assert b"Traceback" not in err, err.decode()
+        duplicates_received = server.duplicate_results
+    runs = Counter(line.split()[1] for line in marker.read_text().splitlines())
+    lost = [h.job_id for h in handles if not h.done]
+    twice = {job_id: n for job_id, n in runs.items() if n > 1}
+    outcomes = Counter(
+        "ok"
+        if h.future.result().success
+        else ("restarted" if "restarted" in (h.future.result().error or "") else "other")
+        for h in handles
+    )
+    print(
+        f"\nkill test: {rounds} SIGKILLs, {len(handles)} jobs, {sum(runs.values())} runs, results lost {len(lost)}, "
+        f"jobs run twice {len(twice)}, outcomes {dict(outcomes)}, re-sent results the server already had "
+        f"{duplicates_received}, {time.monotonic() - started:.0f} s"
+    )
+    assert lost == [] and twice == {}
+    assert outcomes["other"] == 0, [h.future.result() for h in handles if not h.future.result().success]
+    assert outcomes["ok"] > 0 and outcomes["restarted"] > 0  # the kills did land mid-job
+    assert all(runs[h.job_id] == 1 for h in handles if h.future.result().success)
