@@ -67,3 +67,21 @@ TEST_ACTIONS = {
     "boom": ActionSpec("jobfuncs:raise_job", isolated=True),
     "write_relative": ActionSpec("jobfuncs:write_relative", isolated=True),
 }
+
+
+def mark_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Append ``<job_id> <pid>`` to ``marker`` as the job starts, then sleep ``seconds``.
+
+    One line per run, written before anything else, so a test can count how many times each job id ran
+    (a job run twice shows two lines even if the second run was cut short). Used by tests/test_faults.py.
+    """
+    with Path(params["marker"]).open("a", encoding="utf-8") as fh:
+        fh.write(f"{ctx.job_id} {os.getpid()}\n")
+    ctx.progress(50, "marked", "marking")
+    time.sleep(float(params.get("seconds", 0.0)))
+    return {"job_id": ctx.job_id, "pid": os.getpid()}
+
+
+# quick jobs for the fault tests: the same handler in a thread and in its own process
+TEST_ACTIONS["mark"] = ActionSpec("jobfuncs:mark_job", isolated=False)
+TEST_ACTIONS["mark_proc"] = ActionSpec("jobfuncs:mark_job", isolated=True)
