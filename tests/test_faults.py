@@ -474,14 +474,6 @@ async def test_black_holed_connection_mid_job(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "worker: after its keepalive ping times out on a silent link, websockets waits the worker's fixed "
-        "close_timeout (5 s, Worker._connect_kwargs) for a closing handshake that cannot come before the "
-        "worker reconnects; a link already known dead could be aborted at once"
-    ),
-)
 async def test_black_hole_noticed_within_keepalive(make_worker: Callable[..., Worker]) -> None:
     """Once the link is silent, the worker is back on a new connection within ping_interval + ping_timeout + 1 s."""
     async with CountingServer() as server, FaultProxy(server.port) as proxy:

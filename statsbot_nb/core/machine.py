@@ -43,7 +43,7 @@ from .vocabulary import (
     TimerFired,
 )
 
-Phase = Literal["idle", "opening", "auth", "ready", "waiting", "done"]
+Phase = Literal["idle", "opening", "auth", "ready", "closing", "waiting", "done"]
 
 
 class WorkerCore(JobDecisions):
@@ -190,7 +190,7 @@ class WorkerCore(JobDecisions):
         out.append(OpenConnection(self._conn))
 
     def _on_lost(self, event: ConnectionLost, out: list[Action]) -> None:
-        if event.conn != self._conn or self._phase not in ("opening", "auth", "ready"):
+        if event.conn != self._conn or self._phase not in ("opening", "auth", "ready", "closing"):
             return
         was = self._phase
         self._phase = "waiting"
@@ -239,6 +239,7 @@ class WorkerCore(JobDecisions):
             error = msg.error if isinstance(msg, protocol.AuthFailed) else (msg.message or "refused")
             if not self._refused(f"The server rejected the token ({error})", out):
                 self._close_reason = "The server refused the session token; retrying with the original token."
+                self._phase = "closing"  # this refusal is handled: the close that follows is not a second one
             out.append(CloseConnection(conn))
             return
         if not isinstance(msg, protocol.AuthResponse):
