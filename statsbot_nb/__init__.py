@@ -17,6 +17,21 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccessDenied",
+    "AmbiguousModel",
+    "BadJobError",
+    "ConfigError",
+    "JobCancelled",
+    "JobError",
+    "JobRecord",
+    "JobSettings",
+    "LocalModel",
+    "ModelLookupError",
+    "ModelNotFound",
+    "ProtocolError",
+    "StatsbotError",
+    "TokenRejectedError",
+    "Worker",
     "__version__",
     "compare",
     "connect",
@@ -29,6 +44,7 @@ __all__ = [
     "unload_ipython_extension",
 ]
 
+#: name -> (module, attribute): the public API, imported on first use (tests/test_public_api.py pins it)
 _LAZY = {
     "connect": ("statsbot_nb.session", "connect"),
     "current_worker": ("statsbot_nb.session", "current_worker"),
@@ -37,12 +53,42 @@ _LAZY = {
     "models": ("statsbot_nb.local", "models"),
     "model": ("statsbot_nb.local", "model"),
     "compare": ("statsbot_nb.local", "compare"),
+    # the types users receive: connect() returns a Worker, model() a LocalModel, w.jobs holds JobRecords
+    "Worker": ("statsbot_nb.worker", "Worker"),
+    "JobRecord": ("statsbot_nb.core", "JobRecord"),
+    "JobSettings": ("statsbot_nb.context", "JobSettings"),
+    "LocalModel": ("statsbot_nb.local", "LocalModel"),
+    # the errors users may catch
+    "ModelLookupError": ("statsbot_nb.local", "ModelLookupError"),
+    "ModelNotFound": ("statsbot_nb.local", "ModelNotFound"),
+    "AmbiguousModel": ("statsbot_nb.local", "AmbiguousModel"),
+    "StatsbotError": ("statsbot_nb.errors", "StatsbotError"),
+    "ProtocolError": ("statsbot_nb.errors", "ProtocolError"),
+    "BadJobError": ("statsbot_nb.errors", "BadJobError"),
+    "TokenRejectedError": ("statsbot_nb.errors", "TokenRejectedError"),
+    "ConfigError": ("statsbot_nb.errors", "ConfigError"),
+    "JobError": ("statsbot_nb.errors", "JobError"),
+    "AccessDenied": ("statsbot_nb.errors", "AccessDenied"),
+    "JobCancelled": ("statsbot_nb.errors", "JobCancelled"),
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .local import compare, model, models
+    from .context import JobSettings
+    from .core import JobRecord
+    from .errors import (
+        AccessDenied,
+        BadJobError,
+        ConfigError,
+        JobCancelled,
+        JobError,
+        ProtocolError,
+        StatsbotError,
+        TokenRejectedError,
+    )
+    from .local import AmbiguousModel, LocalModel, ModelLookupError, ModelNotFound, compare, model, models
     from .session import connect, current_worker, disconnect
     from .ui.panel import panel
+    from .worker import Worker
 
 
 def __getattr__(name: str) -> Any:
