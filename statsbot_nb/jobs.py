@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .ml.store import headline_metric
+from .ml.headline import headline_text
 
 
 @dataclass(frozen=True)
@@ -53,9 +53,9 @@ def summarize(action: str, data: Mapping[str, Any]) -> str:
     if action == "train":
         info = data.get("model_info")
         task = info.get("task_type") if isinstance(info, Mapping) else None
-        key, value = headline_metric({"metrics": data.get("metrics"), "task_type": task})
-        if key and value is not None:
-            return f"{data.get('model_id')} {key}={value:.3f}"
+        headline = headline_text({"metrics": data.get("metrics"), "task_type": task})
+        if headline:
+            return f"{data.get('model_id')} {headline}"
         return str(data.get("model_id", "trained"))
     if action == "predict":
         return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"

@@ -30,6 +30,7 @@ from .config import models_dir, statsbot_home
 from .context import JobContext, JobSettings
 from .errors import JobError, StatsbotError
 from .ml import store
+from .ml.headline import headline_metric, headline_text
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,7 +91,7 @@ def models(home: Path | None = None) -> pd.DataFrame:
     rows = []
     for entry in store.list_models(models_dir(_home(home))):
         features = entry.get("feature_columns")
-        metric, score = store.headline_metric(entry)
+        metric, score = headline_metric(entry)
         rows.append(
             {
                 "model_id": entry["model_id"],
@@ -337,10 +338,7 @@ class LocalModel:
     # -- how it looks ---------------------------------------------------------------------------------
 
     def _headline(self) -> str:
-        from .ml.plots import METRIC_LABELS, headline_metric
-
-        metric, value = headline_metric(self._meta)
-        return f"{METRIC_LABELS.get(metric or '', metric)} {value:.3f}" if value is not None else ""
+        return headline_text(self._meta, sep=" ", labelled=True)
 
     def _safe_kinds(self) -> dict[str, str | None]:
         try:

@@ -18,7 +18,6 @@ import contextlib
 import csv
 import logging
 import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -26,6 +25,7 @@ from typing import IO, Any
 
 import pandas as pd
 
+from .. import atomic
 from ..errors import JobError
 
 try:  # pyarrow is a hard dependency, but keep CSV reading alive if a broken install lacks it.
@@ -262,47 +262,20 @@ def _delimited_chunks(path: Path, delimiter: str, wanted: list[str], chunk_rows:
 # -- atomic writes -------------------------------------------------------------------------------------
 
 
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-
-
 def _create_temp(path: Path) -> tuple[Path, int]:
-    """Create the hidden temp file exclusively, honouring the umask (``0o666 & ~umask``)."""
-    tmp = _temp_path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
+    """Create the hidden temp file for ``path`` (see :func:`statsbot_nb.atomic.create_temp`)."""
     try:
-        fd = os.open(tmp, flags, 0o666)
+        return atomic.create_temp(path)
     except OSError as exc:
         raise JobError(
             f"Cannot write in {path.parent}: {exc.strerror or exc}; check the folder exists and is writable."
         ) from exc
-    with contextlib.suppress(OSError):
-        if path.exists():
-            os.fchmod(fd, path.stat().st_mode & 0o777)  # an overwrite keeps the file's permissions
-    return tmp, fd
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a closed file's data to disk before it is renamed into place (best effort)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _commit(tmp: Path, path: Path, overwrite: bool = True) -> None:
-    """Move the finished temp file to ``path``; with ``overwrite=False`` an existing file is never replaced.
-
-    The no-overwrite move is a hard link (which fails if the name exists, atomically) and the unlink of
-    the temp name, so a file that appeared after the name was chosen is refused rather than replaced.
-    """
+    """Move the finished temp file to ``path`` (see :func:`statsbot_nb.atomic.commit`), in sentences."""
     try:
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        _link_or_claim(tmp, path)
+        atomic.commit(tmp, path, overwrite)
     except FileExistsError as exc:
         raise JobError(
             f"{path.name} appeared in {path.parent} while the job was writing it; it was left "
@@ -310,25 +283,6 @@ def _commit(tmp: Path, path: Path, overwrite: bool = True) -> None:
         ) from exc
     except OSError as exc:
         raise JobError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-
-
-def _link_or_claim(tmp: Path, path: Path) -> None:
-    """Put ``tmp`` at ``path`` only if nothing is there (FileExistsError otherwise).
-
-    A hard link where the file system has them; elsewhere (FAT, some network shares) the name is first
-    claimed with an exclusive create, then the finished file is moved over that empty placeholder.
-    """
-    try:
-        os.link(tmp, path)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    os.replace(tmp, path)
 
 
 def _writer_ext(path: Path) -> str:
@@ -452,7 +406,7 @@ class AtomicTableWriter:
                 self._finish()
             self._close()
             if exc_type is None:
-                _fsync_path(tmp)
+                atomic.fsync_file(tmp)
                 _commit(tmp, self.path, self.overwrite)
                 log.info("Wrote %d rows to %s", self.rows, self.path)
         except BaseException:

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import JobError
+from ..strictjson import to_strict_json
+from .constants import CLASSIFICATION, REGRESSION, SEED, TASKS
 from .hyperparams import (
     MANAGED,
     NATIVE_LIBRARIES,
@@ -35,11 +37,6 @@ from .hyperparams import (
     native_names,
     to_canonical,
 )
-
-SEED = 42
-REGRESSION = "regression"
-CLASSIFICATION = "classification"
-TASKS = (REGRESSION, CLASSIFICATION)
 
 # Sklearn families: model_type -> (family, tasks it supports, scale numeric columns).
 _SKLEARN_TYPES: dict[str, tuple[str, tuple[str, ...], bool]] = {
@@ -222,7 +219,7 @@ def build_estimator(model_type: str, task_type: str, hyperparameters: dict[str, 
     except TypeError as exc:
         raise JobError(f"The hyperparameters for {model_type} were not accepted: {_first_line(exc)}") from exc
     _run_estimator_validation(estimator, model_type)
-    shown = {key: _json_value(value) for key, value in params.items()}
+    shown = {key: to_strict_json(value, unknown=repr) for key, value in params.items()}
     return EstimatorPlan(model_type, task_type, family, library, estimator, scale, shown, notes)
 
 
@@ -483,16 +480,3 @@ def _first_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     text = text[:300]
     return text if text.endswith((".", "!", "?")) else text + "."
-
-
-def _json_value(value: Any) -> Any:
-    """A JSON-friendly copy of a hyperparameter value (tuples become lists, objects their repr)."""
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (list, tuple)):
-        return [_json_value(v) for v in value]
-    if isinstance(value, dict):
-        return {str(k): _json_value(v) for k, v in value.items()}
-    return repr(value)

@@ -24,19 +24,17 @@ input (same format as that input; Excel inputs give CSV), written atomically.
 
 from __future__ import annotations
 
-import datetime as _dt
-import decimal
 import logging
 import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from ..context import JobContext
 from ..errors import JobError
 from ..paths import MissingFile, PathPolicy
+from ..strictjson import to_strict_json
 from .data import check_columns, iter_table_chunks, read_columns, read_table, write_table_atomic
 from .filters import Filter, parse_filters
 
@@ -86,36 +84,10 @@ def _format(path: Path) -> str:
 # -- JSON-friendly records -----------------------------------------------------------------------------
 
 
-def _json_value(value: Any) -> Any:
-    """One cell as a strict-JSON value: NaN/inf/NaT -> None, numpy -> Python, dates -> ISO text."""
-    if value is None or value is pd.NaT:
-        return None
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, (pd.Timestamp, _dt.datetime, _dt.date, _dt.time)):
-        return value.isoformat()
-    if isinstance(value, (pd.Timedelta, _dt.timedelta)):
-        return str(value)
-    if isinstance(value, decimal.Decimal):
-        return _json_value(float(value))
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    return str(value)
-
-
 def dataframe_records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """``df`` as a list of row objects that survive strict JSON encoding."""
     names = [str(c) for c in df.columns]
-    columns = [[_json_value(v) for v in df.iloc[:, i].tolist()] for i in range(df.shape[1])]
+    columns = [[to_strict_json(v) for v in df.iloc[:, i].tolist()] for i in range(df.shape[1])]
     return (
         [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
         if columns

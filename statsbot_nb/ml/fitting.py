@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import JobError
-from .estimators import CLASSIFICATION, EstimatorPlan, _first_line
+from .constants import CLASSIFICATION
+from .estimators import EstimatorPlan, _first_line
 
 log = logging.getLogger("statsbot_nb.train")
 

@@ -30,13 +30,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ..errors import JobError
-from .store import headline_metric
+from .constants import CLASSIFICATION, PLOT_SAMPLE_SEED, REGRESSION
+from .headline import METRIC_LABELS, headline_metric, headline_text
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-REGRESSION = "regression"
-CLASSIFICATION = "classification"
 PLOT_KINDS: dict[str, list[str]] = {
     REGRESSION: ["predicted_vs_actual", "residuals", "feature_importance"],
     CLASSIFICATION: ["confusion_matrix", "roc", "precision_recall", "calibration", "feature_importance"],
@@ -50,24 +49,9 @@ KIND_TITLES = {
     "precision_recall": "Precision-recall curve",
     "calibration": "Calibration",
 }
-METRIC_LABELS = {
-    "r2": "R²",
-    "mse": "MSE",
-    "rmse": "RMSE",
-    "mae": "MAE",
-    "accuracy": "accuracy",
-    "precision": "precision",
-    "recall": "recall",
-    "f1": "F1",
-    "roc_auc": "ROC AUC",
-    "auc_pr": "PR AUC",
-    "brier_score": "Brier score",
-    "log_loss": "log loss",
-}
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "brier_score", "log_loss"})
 FIGSIZE = (6.0, 4.0)
 DPI = 100
-SEED = 0
 MAX_CLASS_CURVES = 10
 MAX_BARS = 20
 MAX_COMPARED = 25
@@ -270,8 +254,8 @@ def make_plot(
         held = _held_out(metadata, artefacts, str(task))[0]
         assert held is not None  # available_kinds said it is drawable
         fig = _DRAW[kind](held, metadata, max_points)
-    metric, value = headline_metric(metadata)
-    score = f" · {METRIC_LABELS.get(metric or '', metric)} {value:.3f}" if value is not None else ""
+    headline = headline_text(metadata, sep=" ", labelled=True)
+    score = f" · {headline}" if headline else ""
     fig.suptitle(f"{name}{score}", fontsize=11, fontweight="bold")
     return fig
 
@@ -282,7 +266,7 @@ def make_plot(
 def _subsample(n: int, max_points: int) -> np.ndarray:
     if n <= max_points:
         return np.arange(n)
-    return np.sort(np.random.default_rng(SEED).choice(n, max_points, replace=False))
+    return np.sort(np.random.default_rng(PLOT_SAMPLE_SEED).choice(n, max_points, replace=False))
 
 
 def _note(ax: Any, text: str, *, loc: str = "lower right") -> None:

@@ -28,8 +28,6 @@ import hashlib
 import hmac
 import json
 import logging
-import math
-import numbers
 import os
 import pickle
 import re
@@ -37,11 +35,11 @@ import secrets
 import shutil
 import stat
 import time
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .. import atomic
 from ..errors import JobError
 from ..strictjson import to_strict_json
 
@@ -69,28 +67,6 @@ METADATA_FILE = "metadata.json"
 ARTEFACTS_FILE = "artefacts.npz"
 MAX_NAME_CHARS = 100
 _STALE_TMP_SECONDS = 3600
-
-
-#: The metric a model is judged by, per task (the bot shows the same two).
-HEADLINE_METRIC = {"regression": "r2", "classification": "accuracy"}
-
-
-def headline_metric(metadata: Mapping[str, Any]) -> tuple[str | None, float | None]:
-    """``(name, value)`` of the metric a model is judged by: r2 (regression) or accuracy (classification).
-
-    Works on metadata, ``list_models`` entries and train results alike (anything with ``metrics`` and
-    ``task_type``). The value is None when the metric was not recorded or is not a finite number; the name
-    is None when the task is unknown too. Lives here, numpy-free, so the panel can call it on its loop.
-    """
-    metrics = metadata.get("metrics")
-    metrics = metrics if isinstance(metrics, Mapping) else {}
-    task = metadata.get("task_type")
-    names = [HEADLINE_METRIC[task]] if task in HEADLINE_METRIC else ["r2", "accuracy"]
-    for name in names:
-        value = metrics.get(name)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-            return name, float(value)
-    return (names[0] if len(names) == 1 else None), None
 
 
 def validate_model_id(model_id: object) -> str:
@@ -212,9 +188,9 @@ def _dumps(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def _dump_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(to_strict_json(data), indent=2, ensure_ascii=False, allow_nan=False)
-    _write_file(path, text.encode("utf-8"))
+def _json_bytes(data: dict[str, Any]) -> bytes:
+    """``metadata.json``'s bytes: strict JSON, indented, UTF-8."""
+    return json.dumps(to_strict_json(data), indent=2, ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
 def save_model(
@@ -253,7 +229,7 @@ def save_model(
         if artefacts:
             files[ARTEFACTS_FILE] = _write_artefacts(tmp / ARTEFACTS_FILE, artefacts)
         meta["files"] = files
-        _dump_json(tmp / METADATA_FILE, meta)
+        _write_file(tmp / METADATA_FILE, _json_bytes(meta))
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,12 +260,7 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         if final.is_dir() and not any(final.iterdir()):
             final.rmdir()
         os.replace(tmp, final)
-    with contextlib.suppress(OSError):
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic.fsync_dir(final.parent)
 
 
 def _sweep_stale_temps(store: Path) -> None:
@@ -437,14 +408,7 @@ def trust_model(store: Path, model_id: object) -> dict[str, Any]:
 
 def _rewrite_metadata(folder: Path, meta: dict[str, Any]) -> None:
     """Replace ``metadata.json`` atomically (write a temp file beside it, then rename)."""
-    tmp = folder / f".metadata-{secrets.token_hex(4)}.tmp"
-    try:
-        _dump_json(tmp, meta)
-        os.replace(tmp, folder / METADATA_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
+    atomic.write_bytes(folder / METADATA_FILE, _json_bytes(meta))
 
 
 # -- job handlers -------------------------------------------------------------------------------------

@@ -23,12 +23,12 @@ from ..errors import JobError
 from ..paths import PathPolicy
 from ..strictjson import to_strict_json
 from . import estimators, evaluate, preprocess, store
+from .constants import SEED
 from .data import read_columns, read_table
 from .fitting import fit_with_progress
 
 log = logging.getLogger("statsbot_nb.train")
 
-SEED = estimators.SEED
 MIN_ROWS = 5
 #: The held-out share today's worker always uses (it ignores ``test_size``); see :func:`_bot_keras_split`.
 TODAYS_TEST_SIZE = 0.2

@@ -23,7 +23,7 @@ from ..context import JobSettings
 from ..errors import StatsbotError
 from ..events import Event, JobFinished
 from ..ml import store
-from ..ml.store import headline_metric
+from ..ml.headline import headline_text
 from ..runner import ProcessRunner
 
 log = logging.getLogger("statsbot_nb.browser")
@@ -37,8 +37,7 @@ COMPARISON_METRICS = {
 
 
 def _headline(entry: dict[str, Any]) -> str:
-    name, value = headline_metric(entry)
-    return f"{name} {value:.3f}" if name and value is not None else "no metric"
+    return headline_text(entry, sep=" ") or "no metric"
 
 
 class ModelBrowser:
