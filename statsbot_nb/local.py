@@ -21,7 +21,6 @@ import difflib
 import html
 import math
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from .context import JobContext, JobSettings
 from .errors import JobError, StatsbotError
 from .ml import store
 from .ml.headline import headline_metric, headline_text
+from .settings import job_settings, worker_dirs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -151,13 +151,6 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     )
 
 
-def _worker_dirs() -> tuple[Path, ...]:
-    """Folders the user allowed for the current worker (panel, ``%statsbot allow``, ``connect(allow=)``)."""
-    session = sys.modules.get("statsbot_nb.session")  # only if a worker was ever started here
-    worker = session.current_worker() if session is not None else None
-    return tuple(worker.settings.allowed_dirs) if worker is not None else ()
-
-
 def _fmt(value: Any) -> str:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return "—" if value is None else str(value)
@@ -256,11 +249,7 @@ class LocalModel:
         return make_plot(kind, self._meta, self.artefacts, max_points=max_points)
 
     def _settings(self, allowed_dirs: Iterable[str | os.PathLike[str]] = ()) -> JobSettings:
-        from .paths import parse_allowed_dirs
-
-        extra = tuple(Path(d).expanduser() for d in allowed_dirs)
-        env = parse_allowed_dirs(os.environ.get("STATSBOT_ALLOWED_DIRS"))
-        return JobSettings(home=self.store_dir.parent, allowed_dirs=env + _worker_dirs() + extra, cwd=Path.cwd())
+        return job_settings(self.store_dir.parent, allow=(*worker_dirs(), *allowed_dirs))
 
     def _alive(self) -> None:
         if self.deleted:
