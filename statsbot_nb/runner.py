@@ -35,7 +35,9 @@ log = logging.getLogger("statsbot_nb.runner")
 
 ProgressCallback = Callable[[float, str, str], None]
 
-#: Modules imported once in the forkserver so each job process starts warm.
+#: Modules imported once in the forkserver so each job process starts warm. Callers above the runner add
+#: their own job modules through ``ProcessRunner(preload=...)`` (the model browser adds its renderer), so
+#: this list names nothing above the runner's layer.
 PRELOAD = (
     "statsbot_nb.jobs",
     "pandas",
@@ -43,7 +45,6 @@ PRELOAD = (
     "statsbot_nb.ml.train",
     "statsbot_nb.ml.predict",
     "statsbot_nb.ml.files",
-    "statsbot_nb.ui.render",
     "matplotlib.backends.backend_agg",
 )
 
