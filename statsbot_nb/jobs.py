@@ -27,16 +27,16 @@ class ActionSpec:
 
 ACTIONS: dict[str, ActionSpec] = {
     # quick: a thread is enough, and they must answer while heavy jobs hold every process slot
-    "list_models": ActionSpec("statsbot_nb.ml.store:list_models_job", isolated=False),
-    "delete_model": ActionSpec("statsbot_nb.ml.store:delete_model", isolated=False),
-    "set_model_name": ActionSpec("statsbot_nb.ml.store:set_model_name", isolated=False),
-    "file_info": ActionSpec("statsbot_nb.ml.files:file_info", isolated=False),
+    "list_models": ActionSpec("statsbot_nb.handlers.models:list_models", isolated=False),
+    "delete_model": ActionSpec("statsbot_nb.handlers.models:delete_model", isolated=False),
+    "set_model_name": ActionSpec("statsbot_nb.handlers.models:set_model_name", isolated=False),
+    "file_info": ActionSpec("statsbot_nb.handlers.files:file_info", isolated=False),
     # heavy: reading whole tables, fitting, predicting, writing files -> their own process
-    "train": ActionSpec("statsbot_nb.ml.train:train", isolated=True),
-    "predict": ActionSpec("statsbot_nb.ml.predict:predict", isolated=True),
-    "join": ActionSpec("statsbot_nb.ml.files:join", isolated=True),
-    "save_file": ActionSpec("statsbot_nb.ml.files:save_file", isolated=True),
-    "load_data": ActionSpec("statsbot_nb.ml.files:load_data", isolated=True),
+    "train": ActionSpec("statsbot_nb.handlers.train:train", isolated=True),
+    "predict": ActionSpec("statsbot_nb.handlers.predict:predict", isolated=True),
+    "join": ActionSpec("statsbot_nb.handlers.files:join", isolated=True),
+    "save_file": ActionSpec("statsbot_nb.handlers.files:save_file", isolated=True),
+    "load_data": ActionSpec("statsbot_nb.handlers.files:load_data", isolated=True),
 }
 
 

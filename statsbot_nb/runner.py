@@ -42,9 +42,9 @@ PRELOAD = (
     "statsbot_nb.jobs",
     "pandas",
     "sklearn",
-    "statsbot_nb.ml.train",
-    "statsbot_nb.ml.predict",
-    "statsbot_nb.ml.files",
+    "statsbot_nb.handlers.train",
+    "statsbot_nb.handlers.predict",
+    "statsbot_nb.handlers.files",
     "matplotlib.backends.backend_agg",
 )
 
