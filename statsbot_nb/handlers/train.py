@@ -13,6 +13,7 @@ from typing import Any
 from ..context import JobContext
 from ..errors import JobError
 from ..ml import estimators
+from ..ml.constants import CLASSIFICATION, REGRESSION, TASKS
 from ..ml.data import read_columns, read_table
 from ..ml.train import TrainOptions, early_plan, train_model
 from ..strictjson import to_strict_json
@@ -52,14 +53,14 @@ def parse_request(params: Params) -> TrainRequest:
     task = params.get("task_type")
     if task in (None, "", "neural_network", "auto"):
         task = None
-    elif task not in estimators.TASKS:
+    elif task not in TASKS:
         raise JobError(f"task_type {task!r} must be 'regression', 'classification' or 'neural_network'.")
     note = None
-    if task == estimators.CLASSIFICATION and estimators.task_from_model_type(model_type) == estimators.REGRESSION:
+    if task == CLASSIFICATION and estimators.task_from_model_type(model_type) == REGRESSION:
         # The bot's template flow sends every model name without "regression" in it as a classification
         # (template_handlers.py ``_infer_task_type``), so a saved linear-regression template arrives as
         # {linear, classification}. These model types only regress: train what the template was saved for.
-        task = estimators.REGRESSION
+        task = REGRESSION
         note = (
             f"{model_type} is a regression model, so it was trained for regression although the job "
             "said classification (the bot's templates send that for every model type without "
