@@ -17,8 +17,8 @@ import pandas as pd
 
 from statsbot_nb import local
 from statsbot_nb.context import JobContext, JobSettings
+from statsbot_nb.handlers.train import train
 from statsbot_nb.ml.plots import comparison_plot
-from statsbot_nb.ml.train import train
 
 OUT = Path(__file__).resolve().parent / "plots"
 PNG_METADATA = {"Software": None}  # no library versions in the files, so regenerating changes only pixels

@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import logging
 import logging.handlers
-import math
 import os
 import signal
 import sys
@@ -26,10 +25,7 @@ from typing import Any
 
 from . import __version__
 from .config import (
-    default_machine_id,
-    load_config,
     logs_dir,
-    resolve_ws_url,
     statsbot_home,
     update_config,
 )
@@ -37,7 +33,7 @@ from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .jobs import file_of
-from .paths import parse_allowed_dirs
+from .settings import resolve_worker
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
 SUBCOMMANDS = ("demo", "serve", "trust-model")
@@ -185,38 +181,39 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     if argv and argv[0] in SUBCOMMANDS:
         return _subcommand(argv[0], argv[1:], out)
     args = build_parser().parse_args(argv)
-    home = statsbot_home()
     try:
-        config = load_config(home)
-        url = resolve_ws_url(args.ws_url, config)
         if args.max_jobs < 1:
             raise ConfigError("--max-jobs must be at least 1.")
-        if not math.isfinite(args.max_file_mb) or args.max_file_mb <= 0:
-            raise ConfigError("--max-file-mb must be a positive number of megabytes.")
+        setup = resolve_worker(
+            args.token,
+            args.ws_url,
+            allow=args.allow or (),
+            share_data=args.share_data,
+            max_file_mb=args.max_file_mb,
+            machine_id=args.machine_id,
+            option="--max-file-mb",
+        )
+        home, url, token, machine_id, settings = (
+            setup.home,
+            setup.url,
+            setup.token,
+            setup.machine_id,
+            setup.settings,
+        )
         if args.forget:
             update_config(home, forget_token=True)
             out(f"Forgot the remembered token ({home / 'config.json'}).")
             return EXIT_OK
-        token = args.token or os.environ.get("STATSBOT_TOKEN") or config.get("token")
-        if not isinstance(token, str) or not token.strip():
+        if token is None:
             out(
                 "No token: run 'statsbot-worker --token TOKEN' (or set STATSBOT_TOKEN) with the token from "
                 "/connect in the bot."
             )
             return EXIT_USAGE
-        machine_id = args.machine_id or config.get("machine_id") or default_machine_id()
         update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)
     except ConfigError as exc:
         out(f"Error: {exc}")
         return EXIT_USAGE
-    settings = JobSettings(
-        home=home,
-        allowed_dirs=parse_allowed_dirs(
-            os.pathsep.join([*(args.allow or []), os.environ.get("STATSBOT_ALLOWED_DIRS", "")])
-        ),
-        max_file_bytes=int(args.max_file_mb * 2**20),
-        share_data=args.share_data,
-    )
     log_path = setup_logging(home, args.verbose)
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
     if log_path:

@@ -7,15 +7,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import socket
-import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from . import atomic
 from .errors import ConfigError
 
 DEFAULT_WS_URL = "ws://localhost:8765/ws"
@@ -100,20 +99,9 @@ def load_config(home: Path) -> dict[str, Any]:
 def save_config(home: Path, data: dict[str, Any]) -> Path:
     """Write ``config.json`` atomically with mode 0600 (it may hold a remembered token)."""
     home.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(data, indent=2, sort_keys=True)
+    atomic.write_bytes(home / CONFIG_NAME, text.encode("utf-8"), mode=0o600)
     path = home / CONFIG_NAME
-    fd, tmp = tempfile.mkstemp(prefix=".config-", suffix=".tmp", dir=home)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=2, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-        os.chmod(path, 0o600)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
     return path
 
 

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from .ml.store import headline_metric
+from .ml.headline import headline_text
 
 
 @dataclass(frozen=True)
@@ -27,16 +27,16 @@ class ActionSpec:
 
 ACTIONS: dict[str, ActionSpec] = {
     # quick: a thread is enough, and they must answer while heavy jobs hold every process slot
-    "list_models": ActionSpec("statsbot_nb.ml.store:list_models_job", isolated=False),
-    "delete_model": ActionSpec("statsbot_nb.ml.store:delete_model", isolated=False),
-    "set_model_name": ActionSpec("statsbot_nb.ml.store:set_model_name", isolated=False),
-    "file_info": ActionSpec("statsbot_nb.ml.files:file_info", isolated=False),
+    "list_models": ActionSpec("statsbot_nb.handlers.models:list_models", isolated=False),
+    "delete_model": ActionSpec("statsbot_nb.handlers.models:delete_model", isolated=False),
+    "set_model_name": ActionSpec("statsbot_nb.handlers.models:set_model_name", isolated=False),
+    "file_info": ActionSpec("statsbot_nb.handlers.files:file_info", isolated=False),
     # heavy: reading whole tables, fitting, predicting, writing files -> their own process
-    "train": ActionSpec("statsbot_nb.ml.train:train", isolated=True),
-    "predict": ActionSpec("statsbot_nb.ml.predict:predict", isolated=True),
-    "join": ActionSpec("statsbot_nb.ml.files:join", isolated=True),
-    "save_file": ActionSpec("statsbot_nb.ml.files:save_file", isolated=True),
-    "load_data": ActionSpec("statsbot_nb.ml.files:load_data", isolated=True),
+    "train": ActionSpec("statsbot_nb.handlers.train:train", isolated=True),
+    "predict": ActionSpec("statsbot_nb.handlers.predict:predict", isolated=True),
+    "join": ActionSpec("statsbot_nb.handlers.files:join", isolated=True),
+    "save_file": ActionSpec("statsbot_nb.handlers.files:save_file", isolated=True),
+    "load_data": ActionSpec("statsbot_nb.handlers.files:load_data", isolated=True),
 }
 
 
@@ -56,9 +56,9 @@ def summarize(action: str, data: Mapping[str, Any]) -> str:
     if action == "train":
         info = data.get("model_info")
         task = info.get("task_type") if isinstance(info, Mapping) else None
-        key, value = headline_metric({"metrics": data.get("metrics"), "task_type": task})
-        if key and value is not None:
-            return f"{data.get('model_id')} {key}={value:.3f}"
+        headline = headline_text({"metrics": data.get("metrics"), "task_type": task})
+        if headline:
+            return f"{data.get('model_id')} {headline}"
         return str(data.get("model_id", "trained"))
     if action == "predict":
         return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"

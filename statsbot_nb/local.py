@@ -18,18 +18,19 @@ from __future__ import annotations
 
 import copy
 import difflib
-import html
 import math
 import os
-import sys
 from collections.abc import Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .config import models_dir, statsbot_home
-from .context import JobContext, JobSettings
+from .context import JobSettings
 from .errors import JobError, StatsbotError
+from .handlers.params import custom_name
 from .ml import store
+from .ml.headline import headline_metric, headline_text
+from .settings import job_settings, worker_dirs
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,7 +47,6 @@ MODEL_COLUMNS = (
     "score",
     "created_at",
 )
-_MAX_FEATURES_SHOWN = 30
 
 
 class ModelLookupError(StatsbotError, KeyError):
@@ -90,7 +90,7 @@ def models(home: Path | None = None) -> pd.DataFrame:
     rows = []
     for entry in store.list_models(models_dir(_home(home))):
         features = entry.get("feature_columns")
-        metric, score = store.headline_metric(entry)
+        metric, score = headline_metric(entry)
         rows.append(
             {
                 "model_id": entry["model_id"],
@@ -148,21 +148,6 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     raise ModelNotFound(
         f"There is no model with the id or name {key!r} in {where}.{hint} statsbot_nb.models() lists every model."
     )
-
-
-def _worker_dirs() -> tuple[Path, ...]:
-    """Folders the user allowed for the current worker (panel, ``%statsbot allow``, ``connect(allow=)``)."""
-    session = sys.modules.get("statsbot_nb.session")  # only if a worker was ever started here
-    worker = session.current_worker() if session is not None else None
-    return tuple(worker.settings.allowed_dirs) if worker is not None else ()
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return "—" if value is None else str(value)
-    if not math.isfinite(value):
-        return "—"
-    return f"{value:.4f}" if abs(value) < 1000 else f"{value:,.4g}"
 
 
 class LocalModel:
@@ -255,11 +240,7 @@ class LocalModel:
         return make_plot(kind, self._meta, self.artefacts, max_points=max_points)
 
     def _settings(self, allowed_dirs: Iterable[str | os.PathLike[str]] = ()) -> JobSettings:
-        from .paths import parse_allowed_dirs
-
-        extra = tuple(Path(d).expanduser() for d in allowed_dirs)
-        env = parse_allowed_dirs(os.environ.get("STATSBOT_ALLOWED_DIRS"))
-        return JobSettings(home=self.store_dir.parent, allowed_dirs=env + _worker_dirs() + extra, cwd=Path.cwd())
+        return job_settings(self.store_dir.parent, allow=(*worker_dirs(), *allowed_dirs))
 
     def _alive(self) -> None:
         if self.deleted:
@@ -282,38 +263,34 @@ class LocalModel:
         """
         import pandas as pd
 
-        from .ml.data import AtomicTableWriter, iter_table_chunks, read_columns
-        from .ml.predict import CHUNK_ROWS, Predictor, check_features, feature_columns_of, with_predictions
+        from .handlers.predict import open_source
+        from .ml.data import AtomicTableWriter, iter_table_chunks
+        from .ml.predict import CHUNK_ROWS, check_features, load_predictor, predict_chunks, with_predictions
         from .paths import PathPolicy
 
         self._alive()
         settings = self._settings(allowed_dirs)
         policy = PathPolicy.from_settings(settings)
-        if isinstance(data, pd.DataFrame):
-            source, where = None, "The DataFrame"
-        elif isinstance(data, (str, os.PathLike)):
-            source = policy.readable(data)
-            where = source.name
-        else:
+        if not isinstance(data, (pd.DataFrame, str, os.PathLike)):
             raise JobError(
                 f"predict() takes a pandas DataFrame or the path of a table file, not {type(data).__name__}."
             )
-        target = policy.writable(output) if output is not None else None
-        model_obj, encoders, meta = store.load_model(settings.models_dir, self.model_id)
-        features = feature_columns_of(meta, self.model_id)
-        if source is None:
-            assert isinstance(data, pd.DataFrame)
-            check_features(list(data.columns), features, where, self.model_id, "add them")
-            chunks: Iterable[pd.DataFrame] = (data.iloc[i : i + CHUNK_ROWS] for i in range(0, len(data), CHUNK_ROWS))
+        predictor = load_predictor(settings.models_dir, self.model_id)
+        chunks: Iterable[pd.DataFrame]
+        if isinstance(data, pd.DataFrame):
+            where = "The DataFrame"
+            check_features(list(data.columns), predictor.features, where, self.model_id, "add them")
+            chunks = (data.iloc[i : i + CHUNK_ROWS] for i in range(0, len(data), CHUNK_ROWS))
         else:
-            check_features(read_columns(source), features, where, self.model_id, "add them to the file")
+            source, _ = open_source(policy, data, predictor, "add them to the file")
+            where = source.name
             chunks = iter_table_chunks(source, chunk_rows=CHUNK_ROWS)
-        predictor = Predictor(model_obj, encoders, meta, features)
-        parts = [with_predictions(chunk, predictor.predict(chunk)) for chunk in chunks if len(chunk)]
+        target = policy.writable(output) if output is not None else None
+        parts = [with_predictions(chunk, extra) for chunk, extra in predict_chunks(predictor, chunks)]
         if not parts:
             raise JobError(f"{where} has no rows to predict on.")
         result = pd.concat(parts) if len(parts) > 1 else parts[0]
-        if source is not None:
+        if not isinstance(data, pd.DataFrame):
             result = result.reset_index(drop=True)
         if target is not None:
             with AtomicTableWriter(target) as writer:
@@ -323,24 +300,21 @@ class LocalModel:
     def rename(self, name: str) -> LocalModel:
         """Set the display name (1-100 characters, no control characters), as the bot's rename does."""
         self._alive()
-        store.set_model_name({"model_id": self.model_id, "custom_name": name}, JobContext(self._settings()))
+        store.rename_model(self.store_dir, self.model_id, custom_name(name))
         self._meta = store.read_metadata(store.model_dir(self.store_dir, self.model_id)) or self._meta
         return self
 
     def delete(self) -> None:
         """Remove the model from the store (the bot's delete_model rules); this object then says so."""
         self._alive()
-        store.delete_model({"model_id": self.model_id}, JobContext(self._settings()))
+        store.remove_model(self.store_dir, self.model_id)
         self.deleted = True
         self._artefacts, self._artefacts_loaded = None, True
 
     # -- how it looks ---------------------------------------------------------------------------------
 
     def _headline(self) -> str:
-        from .ml.plots import METRIC_LABELS, headline_metric
-
-        metric, value = headline_metric(self._meta)
-        return f"{METRIC_LABELS.get(metric or '', metric)} {value:.3f}" if value is not None else ""
+        return headline_text(self._meta, sep=" ", labelled=True)
 
     def _safe_kinds(self) -> dict[str, str | None]:
         try:
@@ -367,123 +341,9 @@ class LocalModel:
         return "\n".join(lines) + ">"
 
     def _repr_html_(self) -> str:
-        return _card(self)
+        from .ui.card import model_card_html
 
-
-_BOX = (
-    "font-family:var(--jp-ui-font-family,system-ui,sans-serif);font-size:13px;line-height:1.45;"
-    "max-width:760px;border:1px solid rgba(128,128,128,.35);border-radius:6px;padding:10px 14px"
-)
-_BADGE = "display:inline-block;padding:0 7px;margin-left:6px;border-radius:9px;font-size:11px;"
-_CELL = "text-align:left;padding:2px 12px 2px 0;vertical-align:top;border:none"
-
-
-def _row(label: str, value_html: str) -> str:
-    return (
-        f'<tr><th style="{_CELL};opacity:.7;font-weight:normal">{html.escape(label)}</th>'
-        f'<td style="{_CELL}">{value_html}</td></tr>'
-    )
-
-
-def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
-    e = html.escape
-    rows = [_row("Target", f"<code>{e(m.target_column)}</code>" if m.target_column else "—")]
-    features = m.feature_columns
-    shown = ", ".join(f"<code>{e(f)}</code>" for f in features[:_MAX_FEATURES_SHOWN])
-    more = f" … and {len(features) - _MAX_FEATURES_SHOWN} more" if len(features) > _MAX_FEATURES_SHOWN else ""
-    rows.append(_row(f"Features ({len(features)})", (shown + e(more)) or "—"))
-    importances = meta.get("feature_importances")
-    if isinstance(importances, dict) and importances:
-        top = sorted(
-            ((str(k), v) for k, v in importances.items() if isinstance(v, (int, float))),
-            key=lambda kv: kv[1],
-            reverse=True,
-        )[:3]
-        rows.append(_row("Most important", ", ".join(f"<code>{e(k)}</code> {v:.0%}" for k, v in top)))
-    stats = meta.get("dataset_stats") if isinstance(meta.get("dataset_stats"), dict) else {}
-    if stats:
-        shape = (
-            f"{_fmt_int(stats.get('n_rows'))} rows: {_fmt_int(stats.get('n_train'))} to train, "
-            f"{_fmt_int(stats.get('n_test'))} held out"
-        )
-        if stats.get("dropped_rows"):
-            shape += f" ({_fmt_int(stats.get('dropped_rows'))} dropped for a missing target)"
-        rows.append(_row("Data", e(shape)))
-        classes = stats.get("class_distribution")
-        if isinstance(classes, dict) and classes:
-            parts = [_class_share(k, v) for k, v in list(classes.items())[:12]]
-            rows.append(_row("Classes", e(" · ".join(p for p in parts if p) + (" …" if len(classes) > 12 else ""))))
-    if meta.get("source_file"):
-        rows.append(_row("Trained on", f"<code>{e(str(meta['source_file']))}</code>"))
-    when = m.created_at or "unknown"
-    if isinstance(meta.get("training_time"), (int, float)):
-        when += f" (fit in {meta['training_time']:.1f} s)"
-    rows.append(_row("Created", e(when)))
-    return rows
-
-
-def _class_share(label: str, value: Any) -> str:
-    """``label 39.9%`` from the bot's ``{count, pct}`` shape; ``label 71`` from a plain count (older models)."""
-    if isinstance(value, dict) and isinstance(value.get("pct"), (int, float)):
-        return f"{label} {value['pct']}%"
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{label} {value}"
-    return ""
-
-
-def _fmt_int(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) and not isinstance(value, bool) else "?"
-
-
-def _card(m: LocalModel) -> str:
-    """A self-contained HTML card of a model: every string escaped, inline styles only."""
-    e = html.escape
-    meta = m._meta
-    head = f'<span style="font-weight:600;font-size:15px">{e(m.display_name)}</span>'
-    for text, colour in (
-        (m.task_type, "rgba(66,133,244,.18)"),
-        (m.model_type, "rgba(128,128,128,.18)"),
-        (m._headline(), "rgba(52,168,83,.2)"),
-    ):
-        if text:
-            head += f'<span style="{_BADGE}background:{colour}">{e(text)}</span>'
-    if m.deleted:
-        head += f'<span style="{_BADGE}background:rgba(219,68,55,.25)">deleted</span>'
-    parts = [
-        f'<div style="{_BOX}">',
-        f"<div>{head}</div>",
-        f'<div style="font-family:monospace;font-size:11px;opacity:.7">{e(m.model_id)}</div>',
-        f'<table style="margin:6px 0;border-collapse:collapse">{"".join(_facts(m, meta))}</table>',
-    ]
-    metrics = list(m.metrics.items())
-    if metrics:
-        cells = "".join(_row(k, e(_fmt(v))) for k, v in metrics)
-        parts.append(
-            f"<details open><summary><b>Metrics</b> (held-out rows)</summary>"
-            f'<table style="margin:2px 0 6px 12px;border-collapse:collapse">{cells}</table></details>'
-        )
-    prep = meta.get("preprocessing")
-    lines = prep.get("description") if isinstance(prep, dict) else None
-    if isinstance(lines, list) and lines:
-        items = "".join(f"<li>{e(str(line))}</li>" for line in lines)
-        parts.append(f'<details><summary><b>Preprocessing</b></summary><ul style="margin:2px 0">{items}</ul></details>')
-    if not m.deleted:
-        kinds = m._safe_kinds()
-        ok = [k for k, why in kinds.items() if why is None]
-        if ok:
-            calls = ", ".join(f"<code>.plot({e(repr(k))})</code>" for k in ok)
-            parts.append(f"<div><b>Plots</b>: {calls}</div>")
-        missing = "".join(f"<li><code>{e(k)}</code>: {e(why)}</li>" for k, why in kinds.items() if why)
-        if missing:
-            parts.append(f'<div style="opacity:.8"><b>Not available</b><ul style="margin:2px 0">{missing}</ul></div>')
-        if not meta.get("model_sha256"):
-            parts.append(
-                '<div style="opacity:.8">Saved without a checksum (by an older worker): '
-                f"<code>.predict()</code> is refused until you run <code>statsbot-worker trust-model "
-                f"{e(m.model_id)}</code> for a file you trust.</div>"
-            )
-    parts.append("</div>")
-    return "".join(parts)
+        return model_card_html(self)
 
 
 __all__ = ["MODEL_COLUMNS", "AmbiguousModel", "LocalModel", "ModelLookupError", "ModelNotFound", "model", "models"]

@@ -35,15 +35,16 @@ log = logging.getLogger("statsbot_nb.runner")
 
 ProgressCallback = Callable[[float, str, str], None]
 
-#: Modules imported once in the forkserver so each job process starts warm.
+#: Modules imported once in the forkserver so each job process starts warm. Callers above the runner add
+#: their own job modules through ``ProcessRunner(preload=...)`` (the model browser adds its renderer), so
+#: this list names nothing above the runner's layer.
 PRELOAD = (
     "statsbot_nb.jobs",
     "pandas",
     "sklearn",
-    "statsbot_nb.ml.train",
-    "statsbot_nb.ml.predict",
-    "statsbot_nb.ml.files",
-    "statsbot_nb.ui.render",
+    "statsbot_nb.handlers.train",
+    "statsbot_nb.handlers.predict",
+    "statsbot_nb.handlers.files",
     "matplotlib.backends.backend_agg",
 )
 

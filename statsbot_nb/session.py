@@ -15,17 +15,16 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import load_config, resolve_ws_url, statsbot_home, update_config
-from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .config import update_config
+from .context import DEFAULT_MAX_FILE_BYTES
 from .errors import ConfigError, TokenRejectedError
-from .paths import parse_allowed_dirs
+from .settings import follow_worker_dirs, resolve_worker
 from .worker import REJECTED_HINT, Worker
 
 log = logging.getLogger("statsbot_nb.session")
@@ -99,6 +98,11 @@ def call_on_main(func: Callable[..., Any], *args: Any) -> None:
         loop.call_soon_threadsafe(func, *args)
 
 
+def _current_worker_dirs() -> tuple[Path, ...]:
+    """The current worker's extra allowed folders (notebook calls use them too)."""
+    return tuple(_current.settings.allowed_dirs) if _current is not None else ()
+
+
 def current_worker() -> Worker | None:
     """The worker started by :func:`connect` (or the panel), if any."""
     return _current
@@ -125,14 +129,6 @@ def add_token_source(source: Callable[[], str | None]) -> None:
     _token_sources.append(source)
 
 
-def _token_from_sources() -> str | None:
-    for source in list(_token_sources):
-        token = source()
-        if token:
-            return token
-    return None
-
-
 def connect(
     token: str | None = None,
     url: str | None = None,
@@ -154,32 +150,29 @@ def connect(
     tables to the server. A previous current worker is stopped first, so there is only ever one.
     """
     global _current
-    home = statsbot_home()
-    config = load_config(home)
-    resolved_url = resolve_ws_url(url, config)
-    token = token or _token_from_sources() or os.environ.get("STATSBOT_TOKEN") or config.get("token")
-    if not isinstance(token, str) or not token.strip():
-        raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
-    if not isinstance(max_file_mb, (int, float)) or not math.isfinite(max_file_mb) or max_file_mb <= 0:
-        raise ConfigError(f"max_file_mb must be a positive number of megabytes, not {max_file_mb!r}.")
-    extra = [str(Path(p).expanduser()) for p in allow]
-    env_dirs = os.environ.get("STATSBOT_ALLOWED_DIRS", "")
-    settings = JobSettings(
-        home=home,
-        allowed_dirs=parse_allowed_dirs(os.pathsep.join([*extra, env_dirs])),
-        max_file_bytes=int(max_file_mb * 2**20),
+    setup = resolve_worker(
+        token,
+        url,
+        allow=allow,
         share_data=share_data,
+        max_file_mb=max_file_mb,
+        machine_id=machine_id,
+        token_sources=_token_sources,
     )
+    token = setup.token
+    follow_worker_dirs(_current_worker_dirs)
+    if token is None:
+        raise TokenRejectedError("No token given and none remembered. " + REJECTED_HINT)
     worker = Worker(
         token,
-        resolved_url,
-        settings=settings,
-        machine_id=machine_id or config.get("machine_id"),
+        setup.url,
+        settings=setup.settings,
+        machine_id=setup.machine_id,
         max_jobs=max_jobs,
         **worker_options,
     )
     try:
-        update_config(home, ws_url=resolved_url, machine_id=worker.machine_id, token=token if remember else None)
+        update_config(setup.home, ws_url=setup.url, machine_id=worker.machine_id, token=token if remember else None)
     except (OSError, ConfigError) as exc:
         log.warning("Could not update config.json: %s", exc)
     previous, _current = _current, worker

@@ -1,44 +1,60 @@
-"""Strict JSON values: what the worker sends and what it writes into ``metadata.json``.
+"""Strict JSON values: what the worker sends, what it writes into ``metadata.json``, and table cells.
 
-A bottom-layer helper (no I/O) shared by the protocol and the model store, so both agree on how numpy,
-pandas, dates and non-finite floats are written.
+The one home of this conversion: the protocol, the model store, the hyperparameters a model records and
+the rows ``load_data`` sends all go through :func:`to_strict_json`, so they agree on how numpy, pandas,
+dates, missing values and non-finite floats are written. A bottom-layer helper: no I/O, and it never
+imports numpy or pandas (it duck-types them), so it stays cheap to import.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import decimal
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import PurePath
 from typing import Any
 
+#: pandas' missing-value scalars (``pd.NaT``, ``pd.NA``), recognised by type name so pandas is not imported.
+_MISSING_TYPES = frozenset({"NaTType", "NAType"})
 
-def to_strict_json(value: Any) -> Any:
+
+def to_strict_json(value: Any, unknown: Callable[[Any], str] = str) -> Any:
     """Return ``value`` converted to plain JSON types.
 
-    NaN/±Infinity -> ``None``; numpy scalars and arrays -> numbers and lists; pandas/datetime timestamps
-    -> ISO 8601 strings; paths -> strings; tuples and sets -> lists; mapping keys -> strings. Anything
-    else unknown becomes its ``str()`` so a result can always be sent.
+    NaN/±Infinity, ``NaT`` and ``NA`` -> ``None``; numpy scalars and arrays -> numbers and lists;
+    pandas/datetime timestamps -> ISO 8601 strings; durations -> their text; decimals -> floats; bytes ->
+    UTF-8 text; paths -> strings; tuples and sets -> lists; mapping keys -> strings. Anything else
+    becomes ``unknown(value)`` (``str`` by default; the model store records hyperparameter objects with
+    ``repr``), so a result can always be sent.
     """
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):
         return int(value)
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return float(value) if math.isfinite(value) else None
     if isinstance(value, Mapping):
-        return {str(k): to_strict_json(v) for k, v in value.items()}
+        return {str(k): to_strict_json(v, unknown) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
         items = sorted(value, key=str) if isinstance(value, (set, frozenset)) else value
-        return [to_strict_json(v) for v in items]
+        return [to_strict_json(v, unknown) for v in items]
+    if type(value).__name__ in _MISSING_TYPES:
+        return None
+    if isinstance(value, _dt.timedelta):  # before isoformat: pandas' Timedelta has one, we want "1 days"
+        return str(value)
     if isinstance(value, (_dt.datetime, _dt.date, _dt.time)):
         return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return to_strict_json(float(value), unknown)
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")
     if isinstance(value, PurePath):
         return str(value)
     # numpy / pandas without importing them: duck-type on the methods they share.
     tolist = getattr(value, "tolist", None)
     if callable(tolist):  # numpy scalar or array, pandas Index/Series
-        return to_strict_json(tolist())
+        return to_strict_json(tolist(), unknown)
     isoformat = getattr(value, "isoformat", None)
     if callable(isoformat):  # pandas Timestamp / NaT-free datetime-likes
         try:
@@ -47,5 +63,5 @@ def to_strict_json(value: Any) -> Any:
             return None
     item = getattr(value, "item", None)
     if callable(item):
-        return to_strict_json(item())
-    return str(value)
+        return to_strict_json(item(), unknown)
+    return unknown(value)

@@ -13,7 +13,7 @@ import pytest
 
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import AccessDenied, JobError
-from statsbot_nb.ml import files
+from statsbot_nb.handlers import files
 from statsbot_nb.ml.data import (
     AtomicTableWriter,
     iter_table_chunks,

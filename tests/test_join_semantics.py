@@ -16,7 +16,7 @@ import pytest
 
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import JobError
-from statsbot_nb.ml import files
+from statsbot_nb.handlers import files
 
 PEOPLE = "id,name,age\n1,Ann,25\n2,Bo,31\n3,Cy,40\n4,Di,35\n"
 ORDERS = "id,amount\n1,10\n1,20\n2,5\n3,50\n5,7\n"

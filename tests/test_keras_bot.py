@@ -21,10 +21,10 @@ import pytest
 from jobenv import JobEnv, job_env
 
 from statsbot_nb.errors import JobError
+from statsbot_nb.handlers.predict import predict
+from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import store
 from statsbot_nb.ml.estimators import build_estimator
-from statsbot_nb.ml.predict import predict
-from statsbot_nb.ml.train import train
 
 pytestmark = pytest.mark.skipif(
     importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None,

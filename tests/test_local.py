@@ -19,10 +19,10 @@ from matplotlib.figure import Figure
 from statsbot_nb import local
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import AccessDenied, JobError, StatsbotError
+from statsbot_nb.handlers.predict import predict as predict_job
+from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import store
 from statsbot_nb.ml.plots import PLOT_KINDS, PlotError
-from statsbot_nb.ml.predict import predict as predict_job
-from statsbot_nb.ml.train import train
 
 FEATURES = ["x1", "x2", "city"]
 OLD_ID = "model_random_forest_classification_20240101_101010"

@@ -22,9 +22,9 @@ from jobenv import JobEnv, job_env
 from sklearn.datasets import make_classification, make_regression
 
 from statsbot_nb.errors import JobError
+from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import hyperparams
 from statsbot_nb.ml.estimators import build_estimator
-from statsbot_nb.ml.train import train
 
 HAS = {lib: importlib.util.find_spec(lib) is not None for lib in ("xgboost", "lightgbm", "catboost")}
 needs = {lib: pytest.mark.skipif(not ok, reason=f"{lib} is an optional extra ([boost])") for lib, ok in HAS.items()}

@@ -1,4 +1,4 @@
-"""statsbot_nb.ml.store: atomic saves, checksum-verified loads, ids, and the store's job handlers."""
+"""statsbot_nb.ml.store (saves, checksum-verified loads, ids) and the store's handlers (handlers.models)."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ from sklearn.preprocessing import LabelEncoder
 
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import JobError
+from statsbot_nb.handlers import models as model_jobs
 from statsbot_nb.ml import store
 
 NOW = datetime(2026, 3, 1, 12, 30, 45)
@@ -88,7 +89,7 @@ def test_save_and_load_round_trip(ctx: JobContext) -> None:
     assert len(meta["model_sha256"]) == 64 and len(meta["encoders_sha256"]) == 64
     assert set(meta["files"]) == {"model.pkl", "encoders.pkl", "artefacts.npz"}
     assert list(store.load_artefacts(models, model_id)["y_true"]) == [0.0, 1.0, 2.0]
-    listed = store.list_models_job({}, ctx)["models"]
+    listed = model_jobs.list_models({}, ctx)["models"]
     assert [m["model_id"] for m in listed] == [model_id]
     assert not [p for p in models.iterdir() if p.name.startswith(".")]
 
@@ -192,9 +193,9 @@ def test_bad_ids_are_refused_everywhere(ctx: JobContext, tmp_path: Path, bad_id:
     victim.mkdir()
     (victim / "metadata.json").write_text("{}")
     with pytest.raises(JobError):
-        store.delete_model({"model_id": bad_id}, ctx)
+        model_jobs.delete_model({"model_id": bad_id}, ctx)
     with pytest.raises(JobError):
-        store.set_model_name({"model_id": bad_id, "custom_name": "new"}, ctx)
+        model_jobs.set_model_name({"model_id": bad_id, "custom_name": "new"}, ctx)
     with pytest.raises(JobError):
         store.load_model(models, bad_id)
     assert victim.is_dir() and (victim / "metadata.json").read_text() == "{}"
@@ -210,23 +211,23 @@ def test_symlinked_model_folder_pointing_outside_is_refused(ctx: JobContext, tmp
     with pytest.raises(JobError, match=r"inside the model store"):
         store.load_model(models, "evil")
     with pytest.raises(JobError, match=r"inside the model store"):
-        store.delete_model({"model_id": "evil"}, ctx)
+        model_jobs.delete_model({"model_id": "evil"}, ctx)
     assert outside.is_dir()
 
 
 def test_delete_model(ctx: JobContext) -> None:
     models = ctx.settings.models_dir
     model_id = save(models)
-    assert store.delete_model({"model_id": model_id}, ctx) == {"deleted": model_id}
+    assert model_jobs.delete_model({"model_id": model_id}, ctx) == {"deleted": model_id}
     assert list(models.iterdir()) == []
     with pytest.raises(JobError, match=f"There is no model {model_id}"):
-        store.delete_model({"model_id": model_id}, ctx)
+        model_jobs.delete_model({"model_id": model_id}, ctx)
 
 
 def test_set_model_name(ctx: JobContext) -> None:
     models = ctx.settings.models_dir
     model_id = save(models)
-    result = store.set_model_name({"model_id": model_id, "custom_name": "  House prices  "}, ctx)
+    result = model_jobs.set_model_name({"model_id": model_id, "custom_name": "  House prices  "}, ctx)
     assert result == {"model_id": model_id, "custom_name": "House prices"}
     meta = store.read_metadata(models / model_id)
     assert meta is not None
@@ -251,14 +252,14 @@ def test_set_model_name_validates(ctx: JobContext, name: object, pattern: str) -
     models = ctx.settings.models_dir
     model_id = save(models)
     with pytest.raises(JobError, match=pattern):
-        store.set_model_name({"model_id": model_id, "custom_name": name}, ctx)
+        model_jobs.set_model_name({"model_id": model_id, "custom_name": name}, ctx)
     meta = store.read_metadata(models / model_id)
     assert meta is not None and meta["display_name"] == "Linear"
 
 
 def test_set_model_name_on_unknown_model(ctx: JobContext) -> None:
     with pytest.raises(JobError, match=r"There is no model model_nope"):
-        store.set_model_name({"model_id": "model_nope", "custom_name": "x"}, ctx)
+        model_jobs.set_model_name({"model_id": "model_nope", "custom_name": "x"}, ctx)
 
 
 def test_metadata_is_strict_json(ctx: JobContext) -> None:

@@ -1,4 +1,4 @@
-"""statsbot_nb.ml.train and statsbot_nb.ml.predict on real CSV/Parquet files in a temporary folder."""
+"""The train and predict handlers (statsbot_nb.handlers.train, .predict) on real CSV/Parquet files."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from jobenv import JobEnv, job_env
 
 from statsbot_nb.context import JobContext
 from statsbot_nb.errors import AccessDenied, JobError
+from statsbot_nb.handlers.predict import predict
+from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import store
-from statsbot_nb.ml.predict import predict
-from statsbot_nb.ml.train import train
 
 HAS_BOOST = all(importlib.util.find_spec(m) is not None for m in ("xgboost", "lightgbm"))
 FEATURES = ["x1", "x2", "city"]

@@ -8,21 +8,16 @@ Dtypes follow what ``pandas.read_csv`` would give, whichever parser ran, so a mo
 :func:`read_table` output sees the same kinds of columns in :func:`iter_table_chunks` output at prediction
 time: text stays text (pyarrow's automatic date parsing is undone), missing markers are pandas' defaults.
 
-Writers never leave a half-written file behind: they write a hidden temporary file in the target folder
-and ``os.replace`` it into place only when everything was written.
+Writing lives in :mod:`statsbot_nb.ml.tablewriter` (re-exported here): a file appears complete or not at all.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
-import os
-import secrets
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import Any
 
 import pandas as pd
 
@@ -259,237 +254,15 @@ def _delimited_chunks(path: Path, delimiter: str, wanted: list[str], chunk_rows:
             yield chunk[wanted].reset_index(drop=True)
 
 
-# -- atomic writes -------------------------------------------------------------------------------------
+# Writing, re-exported so callers have one module for tables.
+from .tablewriter import AtomicTableWriter, write_table_atomic  # noqa: E402
 
-
-def _temp_path(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-
-
-def _create_temp(path: Path) -> tuple[Path, int]:
-    """Create the hidden temp file exclusively, honouring the umask (``0o666 & ~umask``)."""
-    tmp = _temp_path(path)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(tmp, flags, 0o666)
-    except OSError as exc:
-        raise JobError(
-            f"Cannot write in {path.parent}: {exc.strerror or exc}; check the folder exists and is writable."
-        ) from exc
-    with contextlib.suppress(OSError):
-        if path.exists():
-            os.fchmod(fd, path.stat().st_mode & 0o777)  # an overwrite keeps the file's permissions
-    return tmp, fd
-
-
-def _fsync_path(path: Path) -> None:
-    """Flush a closed file's data to disk before it is renamed into place (best effort)."""
-    with contextlib.suppress(OSError):
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-
-def _commit(tmp: Path, path: Path, overwrite: bool = True) -> None:
-    """Move the finished temp file to ``path``; with ``overwrite=False`` an existing file is never replaced.
-
-    The no-overwrite move is a hard link (which fails if the name exists, atomically) and the unlink of
-    the temp name, so a file that appeared after the name was chosen is refused rather than replaced.
-    """
-    try:
-        if overwrite:
-            os.replace(tmp, path)
-            return
-        _link_or_claim(tmp, path)
-    except FileExistsError as exc:
-        raise JobError(
-            f"{path.name} appeared in {path.parent} while the job was writing it; it was left "
-            "untouched. Run the job again to write a new file."
-        ) from exc
-    except OSError as exc:
-        raise JobError(f"Cannot write {path}: {exc.strerror or exc}.") from exc
-    with contextlib.suppress(OSError):
-        os.unlink(tmp)
-
-
-def _link_or_claim(tmp: Path, path: Path) -> None:
-    """Put ``tmp`` at ``path`` only if nothing is there (FileExistsError otherwise).
-
-    A hard link where the file system has them; elsewhere (FAT, some network shares) the name is first
-    claimed with an exclusive create, then the finished file is moved over that empty placeholder.
-    """
-    try:
-        os.link(tmp, path)
-        return
-    except FileExistsError:
-        raise
-    except OSError:
-        pass
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    os.replace(tmp, path)
-
-
-def _writer_ext(path: Path) -> str:
-    ext = _ext(path)
-    if ext == ".xls":
-        raise JobError(f"{path.name}: the old .xls format cannot be written; use .xlsx, .csv or .parquet.")
-    return ext
-
-
-def write_table_atomic(df: pd.DataFrame, path: Path) -> Path:
-    """Write ``df`` (without its index) to ``path`` by extension; the file appears complete or not at all."""
-    path = Path(path)
-    with AtomicTableWriter(path) as writer:
-        writer.write(df)
-    return path
-
-
-def _write_xlsx_as_values(frame: pd.DataFrame, path: Path) -> None:
-    """Write ``frame`` to ``.xlsx`` with every text cell stored as text.
-
-    pandas (through openpyxl) stores a string that starts with ``=`` as a live formula, so a table from
-    the server could plant ``=HYPERLINK(...)`` or worse in a workbook the user later opens. Here such
-    strings stay inert text.
-    """
-    from openpyxl import Workbook
-    from openpyxl.cell import WriteOnlyCell
-
-    book = Workbook(write_only=True)
-    sheet = book.create_sheet()
-
-    def cell(value: object) -> object:
-        if value is None or (isinstance(value, float) and value != value):
-            return None
-        if isinstance(value, str):
-            text = WriteOnlyCell(sheet, value=value)
-            text.data_type = "s"
-            return text
-        return value.item() if hasattr(value, "item") else value
-
-    sheet.append([cell(str(c)) for c in frame.columns])
-    for row in frame.itertuples(index=False, name=None):
-        sheet.append([cell(v) for v in row])
-    book.save(path)
-
-
-class AtomicTableWriter:
-    """Write a table in chunks to a temporary file and move it into place on a clean exit.
-
-    CSV/TSV chunks are appended (header once), Parquet chunks become row groups of one file (later
-    chunks are cast to the first chunk's schema), ``.xlsx`` chunks are collected and written at the end.
-    On an exception inside the ``with`` block the temporary file is deleted and ``path`` is untouched.
-    With ``overwrite=False`` a file already at ``path`` is never replaced (the job fails instead).
-    """
-
-    def __init__(self, path: Path, overwrite: bool = True) -> None:
-        self.path = Path(path)
-        self.overwrite = overwrite
-        self.ext = _writer_ext(self.path)
-        self.rows = 0
-        self._tmp: Path | None = None
-        self._fh: IO[str] | None = None
-        self._parquet: Any = None
-        self._schema: Any = None
-        self._excel: list[pd.DataFrame] = []
-        self._columns: list[str] | None = None
-        self._header_written = False
-
-    def __enter__(self) -> AtomicTableWriter:
-        self._tmp, fd = _create_temp(self.path)
-        if self.ext in _DELIMITED:
-            self._fh = os.fdopen(fd, "w", encoding="utf-8", newline="")
-        else:
-            os.close(fd)  # pyarrow / openpyxl open the temp path themselves
-        return self
-
-    def write(self, df: pd.DataFrame) -> None:
-        """Append one chunk; its columns must match the first chunk's."""
-        if self._tmp is None:
-            raise RuntimeError("AtomicTableWriter.write() called outside its with-block")
-        columns = [str(c) for c in df.columns]
-        if self._columns is None:
-            self._columns = columns
-        elif columns != self._columns:
-            raise JobError(f"Cannot write {self.path.name}: a chunk has other columns than the first one.")
-        try:
-            if self._fh is not None:
-                df.to_csv(self._fh, sep=_DELIMITED[self.ext], index=False, header=not self._header_written)
-                self._header_written = True
-            elif self.ext == ".parquet":
-                self._write_parquet(df)
-            else:
-                self._excel.append(df)
-        except JobError:
-            raise
-        except Exception as exc:
-            raise JobError(f"Cannot write {self.path.name}: {exc}.") from exc
-        self.rows += len(df)
-
-    def _write_parquet(self, df: pd.DataFrame) -> None:
-        import pyarrow.parquet as pq
-
-        table = pa.Table.from_pandas(df, preserve_index=False)
-        if self._parquet is None:
-            self._schema = table.schema
-            self._parquet = pq.ParquetWriter(str(self._tmp), self._schema)
-        elif not table.schema.equals(self._schema, check_metadata=False):
-            try:
-                table = table.cast(self._schema)
-            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-                raise JobError(f"Cannot write {self.path.name}: column types changed between chunks ({exc}).") from exc
-        self._parquet.write_table(table)
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        tmp = self._tmp
-        if tmp is None:
-            return
-        try:
-            if exc_type is None:
-                self._finish()
-            self._close()
-            if exc_type is None:
-                _fsync_path(tmp)
-                _commit(tmp, self.path, self.overwrite)
-                log.info("Wrote %d rows to %s", self.rows, self.path)
-        except BaseException:
-            self._close()
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            raise
-        finally:
-            self._tmp = None
-        if exc_type is not None:
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-
-    def _finish(self) -> None:
-        """Write what is buffered and flush to disk (still under the temporary name)."""
-        try:
-            if self.ext == ".parquet" and self._parquet is None:  # no chunk at all: an empty table
-                import pyarrow.parquet as pq
-
-                empty = pd.DataFrame(columns=self._columns or [])
-                pq.write_table(pa.Table.from_pandas(empty, preserve_index=False), str(self._tmp))
-            elif self.ext == ".xlsx":
-                frame = pd.concat(self._excel, ignore_index=True) if self._excel else pd.DataFrame()
-                _write_xlsx_as_values(frame, self._tmp)
-            if self._fh is not None:
-                self._fh.flush()
-        except JobError:
-            raise
-        except Exception as exc:
-            raise JobError(f"Cannot write {self.path.name}: {exc}.") from exc
-
-    def _close(self) -> None:
-        if self._fh is not None:
-            with contextlib.suppress(OSError):
-                self._fh.close()
-            self._fh = None
-        if self._parquet is not None:
-            with contextlib.suppress(Exception):
-                self._parquet.close()
-            self._parquet = None
+__all__ = [
+    "NA_VALUES",
+    "AtomicTableWriter",
+    "check_columns",
+    "iter_table_chunks",
+    "read_columns",
+    "read_table",
+    "write_table_atomic",
+]

@@ -26,7 +26,9 @@ from typing import Any
 import numpy as np
 
 from ..errors import JobError
-from .estimators import CLASSIFICATION, EstimatorPlan, _first_line
+from .constants import CLASSIFICATION
+from .estimators import EstimatorPlan
+from .paramcheck import first_line
 
 log = logging.getLogger("statsbot_nb.train")
 
@@ -74,7 +76,7 @@ def fit_with_progress(plan: EstimatorPlan, X: np.ndarray, y: np.ndarray, report:
         ) from exc
     except Exception as exc:
         log.warning("Fitting %s failed", plan.model_type, exc_info=True)
-        raise JobError(f"{plan.model_type} could not be trained with these settings: {_first_line(exc)}") from exc
+        raise JobError(f"{plan.model_type} could not be trained with these settings: {first_line(exc)}") from exc
     return est
 
 

@@ -1,21 +1,19 @@
-"""The ``predict`` job: apply a stored model to a table, chunk by chunk, and write the predictions locally.
+"""Predicting with a stored model: load it once, then turn table chunks into prediction columns.
 
-The model (checksum-verified, see :func:`statsbot_nb.ml.store.load_model`) decides which columns it needs;
-the server's ``feature_columns`` are only compared with them. The input is read in chunks so memory stays
-bounded, and a new ``predictions_<MODELTYPE>_<TARGET>_<job id>.csv`` is written next to the input (input
-columns + ``prediction`` in the user's labels, plus ``proba_<class>`` for classifiers) through an atomic
-writer, so it appears complete or not at all and never replaces an existing file.
-
-Only a small sample goes back to the server: up to ten numbers (:func:`wire_predictions`). Unless the
-user allowed sharing table contents (``share_data``), ``dataframe_sample`` is null: no input value leaves.
+The model (checksum-verified, see :func:`statsbot_nb.ml.store.load_model`) decides which columns it needs.
+Pure apart from reading the model store: data frames in, data frames out. The ``predict`` handler
+(:mod:`statsbot_nb.handlers.predict`) and the notebook's :meth:`statsbot_nb.local.LocalModel.predict` share
+:func:`load_predictor` and :func:`predict_chunks`, so both apply the stored preprocessing the same way.
+The output file's name (:func:`output_path_for`) and the numbers the bot gets (:func:`wire_predictions`)
+are decided here too, from the model's metadata.
 """
 
 from __future__ import annotations
 
 import logging
-import math
 import os
 import warnings
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -23,12 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..context import JobContext
 from ..errors import JobError
-from ..paths import PathPolicy
-from ..strictjson import to_strict_json
 from . import store
-from .data import AtomicTableWriter, iter_table_chunks, read_columns
 from .preprocess import ColumnRoles, coerce_features
 
 log = logging.getLogger("statsbot_nb.predict")
@@ -93,80 +87,18 @@ def wire_predictions(extra: pd.DataFrame, labels: list[Any] | None, classifier: 
     )
 
 
-def _total_rows(path: Path) -> int | None:
-    """Row count when the format knows it cheaply (Parquet metadata), else None."""
-    if path.suffix.lower() != ".parquet":
-        return None
-    try:
-        import pyarrow.parquet as pq
-
-        return int(pq.ParquetFile(path).metadata.num_rows)
-    except Exception:  # only an estimate for the progress bar
-        return None
+def load_predictor(models_dir: Path, model_id: str) -> Predictor:
+    """The checksum-verified model ``model_id`` of the store, ready to predict (see :class:`Predictor`)."""
+    model, encoders, meta = store.load_model(models_dir, model_id)
+    stored_id = str(meta.get("model_id") or model_id)
+    return Predictor(model, encoders, meta, feature_columns_of(meta, stored_id), model_id=stored_id)
 
 
-def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``predict`` job handler: returns the success ``data`` of PROTOCOL.md (plus ``model_id``, ``notes``)."""
-    file_path = params.get("file_path")
-    if not isinstance(file_path, str) or not file_path.strip():
-        raise JobError("file_path is missing; give the path of the table to predict on.")
-    store.validate_model_id(params.get("model_id"))
-    ctx.progress(1, "Loading the model", "loading")
-    model, encoders, meta = store.load_model(ctx.settings.models_dir, params.get("model_id"))
-    model_id = str(meta.get("model_id") or params["model_id"])
-    features = feature_columns_of(meta, model_id)
-    notes = _compare_features(params.get("feature_columns"), features)
-
-    policy = PathPolicy.from_settings(ctx.settings)
-    source = policy.readable(file_path)
-    columns = read_columns(source)
-    check_features(columns, features, source.name, model_id, "add them to the file")
-    output = policy.writable(output_path_for(source, meta, ctx.job_id))
-    predictor = Predictor(model, encoders, meta, features)
-    if predictor.replaced(columns):
-        notes.append(
-            f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
-            "the new predictions in the output file."
-        )
-    total = _total_rows(source)
-    ctx.progress(5, f"Predicting on {source.name}", "predicting")
-    rows = 0
-    predictions_sample: list[float] = []
-    meaning = ""
-    sample_frame: pd.DataFrame | None = None
-    with AtomicTableWriter(output, overwrite=False) as writer:
-        for chunk in iter_table_chunks(source, columns, chunk_rows=CHUNK_ROWS):
-            extra = predictor.predict(chunk)
-            writer.write(with_predictions(chunk, extra))
-            if len(predictions_sample) < SAMPLE_ROWS:
-                need = SAMPLE_ROWS - len(predictions_sample)
-                numbers, meaning = wire_predictions(extra.iloc[:need], predictor.labels, predictor.classifier)
-                predictions_sample.extend(numbers)
-                if ctx.settings.share_data:  # the input rows, as today's worker sends them
-                    part = chunk.iloc[:need]
-                    sample_frame = part if sample_frame is None else pd.concat([sample_frame, part])
-            rows += len(chunk)
-            ctx.progress(_percent(rows, total), f"Predicted {rows:,} rows", "predicting")
-        if rows == 0:
-            raise JobError(f"{source.name} has no rows to predict on.")
-        ctx.progress(97, f"Writing {output.name}", "saving")
-    ctx.progress(100, f"Wrote {rows:,} predictions to {output.name}", "saving")
-    log.info("Predicted %d rows with %s into %s", rows, model_id, output)
-    data: dict[str, Any] = {
-        "predictions_sample": predictions_sample[:SAMPLE_ROWS],
-        "predictions_count": rows,
-        # Without sharing: null, and the bot builds its preview from empty feature cells
-        # (prediction_handlers.py ``_execute_prediction``); no value of the user's table leaves.
-        "dataframe_sample": _records(sample_frame) if ctx.settings.share_data else None,
-        "dataframe_rows": rows,
-        "dataframe_columns": columns,
-        "output_file": str(output),
-        "model_id": model_id,
-        "predictions_meaning": meaning,
-    }
-    if notes:
-        data["notes"] = notes
-    return to_strict_json(data)
+def predict_chunks(predictor: Predictor, chunks: Iterable[pd.DataFrame]) -> Iterator[tuple[pd.DataFrame, pd.DataFrame]]:
+    """``(chunk, prediction columns)`` for each non-empty input chunk, in order."""
+    for chunk in chunks:
+        if len(chunk):
+            yield chunk, predictor.predict(chunk)
 
 
 def feature_columns_of(meta: dict[str, Any], model_id: str) -> list[str]:
@@ -193,37 +125,18 @@ def with_predictions(chunk: pd.DataFrame, extra: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([chunk.drop(columns=list(extra.columns), errors="ignore"), extra], axis=1)
 
 
-def _percent(rows: int, total: int | None) -> float:
-    if total:
-        return 5 + 90 * min(1.0, rows / total)
-    return 5 + 90 * (1 - math.exp(-rows / 500_000))  # unknown size: creep towards 95 %
-
-
-def _compare_features(requested: object, features: list[str]) -> list[str]:
-    if not isinstance(requested, list) or not requested or list(requested) == features:
-        return []
-    return [
-        f"The model's own feature columns ({', '.join(features)}) were used instead of the ones sent "
-        f"with the job ({', '.join(str(c) for c in requested)})."
-    ]
-
-
-def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
-    if frame is None:
-        return []
-    clean = frame.astype(object).where(frame.notna(), None)
-    return [to_strict_json(rec) for rec in clean.to_dict("records")]
-
-
 class Predictor:
     """Turns an input chunk into prediction columns for one loaded model (ours or an older worker's).
 
-    Built from what :func:`statsbot_nb.ml.store.load_model` returns; the predict job and the notebook's
-    :meth:`statsbot_nb.local.LocalModel.predict` share it, so both apply the stored preprocessing the same way.
+    Built by :func:`load_predictor` from what :func:`statsbot_nb.ml.store.load_model` returns.
     """
 
-    def __init__(self, model: Any, encoders: dict[str, Any], meta: dict[str, Any], features: list[str]) -> None:
+    def __init__(
+        self, model: Any, encoders: dict[str, Any], meta: dict[str, Any], features: list[str], model_id: str = ""
+    ) -> None:
         self.model = model
+        self.meta = meta
+        self.model_id = model_id or str(meta.get("model_id") or "")
         self.features = features
         self.classifier = meta.get("task_type") == "classification"
         target = meta.get("target_column")

@@ -18,110 +18,45 @@ Files: ``model.pkl`` is a plain :mod:`pickle` (protocol 4) of a fitted scikit-le
 entries that name feature columns, so ours is skipped by them); ``artefacts.npz`` holds a held-out
 sample for plots (see :func:`load_artefacts`).
 
-This module is imported by the worker's dispatch table, so it imports nothing heavy at module level.
+Storage only: job handlers (:mod:`statsbot_nb.handlers.models`) parse requests and call this module.
+It imports nothing heavy at module level (numpy loads only for artefacts).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
-import json
-import logging
-import math
-import numbers
 import os
 import pickle
-import re
 import secrets
 import shutil
-import stat
 import time
-from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from .. import atomic
 from ..errors import JobError
-from ..strictjson import to_strict_json
-
-if TYPE_CHECKING:
-    from ..context import JobContext
-
-log = logging.getLogger("statsbot_nb.store")
-
-MODEL_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,127}$")
-LISTED_FIELDS = (
-    "model_id",
-    "model_type",
-    "task_type",
-    "created_at",
-    "feature_columns",
-    "target_column",
-    "custom_name",
-    "display_name",
+from .safeload import load_artefacts, load_model, trust_model
+from .storefiles import (
+    _STALE_TMP_SECONDS,
+    ARTEFACTS_FILE,
+    ENCODERS_FILE,
+    FORMAT_VERSION,
+    LISTED_FIELDS,
+    METADATA_FILE,
+    MODEL_FILE,
+    MODEL_ID_RE,
+    PICKLE_PROTOCOL,
+    existing_model,
+    json_bytes,
+    log,
+    model_dir,
+    no_such_model,
+    read_metadata,
+    rewrite_metadata,
+    sha256_bytes,
+    validate_model_id,
 )
-FORMAT_VERSION = 1
-PICKLE_PROTOCOL = 4
-MODEL_FILE = "model.pkl"
-ENCODERS_FILE = "encoders.pkl"
-METADATA_FILE = "metadata.json"
-ARTEFACTS_FILE = "artefacts.npz"
-MAX_NAME_CHARS = 100
-_STALE_TMP_SECONDS = 3600
-
-
-#: The metric a model is judged by, per task (the bot shows the same two).
-HEADLINE_METRIC = {"regression": "r2", "classification": "accuracy"}
-
-
-def headline_metric(metadata: Mapping[str, Any]) -> tuple[str | None, float | None]:
-    """``(name, value)`` of the metric a model is judged by: r2 (regression) or accuracy (classification).
-
-    Works on metadata, ``list_models`` entries and train results alike (anything with ``metrics`` and
-    ``task_type``). The value is None when the metric was not recorded or is not a finite number; the name
-    is None when the task is unknown too. Lives here, numpy-free, so the panel can call it on its loop.
-    """
-    metrics = metadata.get("metrics")
-    metrics = metrics if isinstance(metrics, Mapping) else {}
-    task = metadata.get("task_type")
-    names = [HEADLINE_METRIC[task]] if task in HEADLINE_METRIC else ["r2", "accuracy"]
-    for name in names:
-        value = metrics.get(name)
-        if isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(float(value)):
-            return name, float(value)
-    return (names[0] if len(names) == 1 else None), None
-
-
-def validate_model_id(model_id: object) -> str:
-    """Return ``model_id`` if it is a plain store name, else raise :class:`JobError` saying why."""
-    if not isinstance(model_id, str) or not MODEL_ID_RE.fullmatch(model_id) or ".." in model_id:
-        raise JobError(
-            f"{model_id!r} is not a valid model id: use the id shown by list_models (letters, digits, '_', '-', '.')."
-        )
-    return model_id
-
-
-def model_dir(store: Path, model_id: object) -> Path:
-    """The folder of ``model_id`` inside ``store``, refusing anything that would resolve outside it."""
-    mid = validate_model_id(model_id)
-    root = store.resolve()
-    path = (root / mid).resolve()
-    if path.parent != root:
-        raise JobError(f"Model id {mid!r} does not name a folder inside the model store.")
-    return path
-
-
-def read_metadata(folder: Path) -> dict[str, Any] | None:
-    """A model's ``metadata.json`` as a dict, or None (logged) if it is missing or unreadable."""
-    try:
-        data = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as exc:
-        log.warning("Skipping model folder %s: unreadable metadata.json (%s)", folder.name, exc)
-        return None
-    return data if isinstance(data, dict) else None
 
 
 def list_models(store: Path) -> list[dict[str, Any]]:
@@ -190,11 +125,6 @@ def release_model_id(store: Path, model_id: str) -> None:
         model_dir(store, model_id).rmdir()
 
 
-def sha256_bytes(data: bytes) -> str:
-    """Hex SHA-256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
-
-
 def _write_file(path: Path, data: bytes) -> None:
     with open(path, "xb") as fh:
         fh.write(data)
@@ -210,11 +140,6 @@ def _dumps(obj: Any, what: str) -> bytes:
             f"The trained model could not be saved because its {what} cannot be stored "
             f"({type(exc).__name__}); nothing was written to the model store."
         ) from exc
-
-
-def _dump_json(path: Path, data: dict[str, Any]) -> None:
-    text = json.dumps(to_strict_json(data), indent=2, ensure_ascii=False, allow_nan=False)
-    _write_file(path, text.encode("utf-8"))
 
 
 def save_model(
@@ -253,7 +178,7 @@ def save_model(
         if artefacts:
             files[ARTEFACTS_FILE] = _write_artefacts(tmp / ARTEFACTS_FILE, artefacts)
         meta["files"] = files
-        _dump_json(tmp / METADATA_FILE, meta)
+        _write_file(tmp / METADATA_FILE, json_bytes(meta))
         _move_into_place(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -284,12 +209,7 @@ def _move_into_place(tmp: Path, final: Path) -> None:
         if final.is_dir() and not any(final.iterdir()):
             final.rmdir()
         os.replace(tmp, final)
-    with contextlib.suppress(OSError):
-        fd = os.open(final.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+    atomic.fsync_dir(final.parent)
 
 
 def _sweep_stale_temps(store: Path) -> None:
@@ -301,173 +221,14 @@ def _sweep_stale_temps(store: Path) -> None:
                 shutil.rmtree(entry, ignore_errors=True)
 
 
-# -- loading ------------------------------------------------------------------------------------------
+# -- changing a stored model ---------------------------------------------------------------------------
 
 
-def _no_such_model(model_id: object) -> JobError:
-    return JobError(f"There is no model {model_id} in the model store; list_models shows the ids to use.")
-
-
-def _existing_model(store: Path, model_id: object) -> tuple[Path, dict[str, Any]]:
+def remove_model(store: Path, model_id: object) -> str:
+    """Remove a model's folder (moved aside first, so it disappears at once); return its id."""
     folder = model_dir(store, model_id)
     if not folder.is_dir():
-        raise _no_such_model(model_id)
-    meta = read_metadata(folder)
-    if meta is None:
-        raise JobError(f"Model {model_id} has no readable metadata.json; train it again.")
-    return folder, meta
-
-
-def _read_regular(path: Path, model_id: str) -> bytes:
-    """The bytes of a regular file inside the model folder (never through a symlink)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-    try:
-        fd = os.open(path, flags)
-    except FileNotFoundError as exc:
-        raise JobError(f"Model {model_id} is incomplete: {path.name} is missing; train it again.") from exc
-    except OSError as exc:
-        raise JobError(
-            f"Model {model_id} cannot be read: {path.name} is not a regular file ({exc.strerror or exc})."
-        ) from exc
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise JobError(f"Model {model_id} cannot be read: {path.name} is not a regular file.")
-        with os.fdopen(fd, "rb") as fh:
-            fd = -1
-            return fh.read()
-    finally:
-        if fd >= 0:
-            os.close(fd)
-
-
-def _trust_hint(model_id: str) -> str:
-    return f"if you trust this file, run `statsbot-worker trust-model {model_id}` and try again"
-
-
-def _verified(data: bytes, expected: object, model_id: str, name: str) -> bytes:
-    if not isinstance(expected, str) or not expected:
-        raise JobError(
-            f"Model {model_id} was saved without a checksum for {name} (by an older worker), so it is not "
-            f"loaded; {_trust_hint(model_id)}."
-        )
-    if not hmac.compare_digest(sha256_bytes(data), expected.lower()):
-        raise JobError(
-            f"{name} of model {model_id} has changed since it was saved (checksum mismatch), so it is not "
-            f"loaded; retrain the model, or {_trust_hint(model_id)}."
-        )
-    return data
-
-
-def _loads(data: bytes, model_id: str, name: str) -> Any:
-    try:
-        return pickle.loads(data)
-    except ModuleNotFoundError as exc:
-        package = (exc.name or "a package").split(".")[0]
-        raise JobError(
-            f"Model {model_id} needs the Python package {package!r}, which is not installed; "
-            f"install it with pip and try again."
-        ) from exc
-    except Exception as exc:
-        raise JobError(
-            f"{name} of model {model_id} could not be loaded ({type(exc).__name__}); it may come "
-            "from an incompatible library version, so train the model again."
-        ) from exc
-
-
-def load_model(store: Path, model_id: object) -> tuple[Any, dict[str, Any], dict[str, Any]]:
-    """``(model, encoders, metadata)`` of a checksum-verified model from inside the store.
-
-    ``encoders`` is ``{}`` when the model has none. Raises :class:`JobError` for an invalid or unknown id,
-    a missing checksum (older workers) or a checksum mismatch — in those cases nothing is unpickled.
-    """
-    folder, meta = _existing_model(store, model_id)
-    mid = folder.name
-    model_bytes = _verified(_read_regular(folder / MODEL_FILE, mid), meta.get("model_sha256"), mid, MODEL_FILE)
-    enc_bytes = None
-    enc_path = folder / ENCODERS_FILE
-    if os.path.lexists(enc_path) or meta.get("encoders_sha256"):
-        enc_bytes = _verified(_read_regular(enc_path, mid), meta.get("encoders_sha256"), mid, ENCODERS_FILE)
-    model = _loads(model_bytes, mid, MODEL_FILE)
-    encoders = _loads(enc_bytes, mid, ENCODERS_FILE) if enc_bytes is not None else {}
-    if not isinstance(encoders, dict):
-        encoders = {}
-    if not hasattr(model, "predict"):
-        raise JobError(f"Model {mid} does not contain a model that can predict; train it again.")
-    return model, encoders, meta
-
-
-def load_artefacts(store: Path, model_id: object) -> dict[str, Any]:
-    """The held-out sample saved with a model (``y_true``, ``y_pred``, ``proba``, ``class_labels``), or {}.
-
-    Read with ``allow_pickle=False``: the file holds plain arrays only.
-    """
-    import numpy as np
-
-    folder = model_dir(store, model_id)
-    path = folder / ARTEFACTS_FILE
-    if not path.is_file() or path.is_symlink():
-        return {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            return {name: npz[name] for name in npz.files}
-    except (OSError, ValueError) as exc:
-        log.warning("Unreadable artefacts for %s: %s", folder.name, exc)
-        return {}
-
-
-def trust_model(store: Path, model_id: object) -> dict[str, Any]:
-    """Record the current checksums of a model's pickle files, so :func:`load_model` accepts it.
-
-    For models saved by older workers (no checksums) or files the user replaced on purpose. Only run it
-    for files you trust: loading a pickle runs code.
-    """
-    folder, meta = _existing_model(store, model_id)
-    mid = folder.name
-    meta["model_sha256"] = sha256_bytes(_read_regular(folder / MODEL_FILE, mid))
-    enc_path = folder / ENCODERS_FILE
-    if os.path.lexists(enc_path):
-        meta["encoders_sha256"] = sha256_bytes(_read_regular(enc_path, mid))
-    else:
-        meta.pop("encoders_sha256", None)
-    meta["trusted_at"] = datetime.now().astimezone().isoformat(timespec="seconds")
-    _rewrite_metadata(folder, meta)
-    log.info("Recorded checksums for model %s", mid)
-    return meta
-
-
-def _rewrite_metadata(folder: Path, meta: dict[str, Any]) -> None:
-    """Replace ``metadata.json`` atomically (write a temp file beside it, then rename)."""
-    tmp = folder / f".metadata-{secrets.token_hex(4)}.tmp"
-    try:
-        _dump_json(tmp, meta)
-        os.replace(tmp, folder / METADATA_FILE)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-
-
-# -- job handlers -------------------------------------------------------------------------------------
-
-
-def list_models_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``list_models``: every model in the local store, newest first.
-
-    A field an older worker's model lacks is left out rather than sent as null: the bot reads entries
-    with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
-    ``model_selection_prompt``), so an absent key gets its default where a null would fail.
-    """
-    models = to_strict_json(list_models(ctx.settings.models_dir))
-    return {"models": [{k: v for k, v in entry.items() if v is not None} for entry in models]}
-
-
-def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``delete_model``: remove a model's folder (moved aside first, so it disappears at once)."""
-    store = ctx.settings.models_dir
-    model_id = params.get("model_id")
-    folder = model_dir(store, model_id)
-    if not folder.is_dir():
-        raise _no_such_model(model_id)
+        raise no_such_model(model_id)
     trash = store.resolve() / f".trash-{folder.name}-{secrets.token_hex(4)}"
     try:
         os.replace(folder, trash)
@@ -475,26 +236,38 @@ def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         raise JobError(f"Model {model_id} could not be deleted: {exc.strerror or exc}.") from exc
     shutil.rmtree(trash, ignore_errors=True)
     log.info("Deleted model %s", folder.name)
-    return {"deleted": folder.name}
+    return folder.name
 
 
-def validate_custom_name(name: object) -> str:
-    """A display name: text of 1 to 100 characters without control characters, trimmed."""
-    if not isinstance(name, str) or not name.strip():
-        raise JobError("custom_name must be a non-empty text of at most 100 characters.")
-    name = name.strip()
-    if len(name) > MAX_NAME_CHARS:
-        raise JobError(f"custom_name is {len(name)} characters long; use at most {MAX_NAME_CHARS}.")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
-        raise JobError("custom_name must not contain line breaks or other control characters.")
-    return name
-
-
-def set_model_name(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``set_model_name``: set ``custom_name`` and ``display_name`` (atomic metadata rewrite)."""
-    folder, meta = _existing_model(ctx.settings.models_dir, params.get("model_id"))
-    name = validate_custom_name(params.get("custom_name"))
+def rename_model(store: Path, model_id: object, name: str) -> str:
+    """Set a model's ``custom_name`` and ``display_name`` to ``name`` (atomic metadata rewrite); return its id."""
+    folder, meta = existing_model(store, model_id)
     meta["custom_name"] = name
     meta["display_name"] = name
-    _rewrite_metadata(folder, meta)
-    return {"model_id": folder.name, "custom_name": name}
+    rewrite_metadata(folder, meta)
+    return folder.name
+
+
+__all__ = [
+    "ARTEFACTS_FILE",
+    "ENCODERS_FILE",
+    "FORMAT_VERSION",
+    "LISTED_FIELDS",
+    "METADATA_FILE",
+    "MODEL_FILE",
+    "MODEL_ID_RE",
+    "PICKLE_PROTOCOL",
+    "list_models",
+    "load_artefacts",
+    "load_model",
+    "model_dir",
+    "new_model_id",
+    "read_metadata",
+    "release_model_id",
+    "remove_model",
+    "rename_model",
+    "save_model",
+    "sha256_bytes",
+    "trust_model",
+    "validate_model_id",
+]

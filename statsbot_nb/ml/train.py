@@ -1,9 +1,11 @@
-"""The ``train`` job: read the user's table, fit a model with live progress, score it, save it.
+"""Training: fit a model on a data frame with live progress, score it, and save it in the store.
 
-``train(params, ctx)`` is a synchronous handler (it runs in a job process). Its stages and the share of
-the progress bar each gets: checking and loading (0-10 %), preprocessing (10-15 %), fitting (15-85 %, with
-progress reported from inside the fit, see :mod:`statsbot_nb.ml.fitting`), evaluating (85-95 %) and
-saving (95-100 %). Every failure a person can fix is a :class:`JobError` sentence naming the parameter.
+Pure apart from the model store: a data frame and typed :class:`TrainOptions` in, a :class:`TrainedModel`
+out; the ``train`` handler (:mod:`statsbot_nb.handlers.train`) parses the wire request, applies the file
+policy and reads the table. The stages and the share of the progress bar each gets: loading (0-10 %,
+partly the handler's), preprocessing (10-15 %), fitting (15-85 %, with progress reported from inside the
+fit, see :mod:`statsbot_nb.ml.fitting`), evaluating (85-95 %) and saving (95-100 %). Every failure a person
+can fix is a :class:`JobError` sentence.
 """
 
 from __future__ import annotations
@@ -11,127 +13,56 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from ..context import JobContext
 from ..errors import JobError
-from ..paths import PathPolicy
-from ..strictjson import to_strict_json
 from . import estimators, evaluate, preprocess, store
-from .data import read_columns, read_table
+from .constants import SEED, Progress
 from .fitting import fit_with_progress
+from .paramcheck import first_line
 
 log = logging.getLogger("statsbot_nb.train")
 
-SEED = estimators.SEED
 MIN_ROWS = 5
-#: The held-out share today's worker always uses (it ignores ``test_size``); see :func:`_bot_keras_split`.
-TODAYS_TEST_SIZE = 0.2
 CLASSIFICATION_MAX_DISTINCT = 10
 
 
 @dataclass(frozen=True)
-class TrainRequest:
-    """The validated parameters of a ``train`` job."""
+class TrainOptions:
+    """What to fit: the columns, the model type, the task (None: decide from the data), the split."""
 
-    file_path: str
     target_column: str
     feature_columns: list[str]
     model_type: str
     task_type: str | None  # None: decide from the model type or the target ("neural_network")
-    hyperparameters: dict[str, Any] | None
-    test_size: float
-    custom_name: str | None
-    note: str | None = None  # why the task or test_size differs from the one sent, if it does
+    hyperparameters: dict[str, Any] | None = None
+    test_size: float = 0.2
 
 
-def parse_request(params: dict[str, Any]) -> TrainRequest:
-    """Check every ``train`` parameter; each problem is a sentence naming the parameter."""
-    file_path = params.get("file_path")
-    if not isinstance(file_path, str) or not file_path.strip():
-        raise JobError("file_path is missing; give the path of the table to train on.")
-    target = params.get("target_column")
-    if not isinstance(target, str) or not target:
-        raise JobError("target_column is missing; name the column the model should predict.")
-    features = params.get("feature_columns")
-    if isinstance(features, str):
-        features = [features]
-    if not isinstance(features, list) or not features:
-        raise JobError("feature_columns must be a non-empty list of column names.")
-    if not all(isinstance(f, str) and f for f in features):
-        raise JobError("feature_columns must contain only column names (non-empty text).")
-    features = list(dict.fromkeys(features))
-    if target in features:
-        raise JobError(f"target_column {target!r} is also listed in feature_columns; remove it from the features.")
-    model_type = estimators.check_model_type(params.get("model_type"))
-    task = params.get("task_type")
-    if task in (None, "", "neural_network", "auto"):
-        task = None
-    elif task not in estimators.TASKS:
-        raise JobError(f"task_type {task!r} must be 'regression', 'classification' or 'neural_network'.")
-    note = None
-    if task == estimators.CLASSIFICATION and estimators.task_from_model_type(model_type) == estimators.REGRESSION:
-        # The bot's template flow sends every model name without "regression" in it as a classification
-        # (template_handlers.py ``_infer_task_type``), so a saved linear-regression template arrives as
-        # {linear, classification}. These model types only regress: train what the template was saved for.
-        task = estimators.REGRESSION
-        note = (
-            f"{model_type} is a regression model, so it was trained for regression although the job "
-            "said classification (the bot's templates send that for every model type without "
-            "'regression' in its name)."
-        )
-    hyper = params.get("hyperparameters")
-    if hyper is not None and not isinstance(hyper, dict):
-        raise JobError("hyperparameters must be an object of name: value pairs or null.")
-    if _bot_keras_split(params, hyper):
-        test_size = TODAYS_TEST_SIZE
-        note = (
-            f"The bot's neural-network flow sends test_size = 1 - validation_split "
-            f"({params.get('test_size')}); as with today's worker, {TODAYS_TEST_SIZE:.0%} of the rows "
-            "are held out for testing and validation_split of the rest validates each epoch."
-        )
-    else:
-        test_size = _test_size(params.get("test_size"))
-    name = params.get("custom_name")
-    if name is not None and not isinstance(name, str):
-        raise JobError("custom_name must be text or null.")
-    custom = store.validate_custom_name(name) if name and name.strip() else None
-    return TrainRequest(file_path, target, features, model_type, task, hyper or None, test_size, custom, note)
+@dataclass(frozen=True)
+class TrainedModel:
+    """A saved model and what the bot is told about it."""
+
+    model_id: str
+    metrics: dict[str, Any]
+    dataset_stats: dict[str, Any]
+    model_info: dict[str, Any]
+    training_time: float
+    display_name: str
+    notes: list[str] = field(default_factory=list)
 
 
-def _bot_keras_split(params: dict[str, Any], hyper: dict[str, Any] | None) -> bool:
-    """True for the bot's keras flow, which sends ``test_size = 1 - validation_split``.
-
-    That makes the default validation split of 0.2 hold out 80 % of the rows (and 0 hold out all of
-    them); today's worker ignores ``test_size`` and always holds out 20 %, so its users' networks train
-    on most of their data. We do what they get today (ml_training_local_path.py, keras branch).
-    """
-    split = (hyper or {}).get("validation_split")
-    test_size = params.get("test_size")
-    if params.get("task_type") != "neural_network" or isinstance(split, bool) or isinstance(test_size, bool):
-        return False
-    if not isinstance(split, (int, float)) or not isinstance(test_size, (int, float)):
-        return False
-    return 0 <= split < 1 and math.isclose(test_size, 1.0 - split, abs_tol=1e-9)
-
-
-def _test_size(raw: object) -> float:
-    if raw is None:
-        return 0.2
-    value: object = raw
-    if isinstance(raw, str):
-        try:
-            value = float(raw)
-        except ValueError:
-            value = raw
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not 0 < value < 1:
-        raise JobError(f"test_size must be a fraction between 0 and 1 (for example 0.2), not {raw!r}.")
-    return float(value)
+def early_plan(options: TrainOptions) -> estimators.EstimatorPlan | None:
+    """The estimator, built before any data is read when the task is already known (so bad
+    hyperparameters fail fast); None when the task must be inferred from the target."""
+    task = options.task_type or estimators.task_from_model_type(options.model_type)
+    return estimators.build_estimator(options.model_type, str(task), options.hyperparameters) if task else None
 
 
 def infer_task(model_type: str, target: pd.Series) -> str:
@@ -145,55 +76,49 @@ def infer_task(model_type: str, target: pd.Series) -> str:
     return estimators.CLASSIFICATION
 
 
-def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """``train`` job handler: returns the success ``data`` of PROTOCOL.md (plus ``display_name``)."""
+def train_model(
+    frame: pd.DataFrame,
+    options: TrainOptions,
+    models_dir: Path,
+    progress: Progress,
+    source_name: str,
+    custom_name: str | None = None,
+    notes: list[str] | None = None,
+    plan: estimators.EstimatorPlan | None = None,
+) -> TrainedModel:
+    """Fit, score and save a model on ``frame`` (the feature and target columns of ``source_name``)."""
     started = time.monotonic()
-    req = parse_request(params)
-    ctx.progress(1, "Checking the request", "loading")
-    plan = None
-    if req.task_type is not None or estimators.task_from_model_type(req.model_type):
-        task = req.task_type or estimators.task_from_model_type(req.model_type)
-        plan = estimators.build_estimator(req.model_type, str(task), req.hyperparameters)
-
-    path = PathPolicy.from_settings(ctx.settings).readable(req.file_path)
-    available = read_columns(path)
-    missing = [c for c in [*req.feature_columns, req.target_column] if c not in set(available)]
-    if missing:
-        raise JobError(
-            f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
-            f"its columns are {', '.join(repr(c) for c in available[:50])}."
-        )
-    ctx.progress(3, f"Reading {path.name}", "loading")
-    frame = read_table(path, [*req.feature_columns, req.target_column])
     total_rows = len(frame)
-    frame, dropped = preprocess.drop_missing_target(frame, req.target_column)
-    ctx.progress(10, f"Read {total_rows:,} rows", "loading")
+    frame, dropped = preprocess.drop_missing_target(frame, options.target_column)
+    progress(10, f"Read {total_rows:,} rows", "loading")
     if len(frame) < MIN_ROWS:
         raise JobError(
-            f"Only {len(frame)} row(s) of {path.name} have a value in {req.target_column!r}; "
+            f"Only {len(frame)} row(s) of {source_name} have a value in {options.target_column!r}; "
             f"training needs at least {MIN_ROWS}."
         )
 
-    task = req.task_type or infer_task(req.model_type, frame[req.target_column])
+    task = options.task_type or infer_task(options.model_type, frame[options.target_column])
     if plan is None:
-        plan = estimators.build_estimator(req.model_type, task, req.hyperparameters)
-    notes: list[str] = ([req.note] if req.note else []) + plan.notes
-    result = _fit_and_score(req, plan, frame, dropped, notes, ctx)
-    ctx.progress(95, "Saving the model", "saving")
+        plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
+    notes = list(notes or []) + plan.notes
+    result = _fit_and_score(options, plan, frame, dropped, notes, progress)
+    progress(95, "Saving the model", "saving")
     created = datetime.now().astimezone()
-    model_id = store.new_model_id(ctx.settings.models_dir, req.model_type, task, created)
-    display = req.custom_name or (f"{req.model_type.replace('_', ' ').title()} ({len(req.feature_columns)} features)")
+    model_id = store.new_model_id(models_dir, options.model_type, task, created)
+    display = custom_name or (
+        f"{options.model_type.replace('_', ' ').title()} ({len(options.feature_columns)} features)"
+    )
     model_info = {
-        "model_type": req.model_type,
+        "model_type": options.model_type,
         "task_type": task,
         "created_at": created.isoformat(timespec="milliseconds"),  # orders models made in one second
-        "target_column": req.target_column,
-        "feature_columns": req.feature_columns,
+        "target_column": options.target_column,
+        "feature_columns": options.feature_columns,
     }
     metadata = {
         **model_info,
         "metrics": result["metrics"],
-        "custom_name": req.custom_name,
+        "custom_name": custom_name,
         "display_name": display,
         "dataset_stats": result["dataset_stats"],
         "model_info": model_info,
@@ -204,62 +129,59 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "feature_importance_method": result["importance_method"],
         "class_labels": result["labels"],
         "positive_class": result["labels"][1] if result["labels"] and len(result["labels"]) == 2 else None,
-        "split": {"test_size": req.test_size, "seed": SEED, "stratified": result["stratified"]},
-        "source_file": path.name,
+        "split": {"test_size": options.test_size, "seed": SEED, "stratified": result["stratified"]},
+        "source_file": source_name,
         "library": plan.library,
         "libraries": {k: v for k, v in estimators.installed_libraries().items() if v},
         "worker_version": _worker_version(),
         "notes": notes,
     }
-    encoders = {req.target_column: result["label_encoder"]} if result["label_encoder"] is not None else None
+    target = options.target_column
+    encoders = {target: result["label_encoder"]} if result["label_encoder"] is not None else None
     store.save_model(
-        ctx.settings.models_dir,
+        models_dir,
         model_id,
         result["pipeline"],
         metadata,
         artefacts=result["artefacts"],
         encoders=encoders,
     )
-    ctx.progress(100, f"Saved {model_id}", "saving")
+    progress(100, f"Saved {model_id}", "saving")
     log.info("Trained %s in %.1fs", model_id, time.monotonic() - started)
-    data: dict[str, Any] = {
-        "model_id": model_id,
-        # A metric that is undefined here (NaN, e.g. r2 of a constant target) is left out: the bot formats
-        # every metric key it finds as a number (``_format_keras_metrics``), so a null would fail there.
-        "metrics": {k: v for k, v in to_strict_json(result["metrics"]).items() if v is not None},
-        "dataset_stats": result["dataset_stats"],
-        "model_info": model_info,
-        "training_time": result["training_time"],
-        "display_name": display,
-    }
-    if notes:
-        data["notes"] = notes
-    return to_strict_json(data)
+    return TrainedModel(
+        model_id=model_id,
+        metrics=result["metrics"],
+        dataset_stats=result["dataset_stats"],
+        model_info=model_info,
+        training_time=result["training_time"],
+        display_name=display,
+        notes=notes,
+    )
 
 
 def _fit_and_score(
-    req: TrainRequest,
+    options: TrainOptions,
     plan: estimators.EstimatorPlan,
     frame: pd.DataFrame,
     dropped: int,
     notes: list[str],
-    ctx: JobContext,
+    progress: Progress,
 ) -> dict[str, Any]:
-    """Split, preprocess, fit with progress and evaluate; everything :func:`train` saves."""
+    """Split, preprocess, fit with progress and evaluate; everything :func:`train_model` saves."""
     from sklearn.pipeline import Pipeline
 
     classify = plan.task_type == estimators.CLASSIFICATION
-    ctx.progress(11, "Preparing features", "preprocessing")
-    roles = preprocess.split_roles(frame, req.feature_columns)
-    X = preprocess.coerce_features(frame[req.feature_columns], roles)
+    progress(11, "Preparing features", "preprocessing")
+    roles = preprocess.split_roles(frame, options.feature_columns)
+    X = preprocess.coerce_features(frame[options.feature_columns], roles)
     label_encoder = None
     labels: list[Any] | None = None
     if classify:
-        y, label_encoder = preprocess.encode_labels(frame[req.target_column], req.target_column)
+        y, label_encoder = preprocess.encode_labels(frame[options.target_column], options.target_column)
         labels = preprocess.class_labels(label_encoder)
     else:
-        y = preprocess.regression_target(frame[req.target_column], req.target_column)
-    train_idx, test_idx, stratified = split_rows(y, req.test_size, classify, notes)
+        y = preprocess.regression_target(frame[options.target_column], options.target_column)
+    train_idx, test_idx, stratified = split_rows(y, options.test_size, classify, notes)
     X_train, X_test = X.iloc[train_idx], X.iloc[test_idx]
     y_train, y_test = y[train_idx], y[test_idx]
 
@@ -268,28 +190,26 @@ def _fit_and_score(
     try:
         Xt_train = preprocessor.fit_transform(X_train)
     except ValueError as exc:
-        raise JobError(
-            f"The feature columns could not be prepared for training: {estimators._first_line(exc)}"
-        ) from exc
+        raise JobError(f"The feature columns could not be prepared for training: {first_line(exc)}") from exc
     if Xt_train.shape[1] == 0:
         raise JobError("The feature columns hold no usable values (every value is missing); choose other columns.")
-    ctx.progress(15, f"Fitting {req.model_type} on {len(train_idx):,} rows", "fitting")
+    progress(15, f"Fitting {options.model_type} on {len(train_idx):,} rows", "fitting")
 
     def report(fraction: float, message: str) -> None:
-        ctx.progress(15 + 70 * max(0.0, min(1.0, fraction)), message, "fitting")
+        progress(15 + 70 * max(0.0, min(1.0, fraction)), message, "fitting")
 
     model = fit_with_progress(plan, Xt_train, y_train, report)
     training_time = round(time.monotonic() - fit_started, 3)
     pipeline = Pipeline([("preprocess", preprocessor), ("model", model)])
 
-    ctx.progress(86, "Evaluating on the held-out rows", "evaluating")
+    progress(86, "Evaluating on the held-out rows", "evaluating")
     Xt_test = preprocessor.transform(X_test)
     try:
         y_pred = np.asarray(model.predict(Xt_test))
     except Exception as exc:  # a library refusing an option only when predicting (xgboost's `missing`)
         raise JobError(
-            f"The {req.model_type} model was fitted but could not score the held-out rows: "
-            f"{estimators._first_line(exc)} Check its hyperparameters."
+            f"The {options.model_type} model was fitted but could not score the held-out rows: "
+            f"{first_line(exc)} Check its hyperparameters."
         ) from exc
     proba = None
     if classify:
@@ -301,10 +221,10 @@ def _fit_and_score(
     else:
         y_pred = y_pred.astype("float64").ravel()
         metrics = evaluate.regression_metrics(y_test, y_pred)
-    ctx.progress(90, "Measuring feature importance", "evaluating")
+    progress(90, "Measuring feature importance", "evaluating")
     sources = preprocess.output_feature_sources(preprocessor, roles)
     importances, method = evaluate.feature_importances(
-        pipeline, X_test, y_test, sources, req.feature_columns, "accuracy" if classify else "r2"
+        pipeline, X_test, y_test, sources, options.feature_columns, "accuracy" if classify else "r2"
     )
     return {
         "pipeline": pipeline,
@@ -317,9 +237,9 @@ def _fit_and_score(
         "importance_method": method,
         "artefacts": evaluate.artefacts(y_test, y_pred, proba, labels),
         "preprocessing": preprocess.describe(
-            roles, plan.scale_numeric, dropped, req.target_column, labels, req.model_type
+            roles, plan.scale_numeric, dropped, options.target_column, labels, options.model_type
         ),
-        "dataset_stats": dataset_stats(y, labels, len(train_idx), len(test_idx), len(req.feature_columns), dropped),
+        "dataset_stats": dataset_stats(y, labels, len(train_idx), len(test_idx), len(options.feature_columns), dropped),
     }
 
 
@@ -404,4 +324,4 @@ def _worker_version() -> str:
         return "0+unknown"
 
 
-__all__ = ["TrainRequest", "dataset_stats", "infer_task", "parse_request", "split_rows", "train"]
+__all__ = ["TrainOptions", "TrainedModel", "dataset_stats", "early_plan", "infer_task", "split_rows", "train_model"]

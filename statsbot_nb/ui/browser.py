@@ -23,8 +23,13 @@ from ..context import JobSettings
 from ..errors import StatsbotError
 from ..events import Event, JobFinished
 from ..ml import store
-from ..ml.store import headline_metric
-from ..runner import ProcessRunner
+from ..ml.headline import headline_text
+from ..runner import PRELOAD, ProcessRunner
+
+#: The browser's job functions, run in a job process. Named by import string, not by reference, for the
+#: same reason as the worker's ``jobs.ACTIONS`` targets: a reference would make the kernel import numpy and
+#: matplotlib (through the renderer) just to name them, and the job process imports them itself.
+RENDER_MODULE = "statsbot_nb.ui.render"
 
 log = logging.getLogger("statsbot_nb.browser")
 
@@ -37,8 +42,7 @@ COMPARISON_METRICS = {
 
 
 def _headline(entry: dict[str, Any]) -> str:
-    name, value = headline_metric(entry)
-    return f"{name} {value:.3f}" if name and value is not None else "no metric"
+    return headline_text(entry, sep=" ") or "no metric"
 
 
 class ModelBrowser:
@@ -47,7 +51,7 @@ class ModelBrowser:
     def __init__(self, home: Path | None = None) -> None:
         self.home = home
         self.entries: list[dict[str, Any]] = []
-        self._runner = ProcessRunner()
+        self._runner = ProcessRunner(preload=(*PRELOAD, RENDER_MODULE))
         self._pending: set[asyncio.Future[Any]] = set()
         self.task = W.Dropdown(options=[ALL, "regression", "classification"], value=ALL, description="Task")
         self.model_type = W.Dropdown(options=[ALL], value=ALL, description="Type")
@@ -101,7 +105,7 @@ class ModelBrowser:
 
         async def run() -> dict[str, Any] | str:
             try:
-                return await self._runner.run(f"statsbot_nb.ui.render:{handler}", params, settings, lambda *_: None)
+                return await self._runner.run(f"{RENDER_MODULE}:{handler}", params, settings, lambda *_: None)
             except StatsbotError as exc:
                 return str(exc)
 

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..jobs import file_of
-from ..ml.store import headline_metric
+from ..ml.headline import headline_text
 from ..worker import JobRecord, Worker
 
 
@@ -59,8 +59,7 @@ def models_text(models: list[dict[str, Any]]) -> str:
         return "No models in the local store yet."
     lines = []
     for m in models:
-        key, value = headline_metric(m)
-        score = f"{key}={value:.3f}" if key and value is not None else "-"
+        score = headline_text(m) or "-"
         lines.append(
             "  ".join(
                 str(x)

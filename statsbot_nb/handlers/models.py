@@ -1,0 +1,65 @@
+"""Handlers for the model-store actions: ``list_models``, ``delete_model`` and ``set_model_name``.
+
+Quick actions (they run in a thread of the worker): they parse a typed request and call the storage
+functions of :mod:`statsbot_nb.ml.store`, which reads no wire dict.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..context import JobContext
+from ..ml import store
+from ..strictjson import to_strict_json
+from .params import Params, custom_name
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    """A request that names one stored model (``delete_model``)."""
+
+    model_id: str
+
+    @classmethod
+    def parse(cls, params: Params) -> ModelRequest:
+        """Check ``model_id`` is a plain store name."""
+        return cls(store.validate_model_id(params.get("model_id")))
+
+
+@dataclass(frozen=True)
+class RenameRequest:
+    """``set_model_name``: the model and its new display name (trimmed, 1-100 characters)."""
+
+    model_id: str
+    custom_name: str
+
+    @classmethod
+    def parse(cls, params: Params) -> RenameRequest:
+        """Check ``model_id`` and ``custom_name``."""
+        model_id = store.validate_model_id(params.get("model_id"))
+        return cls(model_id, custom_name(params.get("custom_name")))
+
+
+def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """``list_models``: every model in the local store, newest first.
+
+    A field an older worker's model lacks is left out rather than sent as null: the bot reads entries
+    with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
+    ``model_selection_prompt``), so an absent key gets its default where a null would fail.
+    """
+    models = to_strict_json(store.list_models(ctx.settings.models_dir))
+    return {"models": [{k: v for k, v in entry.items() if v is not None} for entry in models]}
+
+
+def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """``delete_model``: remove a model's folder (moved aside first, so it disappears at once)."""
+    req = ModelRequest.parse(params)
+    return {"deleted": store.remove_model(ctx.settings.models_dir, req.model_id)}
+
+
+def set_model_name(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """``set_model_name``: set ``custom_name`` and ``display_name`` (atomic metadata rewrite)."""
+    req = RenameRequest.parse(params)
+    model_id = store.rename_model(ctx.settings.models_dir, req.model_id, req.custom_name)
+    return {"model_id": model_id, "custom_name": req.custom_name}

@@ -1,0 +1,155 @@
+"""One settings builder for every way a worker is started: the CLI, ``connect()`` and the notebook API.
+
+Each entry point used to resolve the token, the server URL, the allowed folders, the data-sharing switch
+and the StatsBot home on its own; this module is now the only place that does, so the three cannot drift
+apart. Precedence, the same everywhere:
+
+- token: the explicit one, else a token typed elsewhere (the panel's field), else ``$STATSBOT_TOKEN``,
+  else one remembered in ``config.json``;
+- server URL: the explicit one, else ``$STATSBOT_WS_URL``, else ``config.json``, else the default
+  (see :func:`statsbot_nb.config.resolve_ws_url`);
+- allowed folders: the ones passed (``--allow``, ``connect(allow=)``, ``allowed_dirs=``), then
+  ``$STATSBOT_ALLOWED_DIRS``; ``~`` expanded, relative ones taken from the current folder, duplicates dropped;
+- machine id: the explicit one, else ``config.json``, else the host name.
+
+Pure apart from reading ``config.json``: the environment is a parameter (default ``os.environ``), so tests
+pass a dict.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .config import default_machine_id, load_config, resolve_ws_url, statsbot_home
+from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .errors import ConfigError
+from .paths import parse_allowed_dirs
+
+TOKEN_ENV = "STATSBOT_TOKEN"
+ALLOWED_DIRS_ENV = "STATSBOT_ALLOWED_DIRS"
+DEFAULT_MAX_FILE_MB = DEFAULT_MAX_FILE_BYTES / 2**20
+
+PathLike = str | os.PathLike[str]
+
+
+def allowed_dirs(extra: Iterable[PathLike] = (), env: Mapping[str, str] | None = None) -> tuple[Path, ...]:
+    """The folders jobs may use besides the defaults: ``extra`` first, then ``$STATSBOT_ALLOWED_DIRS``."""
+    env = os.environ if env is None else env
+    given = [str(Path(p).expanduser()) for p in extra]
+    return parse_allowed_dirs(os.pathsep.join([*given, env.get(ALLOWED_DIRS_ENV, "")]))
+
+
+def max_file_bytes(max_file_mb: object, option: str = "max_file_mb") -> int:
+    """``max_file_mb`` as bytes, or a :class:`ConfigError` naming ``option`` (``--max-file-mb`` in the CLI)."""
+    if (
+        isinstance(max_file_mb, bool)
+        or not isinstance(max_file_mb, (int, float))
+        or not math.isfinite(max_file_mb)
+        or max_file_mb <= 0
+    ):
+        raise ConfigError(f"{option} must be a positive number of megabytes, not {max_file_mb!r}.")
+    return int(max_file_mb * 2**20)
+
+
+def job_settings(
+    home: Path | None = None,
+    *,
+    allow: Iterable[PathLike] = (),
+    share_data: bool = False,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    env: Mapping[str, str] | None = None,
+    option: str = "max_file_mb",
+) -> JobSettings:
+    """The :class:`JobSettings` a worker (or a notebook call) runs jobs with."""
+    env = os.environ if env is None else env
+    return JobSettings(
+        home=statsbot_home(dict(env)) if home is None else home,
+        allowed_dirs=allowed_dirs(allow, env),
+        max_file_bytes=max_file_bytes(max_file_mb, option),
+        share_data=share_data,
+        cwd=Path.cwd(),
+    )
+
+
+def resolve_token(
+    explicit: str | None,
+    config: Mapping[str, Any],
+    env: Mapping[str, str] | None = None,
+    sources: Iterable[Callable[[], str | None]] = (),
+) -> str | None:
+    """The token to use (see the module's precedence), or None when there is none."""
+    env = os.environ if env is None else env
+    token: object = explicit
+    if not token:
+        token = next((t for t in (source() for source in sources) if t), None)
+    token = token or env.get(TOKEN_ENV) or config.get("token")
+    return token if isinstance(token, str) and token.strip() else None
+
+
+DirsSource = Callable[[], Iterable[Path]]
+_worker_dirs_source: list[DirsSource] = []
+
+
+def follow_worker_dirs(source: DirsSource | None) -> None:
+    """Let notebook calls (:mod:`statsbot_nb.local`) also use the folders the running worker may use.
+
+    ``connect()`` registers its current worker's folders here (they change when the panel or
+    ``%statsbot allow`` adds one), so the notebook API needs no import of the session module, which would
+    load the worker and websockets just to list models. None forgets the source.
+    """
+    _worker_dirs_source[:] = [source] if source is not None else []
+
+
+def worker_dirs() -> tuple[Path, ...]:
+    """The running worker's extra folders (see :func:`follow_worker_dirs`), or () when none runs here."""
+    return tuple(dirs for source in _worker_dirs_source for dirs in source())
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Everything needed to start a worker, resolved once. ``token`` is None when none was found."""
+
+    home: Path
+    config: dict[str, Any]
+    url: str
+    token: str | None = field(repr=False)  # never shown: a repr may end up in a log
+    machine_id: str
+    settings: JobSettings
+
+
+def resolve_worker(
+    token: str | None = None,
+    url: str | None = None,
+    *,
+    allow: Iterable[PathLike] = (),
+    share_data: bool = False,
+    max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    machine_id: str | None = None,
+    token_sources: Iterable[Callable[[], str | None]] = (),
+    env: Mapping[str, str] | None = None,
+    option: str = "max_file_mb",
+) -> WorkerSetup:
+    """Resolve home, config, URL, token, machine id and job settings for a new worker.
+
+    Raises :class:`ConfigError` for a bad URL, an unreadable ``config.json`` or a bad ``max_file_mb``
+    (named ``option`` in the sentence). A missing token is not an error here: each entry point says it
+    its own way (the CLI prints usage, ``connect()`` raises).
+    """
+    env = os.environ if env is None else env
+    home = statsbot_home(dict(env))
+    config = load_config(home)
+    resolved_url = resolve_ws_url(url, config, dict(env))
+    settings = job_settings(home, allow=allow, share_data=share_data, max_file_mb=max_file_mb, env=env, option=option)
+    return WorkerSetup(
+        home=home,
+        config=config,
+        url=resolved_url,
+        token=resolve_token(token, config, env, token_sources),
+        machine_id=machine_id or config.get("machine_id") or default_machine_id(),
+        settings=settings,
+    )
