@@ -10,6 +10,7 @@ This module must stay cheap to import: no pandas or scikit-learn at module level
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -38,6 +39,15 @@ ACTIONS: dict[str, ActionSpec] = {
     "save_file": ActionSpec("statsbot_nb.handlers.files:save_file", isolated=True),
     "load_data": ActionSpec("statsbot_nb.handlers.files:load_data", isolated=True),
 }
+
+
+def capabilities(actions: Mapping[str, ActionSpec], max_jobs: int) -> dict[str, Any]:
+    """What the worker announces in its auth frame (protocol 2 extra): actions, libraries found, job slots."""
+    libs = {
+        name: importlib.util.find_spec(name) is not None
+        for name in ("sklearn", "xgboost", "lightgbm", "catboost", "tensorflow", "pyarrow")
+    }
+    return {"actions": sorted(actions), "libraries": libs, "max_jobs": max_jobs}
 
 
 def unknown_action_error(action: str, known: Iterable[str] | None = None) -> str:

@@ -7,11 +7,12 @@ commit is atomic, and a process killed mid-write leaves the last committed state
 process being killed (only a power cut can lose the latest commits).
 
 The core decides *what* to record and *when* (before a job starts, before a result is sent); this module
-only stores it. Each row belongs to the worker that wrote it (``owner``) and to the server URL it came
-from. A worker holds an ``flock`` on its owner lock file for its whole life; when a new worker opens the
-journal, rows of owners whose lock is free (their process ended) and that came from the same URL are
-claimed: their unconfirmed results are re-sent, their unfinished jobs are answered as failed, and their
-finished ids keep such jobs from ever running twice. The token is never stored.
+only stores it. Each row belongs to the worker that wrote it (``owner``), the server URL and the user the
+server authenticated (a result is never re-sent to another user's session). A worker holds an ``flock``
+on its owner lock file for its whole life; each time it authenticates it claims the rows of owners whose
+lock is free (their process ended) for its URL and user: their unconfirmed results are re-sent, their
+unfinished jobs are answered as failed, and every id in the journal is reserved, so no job runs twice on
+this machine — even when the server sends a dead worker's job to a live one. The token is never stored.
 """
 
 from __future__ import annotations
@@ -33,21 +34,22 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger("statsbot_nb.journal")
 
-#: Confirmed results whose frames stay re-sendable (a server asking again gets the same answer).
-KEEP_RESULTS = 1000
 #: Confirmed job ids remembered (without their results) so that a job id never runs twice.
 KEEP_IDS = 20000
-#: Rows kept per claim at most (a corrupted or huge journal must not flood the new worker).
-MAX_RESTORE = 5000
+#: How long a write waits for another worker's write to finish (it runs on the event loop: keep it short).
+BUSY_TIMEOUT_S = 0.25
+#: The WAL file is truncated back to this size after checkpoints.
+WAL_LIMIT_BYTES = 8 * 2**20
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     url TEXT NOT NULL,
     job_id TEXT NOT NULL,
+    user_key TEXT NOT NULL,       -- the user the server authenticated ('' when it gave none)
     owner TEXT NOT NULL,
     action TEXT,
     state TEXT NOT NULL,          -- queued | running | answered | confirmed
-    result TEXT,                  -- the result frame, while it may need re-sending
+    result TEXT,                  -- the result frame, until the server confirms it
     updated REAL NOT NULL,
     PRIMARY KEY (url, job_id)
 );
@@ -58,7 +60,7 @@ CREATE INDEX IF NOT EXISTS jobs_confirmed ON jobs (url, state, updated);
 
 @dataclass(frozen=True)
 class Restored:
-    """What the journal held from earlier runs: unconfirmed results, jobs that never finished, finished ids.
+    """What the journal held from ended workers: unconfirmed results, jobs that never finished, finished ids.
 
     Also the event that hands them to the worker core (:mod:`statsbot_nb.core`).
     """
@@ -68,9 +70,23 @@ class Restored:
     finished: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True)
+class Existing:
+    """A job id the journal already holds: its state, its result frame if kept, and whether its worker lives."""
+
+    state: str
+    frame: str | None
+    owner_alive: bool
+
+
 def journal_dir(home: Path) -> Path:
     """Where the journal of the StatsBot home ``home`` lives."""
     return Path(home) / "journal"
+
+
+def user_key(user_id: int | None) -> str:
+    """How a server user id is stored ('' when the server did not say)."""
+    return "" if user_id is None else str(user_id)
 
 
 class Journal:
@@ -81,31 +97,58 @@ class Journal:
         self.path = self.dir / "journal.sqlite3"
         self.url = url
         self.owner = owner or uuid.uuid4().hex
+        self.user = ""
+        self.note: str | None = None  # a sentence for the user about what open() had to do
         self._db: sqlite3.Connection | None = None
         self._lock: IO[Any] | None = None
         self._confirms = 0
 
     # ------------------------------------------------------------------ lifecycle
 
-    def open(self) -> Restored:
-        """Open (creating it if needed), claim rows of ended workers for this URL, and return them."""
+    def open(self) -> None:
+        """Open (creating it if needed); a file that is not a database is set aside and a new one started."""
         self.dir.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(OSError):
             os.chmod(self.dir, 0o700)  # results may hold a user's table rows (load_data with sharing on)
         self._lock = self._hold_lock(self.owner)
-        db = sqlite3.connect(self.path, timeout=10.0, isolation_level=None, check_same_thread=False)
-        self._db = db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
+        try:
+            self._db = self._connect()
+        except sqlite3.DatabaseError as exc:
+            if "not a database" not in str(exc) and "malformed" not in str(exc):
+                raise
+            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+            self.path.rename(aside)
+            for suffix in ("-wal", "-shm"):
+                with contextlib.suppress(OSError):
+                    self.path.with_name(self.path.name + suffix).unlink()
+            self.note = f"The job journal was damaged ({exc}); it was moved to {aside.name} and a new one started."
+            log.warning("%s", self.note)
+            self._db = self._connect()
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            db.executescript(_SCHEMA)
+        except sqlite3.DatabaseError:
+            db.close()
+            raise
         with contextlib.suppress(OSError):
             os.chmod(self.path, 0o600)
-        claimed = self._claim()
-        return self._restore(claimed)
+        return db
 
     def close(self) -> None:
-        """Close the database and release the owner lock (rows stay, to be claimed by the next worker)."""
+        """Close the database and release the owner lock (unconfirmed rows stay for the next worker)."""
         if self._db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                mine = self._db.execute(
+                    "SELECT COUNT(*) FROM jobs WHERE owner = ? AND state != 'confirmed'", (self.owner,)
+                ).fetchone()[0]
+                if not mine:  # nothing for a successor to claim: no lock file left behind
+                    with contextlib.suppress(OSError):
+                        self._lock_path(self.owner).unlink()
             with contextlib.suppress(sqlite3.Error):
                 self._db.close()
             self._db = None
@@ -124,53 +167,72 @@ class Journal:
         fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         return fh
 
-    def _owner_ended(self, owner: str) -> bool:
-        """True when ``owner``'s process no longer holds its lock (it ended, cleanly or not)."""
+    def _owner_alive(self, owner: str) -> bool:
+        """True while ``owner``'s process holds its lock (always True where locks cannot be checked)."""
+        if owner == self.owner:
+            return True
         if fcntl is None:  # pragma: no cover - Windows
-            return False
+            return True
         path = self._lock_path(owner)
         try:
             fh = path.open("a+")
         except OSError:
-            return False
+            return True
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
+            return True
+        finally:
             fh.close()
-            return False
-        with contextlib.suppress(OSError):
-            path.unlink()
-        fh.close()
-        return True
+        return False
 
-    def _claim(self) -> int:
-        """Take over the rows of ended workers that served this URL; returns how many owners were claimed."""
+    def _require(self) -> sqlite3.Connection:
+        if self._db is None:
+            raise RuntimeError("The journal is not open.")
+        return self._db
+
+    # ------------------------------------------------------------------ claiming
+
+    def claim(self, user_id: int | None) -> Restored:
+        """For the authenticated user: take over the rows of ended workers and return what needs an answer.
+
+        Called on every successful authentication (a live worker also inherits what a worker that died
+        later left). Returns unconfirmed results and unfinished jobs (all of them: their ids must stay
+        known), and the ids of confirmed jobs (so that none runs again).
+        """
         db = self._require()
+        self.user = user_key(user_id)
         owners = [
             row[0]
             for row in db.execute(
-                "SELECT DISTINCT owner FROM jobs WHERE url = ? AND owner != ? AND state != 'confirmed'",
-                (self.url, self.owner),
+                "SELECT DISTINCT owner FROM jobs "
+                "WHERE url = ? AND user_key = ? AND owner != ? AND state != 'confirmed'",
+                (self.url, self.user, self.owner),
             )
         ]
-        claimed = 0
+        claimed: list[str] = []
+        rows: list[tuple[str, str | None, str, str | None]] = []
         for other in owners:
-            if not self._owner_ended(other):
+            if self._owner_alive(other):
                 continue
-            cur = db.execute(
-                "UPDATE jobs SET owner = ? WHERE url = ? AND owner = ? AND state != 'confirmed'",
-                (self.owner, self.url, other),
-            )
-            claimed += cur.rowcount > 0
-        return claimed
-
-    def _restore(self, claimed: int) -> Restored:
-        db = self._require()
-        rows = db.execute(
-            "SELECT job_id, action, state, result FROM jobs WHERE url = ? AND owner = ? AND state != 'confirmed' "
-            "ORDER BY updated LIMIT ?",
-            (self.url, self.owner, MAX_RESTORE),
-        ).fetchall()
+            db.execute("BEGIN IMMEDIATE")  # two workers claiming the same ended one: only the first gets rows
+            try:
+                rows += db.execute(
+                    "SELECT job_id, action, state, result FROM jobs "
+                    "WHERE url = ? AND user_key = ? AND owner = ? AND state != 'confirmed' ORDER BY updated",
+                    (self.url, self.user, other),
+                ).fetchall()
+                db.execute(
+                    "UPDATE jobs SET owner = ? WHERE url = ? AND user_key = ? AND owner = ? AND state != 'confirmed'",
+                    (self.owner, self.url, self.user, other),
+                )
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
+            claimed.append(other)
+            with contextlib.suppress(OSError):
+                self._lock_path(other).unlink()
         pending = tuple((job_id, result) for job_id, _, state, result in rows if state == "answered" and result)
         interrupted = tuple(
             (job_id, action or "?", state) for job_id, action, state, _ in rows if state in ("queued", "running")
@@ -178,71 +240,74 @@ class Journal:
         finished = tuple(
             row[0]
             for row in db.execute(
-                "SELECT job_id FROM jobs WHERE url = ? AND state = 'confirmed' ORDER BY updated DESC LIMIT ?",
-                (self.url, KEEP_IDS),
+                "SELECT job_id FROM jobs WHERE url = ? AND user_key = ? AND state = 'confirmed' "
+                "ORDER BY updated DESC LIMIT ?",
+                (self.url, self.user, KEEP_IDS),
             )
         )
         if rows:
             log.info(
-                "Journal: %d unconfirmed result(s) and %d unfinished job(s) from earlier runs (%d worker(s) claimed)",
+                "Journal: %d unconfirmed result(s) and %d unfinished job(s) taken over from %d ended worker(s)",
                 len(pending),
                 len(interrupted),
-                claimed,
+                len(claimed),
             )
         return Restored(pending=pending, interrupted=interrupted, finished=finished)
 
-    def _require(self) -> sqlite3.Connection:
-        if self._db is None:
-            raise RuntimeError("The journal is not open.")
-        return self._db
-
     # ------------------------------------------------------------------ records
 
-    def _upsert(self, job_id: str, state: str, action: str | None = None, result: str | None = None) -> None:
-        self._require().execute(
-            "INSERT INTO jobs (url, job_id, owner, action, state, result, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
-            "ON CONFLICT (url, job_id) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
-            "action = COALESCE(excluded.action, jobs.action), result = COALESCE(excluded.result, jobs.result), "
-            "updated = excluded.updated",
-            (self.url, job_id, self.owner, action, state, result, time.time()),
-        )
+    def reserve(self, job_id: str, action: str) -> Existing | None:
+        """Record that ``job_id`` was accepted, unless the journal already holds it (then say how it stands).
 
-    def accepted(self, job_id: str, action: str) -> None:
-        """``job_id`` was accepted and will run (recorded before it starts)."""
-        self._upsert(job_id, "queued", action=action)
+        The check and the insert are one statement, so two workers sharing the home cannot both reserve it.
+        """
+        db = self._require()
+        cur = db.execute(
+            "INSERT INTO jobs (url, job_id, user_key, owner, action, state, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (url, job_id) DO NOTHING",
+            (self.url, job_id, self.user, self.owner, action, "queued", time.time()),
+        )
+        if cur.rowcount == 1:
+            return None
+        row = db.execute("SELECT state, result, owner FROM jobs WHERE url = ? AND job_id = ?", (self.url, job_id))
+        state, frame, owner = row.fetchone()
+        return Existing(state, frame, self._owner_alive(owner))
+
+    def _set(self, job_id: str, state: str, result: str | None = None) -> None:
+        self._require().execute(
+            "INSERT INTO jobs (url, job_id, user_key, owner, state, result, updated) VALUES (?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (url, job_id) DO UPDATE SET owner = excluded.owner, state = excluded.state, "
+            "result = excluded.result, updated = excluded.updated",
+            (self.url, job_id, self.user, self.owner, state, result, time.time()),
+        )
 
     def started(self, job_id: str) -> None:
         """``job_id`` began running."""
-        self._upsert(job_id, "running")
+        self._set(job_id, "running")
 
     def result(self, job_id: str, frame: str) -> None:
         """``job_id`` has a result the server has not confirmed yet (recorded before it is sent)."""
-        self._upsert(job_id, "answered", result=frame)
+        self._set(job_id, "answered", frame)
 
     def confirmed(self, job_id: str) -> None:
-        """The server has ``job_id``'s result."""
+        """The server has ``job_id``'s result: keep only the id (the frame may hold table rows)."""
         self._require().execute(
-            "UPDATE jobs SET state = 'confirmed', updated = ? WHERE url = ? AND job_id = ?",
+            "UPDATE jobs SET state = 'confirmed', result = NULL, updated = ? WHERE url = ? AND job_id = ?",
             (time.time(), self.url, job_id),
         )
         self._confirms += 1
-        if self._confirms % 200 == 0:
+        if self._confirms % 500 == 0:
             self.prune()
 
     def prune(self) -> None:
-        """Bound the journal: drop old confirmed results' frames, then the oldest confirmed ids."""
+        """Bound the journal: drop the oldest confirmed ids beyond :data:`KEEP_IDS` per URL."""
         db = self._require()
-        db.execute(
-            "UPDATE jobs SET result = NULL WHERE url = ? AND state = 'confirmed' AND result IS NOT NULL "
-            "AND job_id NOT IN "
-            "(SELECT job_id FROM jobs WHERE url = ? AND state = 'confirmed' ORDER BY updated DESC LIMIT ?)",
-            (self.url, self.url, KEEP_RESULTS),
-        )
-        db.execute(
-            "DELETE FROM jobs WHERE url = ? AND state = 'confirmed' AND job_id NOT IN "
-            "(SELECT job_id FROM jobs WHERE url = ? AND state = 'confirmed' ORDER BY updated DESC LIMIT ?)",
-            (self.url, self.url, KEEP_IDS),
-        )
+        cutoff = db.execute(
+            "SELECT updated FROM jobs WHERE url = ? AND state = 'confirmed' ORDER BY updated DESC LIMIT 1 OFFSET ?",
+            (self.url, KEEP_IDS),
+        ).fetchone()
+        if cutoff is not None:
+            db.execute("DELETE FROM jobs WHERE url = ? AND state = 'confirmed' AND updated <= ?", (self.url, cutoff[0]))
 
     def counts(self) -> dict[str, int]:
         """Rows by state for this URL (for tests and diagnostics)."""

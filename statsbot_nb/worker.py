@@ -8,7 +8,9 @@ and before results leave, frames through one ordered sender per connection, heav
 processes (:mod:`~statsbot_nb.runner`), so pings, progress and a quick ``list_models`` are answered while a
 model trains.
 
-One :class:`Worker` runs as a task on an asyncio loop (the CLI's own, or a notebook kernel's).
+One :class:`Worker` runs as a task on an asyncio loop (the CLI's own, or a notebook kernel's). This module
+is its public face; the event/action plumbing is :mod:`~statsbot_nb.driver`, the socket
+:mod:`~statsbot_nb.link`.
 """
 
 from __future__ import annotations
@@ -17,80 +19,38 @@ import asyncio
 import concurrent.futures
 import contextlib
 import dataclasses
-import importlib.util
 import logging
-import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict, deque
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed
-
-from . import __version__, protocol
+from . import __version__
 from .config import default_machine_id, is_loopback_url, validate_ws_url
 from .context import JobSettings
 from .core import (
     REJECTED_HINT,
-    Action,
-    CancelJob,
-    CloseConnection,
-    ConnectionLost,
-    ConnectionOpened,
     CoreConfig,
-    Ended,
-    Event,
-    Finish,
-    FrameReceived,
-    JobEnded,
-    JobProgressed,
     JobRecord,
-    JournalAccepted,
-    JournalConfirmed,
-    JournalResult,
-    JournalStarted,
-    Log,
-    OpenConnection,
-    PongReceived,
-    Publish,
-    ScheduleTimer,
-    SendFrame,
-    SendPing,
-    Start,
-    StartJob,
     StopRequested,
-    TimerFired,
     WorkerCore,
 )
-from .errors import ConfigError, JobCancelled, JobError, TokenRejectedError
+from .driver import Driver
+from .errors import ConfigError, TokenRejectedError
 from .events import EventBus, LogLine, WorkerState
-from .jobs import ACTIONS, ActionSpec
+from .jobs import ACTIONS, ActionSpec, capabilities
 from .journal import Journal
-from .retry import Backoff, describe_connect_error, is_fatal, proxy_for
+from .link import Link, connect_options
+from .retry import Backoff, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
 __all__ = ["REJECTED_HINT", "JobRecord", "Worker"]
 
-log = logging.getLogger("statsbot_nb.worker")
-#: websockets logs every frame at DEBUG, the auth frame (with the token) included. Its connections log
-#: through this logger, held at INFO so that a notebook's ``logging.basicConfig(level=DEBUG)`` never
-#: prints a token.
-_WS_LOG = logging.getLogger("statsbot_nb.websockets")
-_WS_LOG.setLevel(logging.INFO)
-
-_Outgoing = SendFrame | SendPing
+log = logging.getLogger(__name__)
 
 
-def _capabilities(actions: Mapping[str, ActionSpec], max_jobs: int) -> dict[str, Any]:
-    libs = {
-        name: importlib.util.find_spec(name) is not None
-        for name in ("sklearn", "xgboost", "lightgbm", "catboost", "tensorflow", "pyarrow")
-    }
-    return {"actions": sorted(actions), "libraries": libs, "max_jobs": max_jobs}
-
-
-class Worker:
+class Worker(Driver):
     """A StatsBot local worker.
 
     ``start()`` schedules it on the running loop; ``await run()`` runs it until :meth:`stop` or until the
@@ -133,7 +93,7 @@ class Worker:
             url=self.url,
             machine_id=self.machine_id,
             worker_version=__version__,
-            capabilities=_capabilities(table, max_jobs),
+            capabilities=capabilities(table, max_jobs),
             actions=table,
             max_jobs=max_jobs,
             auth_timeout=auth_timeout,
@@ -144,19 +104,21 @@ class Worker:
             journal = Journal(Path(settings.home), self.url)
         self.journal: Journal | None = journal or None
         self._journal_broken = False
+        self._journal_warned = -1e9
+        self._unwritten = OrderedDict()
+        self._inbox = deque()
+        self._draining = False
+        self._claimed_for = None
         self._process_runner = process_runner or ProcessRunner()
         self._thread_runner = thread_runner or ThreadRunner()
-        self._open_timeout = open_timeout
-        self._ping_interval = ping_interval
-        self._ping_timeout = ping_timeout
         self._confirm_timeout = confirm_timeout
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
-        self._connections: dict[int, asyncio.Task[None]] = {}
-        self._sockets: dict[int, ClientConnection] = {}
-        self._queues: dict[int, asyncio.Queue[_Outgoing]] = {}
-        self._last_error: BaseException | None = None
+        self._links: dict[int, tuple[Link, asyncio.Task[None]]] = {}
+        self._link_options = connect_options(
+            self.url, open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout
+        )
         self._began = False
         self._finished = asyncio.Event()
         self._connected = asyncio.Event()
@@ -214,6 +176,8 @@ class Worker:
         The task is kept referenced by the worker; its errors end up in the state and the log.
         """
         if self._main_task is None:
+            if self.core.finished_connecting:
+                raise RuntimeError(f"This worker has ended ({self.status_message}); connect again with a new one.")
             self._loop = asyncio.get_running_loop()
             self._begin()
             self._main_task = self._loop.create_task(self._run_quietly(), name="statsbot-worker")
@@ -263,9 +227,8 @@ class Worker:
         jobs = list(self._tasks.values())
         if jobs:
             await asyncio.gather(*jobs, return_exceptions=True)
-        for queue in list(self._queues.values()):  # let the cancelled results leave
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(queue.join(), 2.0)
+        for link, _ in list(self._links.values()):  # let the cancelled results leave
+            await link.drain(2.0)
         self._finished.set()
         task = self._main_task
         if task is not None and task is not asyncio.current_task():
@@ -303,220 +266,6 @@ class Worker:
         self._execute(actions)
         return ok
 
-    # ------------------------------------------------------------------ feeding the core
-
-    def _begin(self) -> None:
-        """Restore from the journal and start connecting (once)."""
-        if self._began:
-            return
-        self._began = True
-        if self.journal is not None:
-            try:
-                restored = self.journal.open()
-            except (sqlite3.Error, OSError) as exc:
-                self._journal_failed("open", exc)
-            else:
-                self._feed(restored)
-        self._feed(Start())
-
-    def _feed(self, event: Event) -> None:
-        """Hand one event to the core and carry out its answer."""
-        self._execute(self.core.handle(event, time.time()))
-
-    def _execute(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, SendFrame | SendPing):
-                queue = self._queues.get(action.conn)
-                if queue is not None:
-                    queue.put_nowait(action)
-            elif isinstance(action, Publish):
-                self.events.publish(action.event)
-            elif isinstance(action, Log):
-                log.log(action.level, "%s", action.message)
-            elif isinstance(action, JournalAccepted | JournalStarted | JournalResult | JournalConfirmed):
-                self._journal(action)
-            elif isinstance(action, StartJob):
-                task = asyncio.get_running_loop().create_task(
-                    self._run_job(action), name=f"statsbot-job-{action.job_id}"
-                )
-                self._tasks[action.job_id] = task
-            elif isinstance(action, CancelJob):
-                task = self._tasks.get(action.job_id)
-                if task is not None:
-                    task.cancel()
-            elif isinstance(action, OpenConnection):
-                loop = asyncio.get_running_loop()
-                task = loop.create_task(self._connection(action.conn), name=f"statsbot-connection-{action.conn}")
-                self._connections[action.conn] = task
-            elif isinstance(action, CloseConnection):
-                ws = self._sockets.get(action.conn)
-                if ws is not None:
-                    self._spawn(ws.close())
-                else:
-                    task = self._connections.get(action.conn)
-                    if task is not None:
-                        task.cancel()
-            elif isinstance(action, ScheduleTimer):
-                self._schedule(action)
-            elif isinstance(action, Finish):
-                if action.rejection is not None:
-                    self.rejection = TokenRejectedError(action.rejection)
-                if action.fatal is not None:
-                    self.fatal_error = self._last_error or ConnectionError(action.fatal)
-                self._finished.set()
-        if self.core.connected:
-            self._connected.set()
-        else:
-            self._connected.clear()
-        if self.core.idle:
-            self._idle.set()
-        else:
-            self._idle.clear()
-
-    def _schedule(self, action: ScheduleTimer) -> None:
-        loop = asyncio.get_running_loop()
-        event = TimerFired(action.name, action.key)
-
-        def fire() -> None:
-            self._timers.discard(handle)
-            self._feed(event)
-
-        handle = loop.call_later(action.delay, fire)
-        self._timers.add(handle)
-
-    def _journal(self, action: JournalAccepted | JournalStarted | JournalResult | JournalConfirmed) -> None:
-        journal = self.journal
-        if journal is None or self._journal_broken:
-            return
-        try:
-            if isinstance(action, JournalAccepted):
-                journal.accepted(action.job_id, action.action)
-            elif isinstance(action, JournalStarted):
-                journal.started(action.job_id)
-            elif isinstance(action, JournalResult):
-                journal.result(action.job_id, action.frame)
-            else:
-                journal.confirmed(action.job_id)
-        except (sqlite3.Error, OSError) as exc:
-            self._journal_failed("write", exc)
-
-    def _journal_failed(self, what: str, exc: BaseException) -> None:
-        """A journal that cannot be used is reported once; the worker goes on with results in memory only."""
-        self._journal_broken = True
-        log.warning("The job journal could not %s (%s); results are kept in memory only", what, exc, exc_info=True)
-        path = self.journal.path if self.journal is not None else "?"
-        self.events.publish(
-            LogLine(
-                "warning",
-                f"The job journal at {path} could not {what} ({type(exc).__name__}); results not yet confirmed "
-                "by the server will be lost if this worker's process ends. Check the disk and its permissions.",
-            )
-        )
-
-    # ------------------------------------------------------------------ connections
-
-    def _connect_kwargs(self) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "max_size": protocol.MAX_FRAME_BYTES,
-            "open_timeout": self._open_timeout,
-            "ping_interval": self._ping_interval,
-            "ping_timeout": self._ping_timeout,
-            # After a failed keepalive the link is known dead, yet websockets still waits this long for a
-            # closing handshake before the worker can reconnect; a clean close on a live link takes far less.
-            "close_timeout": 0.5,
-            "max_queue": 64,
-            "logger": _WS_LOG,
-        }
-        if is_loopback_url(self.url):
-            kwargs["proxy"] = None  # loopback never goes through an HTTP proxy
-        return kwargs
-
-    async def _connection(self, conn: int) -> None:
-        """Open connection ``conn``, feed its frames to the core, report how it ended."""
-        lost = ConnectionLost(conn)
-        sender: asyncio.Task[None] | None = None
-        try:
-            async with connect(self.url, **self._connect_kwargs()) as ws:
-                queue: asyncio.Queue[_Outgoing] = asyncio.Queue()
-                self._sockets[conn], self._queues[conn] = ws, queue
-                sender = asyncio.get_running_loop().create_task(self._sender(conn, ws, queue))
-                self._feed(ConnectionOpened(conn))
-                async for frame in ws:
-                    self._feed(FrameReceived(conn, frame))
-        except asyncio.CancelledError:
-            pass
-        except Exception as exc:
-            policy = isinstance(exc, ConnectionClosed) and exc.rcvd is not None and exc.rcvd.code == 1008
-            if is_fatal(exc):
-                self._last_error = exc
-            lost = ConnectionLost(conn, describe_connect_error(exc, self.url, self._proxy), is_fatal(exc), policy)
-            log.debug("connection %d ended", conn, exc_info=True)
-        finally:
-            if sender is not None:
-                sender.cancel()
-                with contextlib.suppress(BaseException):
-                    await sender
-            self._sockets.pop(conn, None)
-            queue_left = self._queues.pop(conn, None)
-            while queue_left is not None and not queue_left.empty():
-                queue_left.get_nowait()
-                queue_left.task_done()
-            self._connections.pop(conn, None)
-        self._feed(lost)
-
-    async def _sender(self, conn: int, ws: ClientConnection, queue: asyncio.Queue[_Outgoing]) -> None:
-        """The only writer of a connection: frames leave in the order the core decided them."""
-        while True:
-            item = await queue.get()
-            try:
-                if isinstance(item, SendPing):
-                    pong = await ws.ping()
-                    self._spawn(self._await_pong(conn, item.ping, pong))
-                else:
-                    await ws.send(item.frame)
-            except ConnectionClosed:
-                pass  # the connection's reader reports the loss; the core re-sends after reconnecting
-            finally:
-                queue.task_done()
-
-    async def _await_pong(self, conn: int, ping: int, pong: asyncio.Future[float]) -> None:
-        try:
-            await asyncio.wait_for(pong, self._confirm_timeout)
-        except (ConnectionClosed, asyncio.TimeoutError, RuntimeError):
-            return  # stays pending; re-sent after the next connect
-        self._feed(PongReceived(conn, ping))
-
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    # ------------------------------------------------------------------ jobs
-
-    async def _run_job(self, action: StartJob) -> None:
-        runner = self._process_runner if action.spec.isolated else self._thread_runner
-        job_id = action.job_id
-        progress: Callable[[float, str, str], None] = lambda p, m, s: self._feed(  # noqa: E731
-            JobProgressed(job_id, p, m, s)
-        )
-        try:
-            data = await runner.run(action.spec.target, action.params, self.settings, progress, job_id=job_id)
-            ended = JobEnded(job_id, "ok", data=data)
-        except (asyncio.CancelledError, JobCancelled) as exc:
-            error = str(exc) if isinstance(exc, JobCancelled) and str(exc) else "The job was cancelled."
-            ended = JobEnded(job_id, "cancelled", error=error)
-        except JobError as exc:
-            ended = JobEnded(job_id, "error", error=str(exc))
-        except Exception as exc:
-            log.exception("Job %s (%s) failed inside the worker", job_id, action.action)
-            error = (
-                f"The worker hit an internal error running {action.action} "
-                f"({type(exc).__name__}); details are in the worker's local log."
-            )
-            ended = JobEnded(job_id, "error", error=error)
-        self._tasks.pop(job_id, None)
-        self._feed(ended)
-
     # ------------------------------------------------------------------ ending
 
     async def _run_quietly(self) -> None:
@@ -526,30 +275,3 @@ class Worker:
             pass  # state "rejected" and the event already tell the user
         except Exception:
             log.exception("The worker stopped on an unexpected error")
-
-    async def _shutdown(self) -> None:
-        if not self._finished.is_set():
-            self._finished.set()
-        for task in list(self._tasks.values()):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
-        for handle in list(self._timers):
-            handle.cancel()
-        self._timers.clear()
-        for ws in list(self._sockets.values()):
-            with contextlib.suppress(Exception):
-                await ws.close()
-        connections = list(self._connections.values())
-        for task in connections:
-            task.cancel()
-        if connections:
-            await asyncio.gather(*connections, return_exceptions=True)
-        for task in list(self._background):
-            task.cancel()
-        if hasattr(self._process_runner, "shutdown"):
-            self._process_runner.shutdown()
-        self._feed(Ended())
-        if self.journal is not None:
-            self.journal.close()
-        self._ended.set()

@@ -24,13 +24,14 @@ from statsbot_nb.core import (
     FrameReceived,
     JobEnded,
     JobProgressed,
-    JournalAccepted,
+    JobReserved,
     JournalConfirmed,
     JournalResult,
     Log,
     OpenConnection,
     PongReceived,
     Publish,
+    ReserveJob,
     ScheduleTimer,
     SendFrame,
     SendPing,
@@ -70,11 +71,16 @@ class Harness:
         self.core = WorkerCore(TOKEN, config)
         self.now = 1000.0
         self.log: list[Any] = []
+        self.auto_reserve = True
 
     def feed(self, event: Any) -> list[Any]:
+        """Feed one event; a reservation is answered as a journal with no such id would (then it runs)."""
         self.now += 0.01
         out = self.core.handle(event, self.now)
         self.log.extend(out)
+        for action in list(out):
+            if isinstance(action, ReserveJob) and self.auto_reserve:
+                out += self.feed(JobReserved(action.job_id, None))
         return out
 
     @property
@@ -174,7 +180,7 @@ def test_authentication_that_never_answers_times_out_and_retries() -> None:
     assert h.core.state == "reconnecting"
 
 
-def test_reconnect_delays_grow_and_reset_after_a_good_connection() -> None:
+def test_reconnect_delays_grow_and_reset_only_after_a_connection_that_lasted() -> None:
     h = Harness(backoff=Backoff(initial=1.0, factor=2.0, cap=60.0, jitter=0.0))
     h.feed(Start())
     delays = []
@@ -185,6 +191,12 @@ def test_reconnect_delays_grow_and_reset_after_a_good_connection() -> None:
     assert delays == [1.0, 2.0, 4.0]
     h.feed(ConnectionOpened(h.conn))
     h.feed(FrameReceived(h.conn, protocol.encode_auth_response(7)))
+    out = h.drop(reason="cut")  # a connection that flaps (accepted, then dropped at once) keeps backing off
+    assert next(a.delay for a in out if isinstance(a, ScheduleTimer)) == 8.0
+    h.feed(TimerFired("reconnect", h.conn))
+    h.feed(ConnectionOpened(h.conn))
+    h.feed(FrameReceived(h.conn, protocol.encode_auth_response(7)))
+    h.now += 31.0  # one that lasted starts again from the shortest delay
     out = h.drop(reason="cut")
     assert next(a.delay for a in out if isinstance(a, ScheduleTimer)) == 1.0
 
@@ -224,7 +236,9 @@ def test_journal_records_come_before_the_job_starts_and_before_its_result_leaves
     h.connect()
     out = h.job("j1")
     kinds = [type(a) for a in out]
-    assert kinds.index(JournalAccepted) < kinds.index(StartJob)
+    assert kinds.index(ReserveJob) < kinds.index(StartJob)
+    h.auto_reserve = False  # without the journal's answer, nothing starts
+    assert _started(h.job("j2")) == [] and h.core.jobs["j2"].status == "queued"
     out = h.feed(JobEnded("j1", "ok", data={"x": 1}))
     journal = next(i for i, a in enumerate(out) if isinstance(a, JournalResult))
     send = next(i for i, a in enumerate(out) if isinstance(a, SendFrame) and a.kind == "result")
@@ -433,3 +447,51 @@ def test_memory_stays_bounded_with_many_jobs(monkeypatch: pytest.MonkeyPatch) ->
         h.feed(FrameReceived(h.conn, protocol.encode_ack(f"bad{i}")))
     assert len(h.core.jobs) <= 10 and len(h.core._forgotten) <= 50
     assert len(h.core.outbox._delivered) <= 10 and len(h.core.outbox) == 0
+
+
+def test_a_job_sent_before_the_auth_response_runs_once_authenticated() -> None:
+    h = Harness()
+    h.feed(Start())
+    h.feed(ConnectionOpened(1))
+    assert _started(h.job("early")) == []
+    out = h.feed(FrameReceived(1, protocol.encode_auth_response(7, protocol=2)))
+    assert _started(out) == ["early"]
+
+
+def test_the_journal_decides_about_ids_other_workers_of_this_home_took() -> None:
+    from statsbot_nb.journal import Existing
+
+    h = Harness()
+    h.connect()
+    h.auto_reserve = False
+    frame = protocol.encode_result_ok("a", {"n": 1})
+    h.job("a")
+    out = h.feed(JobReserved("a", Existing("answered", frame, owner_alive=False)))
+    assert _started(out) == [] and _results(out) == [json.loads(frame)]  # its stored result, not a new run
+    h.job("b")
+    out = h.feed(JobReserved("b", Existing("running", None, owner_alive=True)))
+    assert _started(out) == [] and _results(out) == [] and h.core.idle  # the live worker answers it ...
+    (timer,) = [a for a in out if isinstance(a, ScheduleTimer)]
+    out = h.feed(TimerFired("recheck", timer.key))  # ... unless it died just after its connection dropped
+    assert [a.job_id for a in out if isinstance(a, ReserveJob)] == ["b"]
+    out = h.feed(JobReserved("b", Existing("running", None, owner_alive=False)))
+    assert _started(out) == [] and "restarted" in _results(out)[0]["error"]
+    h.job("c")
+    out = h.feed(JobReserved("c", Existing("running", None, owner_alive=False)))
+    assert _started(out) == [] and "restarted" in _results(out)[0]["error"]
+    h.job("d")
+    out = h.feed(JobReserved("d", Existing("confirmed", None, owner_alive=False)))
+    assert _started(out) == [] and "already ran" in _results(out)[0]["error"]
+
+
+def test_a_result_that_cannot_be_encoded_becomes_a_failed_result() -> None:
+    h = Harness()
+    h.connect()
+    h.job("deep")
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    out = h.feed(JobEnded("deep", "ok", data={"x": nested}))
+    (result,) = _results(out)
+    assert result["success"] is False and "could not be encoded" in result["error"]
+    assert h.core.idle and h.core.jobs["deep"].status == "failed"

@@ -32,12 +32,13 @@ from statsbot_nb.core import (
     FrameReceived,
     JobEnded,
     JobProgressed,
-    JournalAccepted,
+    JobReserved,
     JournalConfirmed,
     JournalResult,
     JournalStarted,
     OpenConnection,
     PongReceived,
+    ReserveJob,
     SendFrame,
     SendPing,
     Start,
@@ -85,7 +86,8 @@ class WorkerModel(RuleBasedStateMachine):
         self.journal = Journal(self.home, URL)
         self.running: set[str] = set()
         self.pings: list[tuple[int, int]] = []
-        self._do(self.journal.open())
+        self.claimed_for: int | None = None
+        self.journal.open()
         self._do(Start())
 
     def teardown(self) -> None:
@@ -97,32 +99,41 @@ class WorkerModel(RuleBasedStateMachine):
     # ------------------------------------------------------------------ the driver, as a model
 
     def _do(self, event: Any) -> list[Any]:
-        self.now += 0.5
-        out = self.core.handle(event, self.now)
-        live = self.core.live_connection
-        for action in out:
-            if isinstance(action, SendFrame) and action.conn == live and action.kind != "auth":
-                self.sent[(self.generation, action.conn)].append((action.kind, action.job_id or ""))
-                if action.kind == "result":
-                    self.first_result.setdefault(action.job_id or "", json.loads(action.frame))
-            elif isinstance(action, SendPing) and action.conn == live:
-                self.pings.append((action.conn, action.ping))
-            elif isinstance(action, StartJob):
-                self.started[action.job_id] += 1
-                self.running.add(action.job_id)
-            elif isinstance(action, CancelJob):
-                assert action.job_id in self.running
-            elif isinstance(action, JournalAccepted):
-                self.journal.accepted(action.job_id, action.action)
-                self.accepted.add(action.job_id)
-            elif isinstance(action, JournalStarted):
-                self.journal.started(action.job_id)
-            elif isinstance(action, JournalResult):
-                self.journal.result(action.job_id, action.frame)
-            elif isinstance(action, JournalConfirmed):
-                self.journal.confirmed(action.job_id)
-                self.confirmed.add(action.job_id)
-        return out
+        """Feed ``event`` the way the driver does: run to completion, answering reservations and claiming."""
+        queue, outs = [event], []
+        while queue:
+            self.now += 0.5
+            out = self.core.handle(queue.pop(0), self.now)
+            outs += out
+            live = self.core.live_connection
+            for action in out:
+                if isinstance(action, SendFrame) and action.conn == live and action.kind != "auth":
+                    self.sent[(self.generation, action.conn)].append((action.kind, action.job_id or ""))
+                    if action.kind == "result":
+                        self.first_result.setdefault(action.job_id or "", json.loads(action.frame))
+                elif isinstance(action, SendPing) and action.conn == live:
+                    self.pings.append((action.conn, action.ping))
+                elif isinstance(action, StartJob):
+                    self.started[action.job_id] += 1
+                    self.running.add(action.job_id)
+                elif isinstance(action, CancelJob):
+                    assert action.job_id in self.running
+                elif isinstance(action, ReserveJob):
+                    existing = self.journal.reserve(action.job_id, action.action)
+                    if existing is None:
+                        self.accepted.add(action.job_id)
+                    queue.append(JobReserved(action.job_id, existing))
+                elif isinstance(action, JournalStarted):
+                    self.journal.started(action.job_id)
+                elif isinstance(action, JournalResult):
+                    self.journal.result(action.job_id, action.frame)
+                elif isinstance(action, JournalConfirmed):
+                    self.journal.confirmed(action.job_id)
+                    self.confirmed.add(action.job_id)
+            if self.core.connected and self.core.live_connection != self.claimed_for:
+                self.claimed_for = self.core.live_connection
+                queue.append(self.journal.claim(self.core.user_id))
+        return outs
 
     @property
     def conn(self) -> int:
@@ -254,7 +265,10 @@ class WorkerModel(RuleBasedStateMachine):
     @invariant()
     def nothing_lost(self) -> None:
         pending = {job_id for job_id, _ in self.core.outbox.pending()}
-        lost = self.accepted - self.confirmed - pending - self.core.active
+        durable = {  # what the journal holds for the next worker to claim
+            row[0] for row in self.journal._require().execute("SELECT job_id FROM jobs WHERE state != 'confirmed'")
+        }
+        lost = self.accepted - self.confirmed - pending - self.core.active - durable
         assert not lost, lost
 
     @invariant()

@@ -5,7 +5,7 @@ reconnect delays, duplicate job ids, job limits and slots, cancellation, the out
 results, confirm-by-ping for servers without acks, what the journal must record and when — and nothing
 else. It has no socket, task, thread or clock: the driver (:mod:`statsbot_nb.worker`) feeds it events with
 the current time and carries out the actions it returns, in order. That order is part of the contract: a
-:class:`JournalAccepted` comes before its :class:`StartJob`, a :class:`JournalResult` before the result's
+:class:`ReserveJob` comes before its :class:`StartJob`, a :class:`JournalResult` before the result's
 :class:`SendFrame`, so a crash between any two actions loses nothing (see :mod:`statsbot_nb.journal`).
 
 Connections are numbered; every frame the core asks to send names its connection, so a frame decided for
@@ -35,7 +35,7 @@ from .vocabulary import (
     JobEnded,
     JobProgressed,
     JobRecord,
-    JournalAccepted,
+    JobReserved,
     JournalConfirmed,
     JournalResult,
     JournalStarted,
@@ -43,6 +43,7 @@ from .vocabulary import (
     OpenConnection,
     PongReceived,
     Publish,
+    ReserveJob,
     ScheduleTimer,
     SendFrame,
     SendPing,
@@ -70,8 +71,8 @@ __all__ = [
     "JobEnded",
     "JobProgressed",
     "JobRecord",
+    "JobReserved",
     "JobStatus",
-    "JournalAccepted",
     "JournalConfirmed",
     "JournalResult",
     "JournalStarted",
@@ -79,6 +80,7 @@ __all__ = [
     "OpenConnection",
     "PongReceived",
     "Publish",
+    "ReserveJob",
     "ScheduleTimer",
     "SendFrame",
     "SendPing",

@@ -27,13 +27,15 @@ from .vocabulary import (
     JobEnded,
     JobProgressed,
     JobRecord,
-    JournalAccepted,
+    JobReserved,
     JournalConfirmed,
     JournalResult,
     JournalStarted,
     Log,
     PongReceived,
     Publish,
+    ReserveJob,
+    ScheduleTimer,
     SendFrame,
     SendPing,
     StartJob,
@@ -55,6 +57,9 @@ class JobDecisions:
     _active: set[str]
     _forgotten: OrderedDict[str, None]
     _ping: int
+    _reserving: set[str]
+    _watching: dict[int, protocol.Job]
+    _watch_key: int
     _pings: dict[int, tuple[int, tuple[str, ...]]]
 
     def _on_pong(self, event: PongReceived, out: list[Action]) -> None:
@@ -93,10 +98,51 @@ class JobDecisions:
         record = JobRecord(job.job_id, job.action, job.params, accepted_at=now, isolated=spec.isolated)
         self.jobs[job.job_id] = record
         self._active.add(job.job_id)
-        out.append(JournalAccepted(job.job_id, job.action))
-        out.append(Publish(JobAccepted(job.job_id, job.action, dict(job.params))))
-        self._queued[spec.isolated].append(job.job_id)
-        self._start_ready(now, out)
+        self._reserving.add(job.job_id)
+        out.append(ReserveJob(job.job_id, job.action))  # the journal answers with JobReserved
+
+    def _on_reserved(self, event: JobReserved, now: float, out: list[Action]) -> None:
+        """The journal's answer: a new id runs; an id it already holds is answered from there, never re-run."""
+        job_id = event.job_id
+        if job_id not in self._reserving:
+            return
+        self._reserving.discard(job_id)
+        record = self.jobs.get(job_id)
+        if record is None or record.finished:
+            return  # cancelled while the journal was asked
+        existing = event.existing
+        if existing is None:
+            out.append(Publish(JobAccepted(job_id, record.action, dict(record.params))))
+            self._queued[record.isolated].append(job_id)
+            self._start_ready(now, out)
+            return
+        del self.jobs[job_id]
+        self._active.discard(job_id)
+        if existing.frame is not None:
+            out.append(Log(logging.INFO, f"Job {job_id} is in the journal with a result; re-sending it"))
+            self._remember_forgotten(job_id)
+            self._send_result(job_id, existing.frame, out, journal=False)
+        elif existing.state == "confirmed":
+            self._remember_forgotten(job_id)
+            self._answer_again(job_id, out)
+        elif existing.owner_alive:
+            # Another worker of this home holds it: it answers on its own connection, unless it dies first
+            # (its lock may outlive its connection by a moment). Look again until the journal settles it.
+            out.append(Log(logging.INFO, f"Job {job_id} is held by another worker on this machine; not run twice"))
+            if len(self._watching) < limits.MAX_ACTIVE_JOBS:
+                self._watch_key += 1
+                self._watching[self._watch_key] = protocol.Job(job_id, record.action, record.params)
+                out.append(ScheduleTimer("recheck", limits.RECHECK_S, self._watch_key))
+        else:
+            state = "running" if existing.state == "running" else "waiting to run"
+            self._fail_at_once(job_id, record.action, RESTARTED.format(state=state), now, out)
+
+    def _recheck(self, key: int, now: float, out: list[Action]) -> None:
+        """Ask the journal again about a job another worker of this home held (see :meth:`_on_reserved`)."""
+        job = self._watching.pop(key, None)
+        if job is None or self._stopping or self._phase != "ready":
+            return
+        self._accept(job, now, out)
 
     def _answer_again(self, job_id: str, out: list[Action]) -> bool:
         """A job id seen before is never run twice; True when it needs nothing more (still running, or answered).
@@ -185,12 +231,23 @@ class JobDecisions:
         out: list[Action],
     ) -> None:
         """Give ``record`` its outcome, keep and send its result, tell observers."""
+        if outcome == "ok":
+            try:  # encode before any state changes: a result that cannot be sent becomes a failure
+                frame = protocol.encode_result_ok(record.job_id, data or {})
+            except Exception as exc:
+                out.append(Log(logging.ERROR, f"Job {record.job_id}: its result could not be encoded ({exc!r})"))
+                outcome, error = (
+                    "error",
+                    (
+                        f"The {record.action} job finished but its result could not be encoded as JSON "
+                        f"({type(exc).__name__}); details are in the worker's local log."
+                    ),
+                )
         record.ended_at = now
         if record.started_at is None:
             record.started_at = now
         if outcome == "ok":
             record.status, record.result, record.progress = "done", data or {}, 100.0
-            frame = protocol.encode_result_ok(record.job_id, record.result)
         elif outcome == "cancelled":
             record.status, record.error = "cancelled", error or "The job was cancelled."
             frame = protocol.encode_result_error(record.job_id, record.error, cancelled=True)
@@ -238,7 +295,9 @@ class JobDecisions:
         if record is None or record.finished or job_id not in self._active:
             return False
         if record.status == "queued":
-            self._queued[record.isolated].remove(job_id)
+            if job_id in self._queued[record.isolated]:
+                self._queued[record.isolated].remove(job_id)
+            self._reserving.discard(job_id)
             self._finish(record, "cancelled", None, "The job was cancelled before it started.", now, out)
             return True
         if not record.cancel_requested:
@@ -250,8 +309,11 @@ class JobDecisions:
         for job_id in event.finished:
             self._remember_forgotten(job_id)
         for job_id, frame in event.pending:
-            self.outbox.add(job_id, frame)
+            if job_id not in self.jobs and self.outbox.known(job_id) is None:
+                self._send_result(job_id, frame, out, journal=False)
         for job_id, action, state in event.interrupted:
+            if job_id in self.jobs or self.outbox.known(job_id) is not None:
+                continue
             error = RESTARTED.format(state="running" if state == "running" else "waiting to run")
             record = JobRecord(job_id, action, {}, status="failed", error=error, message=error, accepted_at=now)
             record.started_at = record.ended_at = now

@@ -11,6 +11,10 @@ MAX_JOB_RECORDS = 1000
 MAX_FORGOTTEN_IDS = 20000
 #: Jobs queued or running at once; beyond this a job is answered at once with a failed result.
 MAX_ACTIVE_JOBS = 256
+#: A connection must last this long (seconds) for the reconnect delays to start again from the shortest.
+BACKOFF_RESET_AFTER_S = 30.0
+#: Seconds between looks at a job another live worker of this home holds (it may have just died).
+RECHECK_S = 1.0
 #: Quick jobs (threads) running at once.
 LIGHT_SLOTS = 4
 REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."

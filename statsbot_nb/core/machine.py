@@ -16,6 +16,7 @@ from ..events import (
 )
 from ..journal import Restored
 from ..outbox import Outbox
+from . import limits
 from .jobbook import JobDecisions
 from .limits import REJECTED_HINT
 from .vocabulary import (
@@ -32,6 +33,7 @@ from .vocabulary import (
     JobEnded,
     JobProgressed,
     JobRecord,
+    JobReserved,
     Log,
     OpenConnection,
     PongReceived,
@@ -72,6 +74,11 @@ class WorkerCore(JobDecisions):
         self._forgotten: OrderedDict[str, None] = OrderedDict()  # finished ids whose records were dropped
         self._ping = 0
         self._pings: dict[int, tuple[int, tuple[str, ...]]] = {}  # ping -> (conn, job ids it confirms)
+        self._reserving: set[str] = set()  # accepted, waiting for the journal's JobReserved
+        self._watching: dict[int, protocol.Job] = {}  # jobs another live worker of this home holds
+        self._watch_key = 0
+        self._early: list[str | bytes] = []  # job frames that came before auth_response, run once it comes
+        self._ready_since = 0.0
 
     # ------------------------------------------------------------------ queries
 
@@ -118,6 +125,8 @@ class WorkerCore(JobDecisions):
             self._on_frame(event, now, out)
         elif isinstance(event, JobProgressed):
             self._on_progress(event, now, out)
+        elif isinstance(event, JobReserved):
+            self._on_reserved(event, now, out)
         elif isinstance(event, JobEnded):
             self._on_job_ended(event, now, out)
         elif isinstance(event, PongReceived):
@@ -125,9 +134,9 @@ class WorkerCore(JobDecisions):
         elif isinstance(event, ConnectionOpened):
             self._on_opened(event, out)
         elif isinstance(event, ConnectionLost):
-            self._on_lost(event, out)
+            self._on_lost(event, now, out)
         elif isinstance(event, TimerFired):
-            self._on_timer(event, out)
+            self._on_timer(event, now, out)
         elif isinstance(event, CancelRequested):
             self._cancel(event.job_id, now, out)
         elif isinstance(event, StopRequested):
@@ -176,7 +185,10 @@ class WorkerCore(JobDecisions):
         out.append(SendFrame(event.conn, frame, "auth"))
         out.append(ScheduleTimer("auth", self.config.auth_timeout, event.conn))
 
-    def _on_timer(self, event: TimerFired, out: list[Action]) -> None:
+    def _on_timer(self, event: TimerFired, now: float, out: list[Action]) -> None:
+        if event.name == "recheck":
+            self._recheck(event.key, now, out)
+            return
         if event.name == "auth":
             if event.key == self._conn and self._phase == "auth":
                 self._close_reason = "The server did not answer the authentication in time."
@@ -189,7 +201,7 @@ class WorkerCore(JobDecisions):
         self._set_state("reconnecting", f"Connecting to {self.config.url} ...", out)
         out.append(OpenConnection(self._conn))
 
-    def _on_lost(self, event: ConnectionLost, out: list[Action]) -> None:
+    def _on_lost(self, event: ConnectionLost, now: float, out: list[Action]) -> None:
         if event.conn != self._conn or self._phase not in ("opening", "auth", "ready", "closing"):
             return
         was = self._phase
@@ -211,8 +223,8 @@ class WorkerCore(JobDecisions):
             self._set_state("stopped", reason, out)
             out.append(Finish(fatal=reason))
             return
-        if was == "ready":
-            self._delays = None  # a good connection resets the backoff
+        if was == "ready" and now - self._ready_since >= limits.BACKOFF_RESET_AFTER_S:
+            self._delays = None  # a connection that lasted resets the backoff (a flapping one does not)
         if self._delays is None:
             self._delays = self.config.backoff.delays()
         delay = next(self._delays)
@@ -234,7 +246,7 @@ class WorkerCore(JobDecisions):
         out.append(Finish(rejection=self.rejection))
         return True
 
-    def _on_auth_frame(self, conn: int, msg: protocol.ServerMessage, out: list[Action]) -> None:
+    def _on_auth_frame(self, conn: int, msg: protocol.ServerMessage, now: float, out: list[Action]) -> None:
         if isinstance(msg, protocol.AuthFailed) or (isinstance(msg, protocol.AuthResponse) and not msg.success):
             error = msg.error if isinstance(msg, protocol.AuthFailed) else (msg.message or "refused")
             if not self._refused(f"The server rejected the token ({error})", out):
@@ -246,6 +258,7 @@ class WorkerCore(JobDecisions):
             out.append(Log(logging.DEBUG, f"Ignoring {msg.type} before auth_response"))
             return
         self._phase = "ready"
+        self._ready_since = now
         self.user_id = msg.user_id
         self.server_protocol = msg.protocol
         if msg.session_token:
@@ -254,6 +267,9 @@ class WorkerCore(JobDecisions):
         self._set_state("connected", f"Connected to {self.config.url} as machine {self.config.machine_id}{who}.", out)
         for job_id, frame in self.outbox.pending():
             self._send_result(job_id, frame, out, journal=False)
+        early, self._early = self._early, []
+        for frame in early:  # jobs a server sent before its auth_response
+            self._on_frame(FrameReceived(conn, frame), now, out)
 
     # ------------------------------------------------------------------ frames
 
@@ -264,7 +280,7 @@ class WorkerCore(JobDecisions):
             msg = protocol.parse_server_message(event.frame)
         except BadJobError as exc:
             if self._phase != "ready":
-                out.append(Log(logging.WARNING, f"Ignoring a malformed job frame during authentication: {exc}"))
+                self._hold_early(event.frame, out)
                 return
             out.append(Log(logging.WARNING, f"Job {exc.job_id} is malformed: {exc}"))
             self._fail_at_once(exc.job_id, "?", str(exc), now, out)
@@ -274,8 +290,10 @@ class WorkerCore(JobDecisions):
             if self._phase == "ready":
                 out.append(Publish(LogLine("warning", f"Skipped a malformed frame from the server: {exc}")))
             return
-        if self._phase == "auth":
-            self._on_auth_frame(event.conn, msg, out)
+        if self._phase == "auth" and isinstance(msg, protocol.Job):
+            self._hold_early(event.frame, out)
+        elif self._phase == "auth":
+            self._on_auth_frame(event.conn, msg, now, out)
         elif isinstance(msg, protocol.Job):
             self._accept(msg, now, out)
         elif isinstance(msg, protocol.Cancel):
@@ -287,6 +305,14 @@ class WorkerCore(JobDecisions):
             out.append(Log(logging.INFO, f"Server says: {msg.message}"))
         else:
             out.append(Log(logging.DEBUG, f"Ignoring a {msg.type} frame"))
+
+    def _hold_early(self, frame: str | bytes, out: list[Action]) -> None:
+        """Keep a job frame that came before the server's auth_response, to handle it once authenticated."""
+        if len(self._early) < limits.MAX_ACTIVE_JOBS:
+            self._early.append(frame)
+            out.append(Log(logging.INFO, "A job arrived before the server confirmed the token; it waits for that"))
+        else:
+            out.append(Log(logging.WARNING, "Too many jobs before the server confirmed the token; ignoring one"))
 
     def _on_stop(self, now: float, out: list[Action]) -> None:
         if self._stopping:

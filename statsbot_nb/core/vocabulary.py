@@ -10,7 +10,7 @@ from ..events import (
     Event as BusEvent,
 )
 from ..jobs import ActionSpec
-from ..journal import Restored
+from ..journal import Existing, Restored
 from ..retry import Backoff
 from .limits import JobStatus
 
@@ -105,7 +105,7 @@ class PongReceived:
 class TimerFired:
     """A timer the core scheduled went off."""
 
-    name: Literal["auth", "reconnect"]
+    name: Literal["auth", "reconnect", "recheck"]
     key: int
 
 
@@ -146,8 +146,17 @@ class Ended:
     """The driver has shut everything down."""
 
 
+@dataclass(frozen=True)
+class JobReserved:
+    """The answer to :class:`ReserveJob`: ``existing`` is None for a new id, else how the journal has it."""
+
+    job_id: str
+    existing: Existing | None = None
+
+
 Event = (
     Restored
+    | JobReserved
     | Start
     | ConnectionOpened
     | FrameReceived
@@ -218,7 +227,7 @@ class CancelJob:
 class ScheduleTimer:
     """Fire :class:`TimerFired` (``name``, ``key``) after ``delay`` seconds."""
 
-    name: Literal["auth", "reconnect"]
+    name: Literal["auth", "reconnect", "recheck"]
     delay: float
     key: int
 
@@ -239,8 +248,12 @@ class Log:
 
 
 @dataclass(frozen=True)
-class JournalAccepted:
-    """Record durably that ``job_id`` was accepted (before it starts)."""
+class ReserveJob:
+    """Record durably that ``job_id`` was accepted, unless the journal knows it; answer with :class:`JobReserved`.
+
+    The journal is shared by every worker of this home, so it alone can tell whether another worker (one
+    that died, or one still running) already took this id.
+    """
 
     job_id: str
     action: str
@@ -286,7 +299,7 @@ Action = (
     | ScheduleTimer
     | Publish
     | Log
-    | JournalAccepted
+    | ReserveJob
     | JournalStarted
     | JournalResult
     | JournalConfirmed

@@ -1,0 +1,312 @@
+"""The plumbing of the worker's driver: feed the core, carry out its actions, in order.
+
+:class:`Driver` is the asyncio half of :class:`~statsbot_nb.worker.Worker`: it hands every event to the
+pure core (:mod:`statsbot_nb.core`) with the current time and carries out what comes back — journal writes
+(before a job starts, before a result leaves), frames through the connection's :class:`~statsbot_nb.link.Link`,
+job tasks on the runners, timers, events for observers. It decides nothing itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+import time
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any
+
+from .context import JobSettings
+from .core import (
+    Action,
+    CancelJob,
+    CloseConnection,
+    Ended,
+    Event,
+    Finish,
+    JobEnded,
+    JobProgressed,
+    JobReserved,
+    JournalConfirmed,
+    JournalResult,
+    JournalStarted,
+    Log,
+    OpenConnection,
+    Publish,
+    ReserveJob,
+    ScheduleTimer,
+    SendFrame,
+    SendPing,
+    Start,
+    StartJob,
+    TimerFired,
+    WorkerCore,
+)
+from .errors import JobCancelled, JobError, TokenRejectedError
+from .events import EventBus, LogLine
+from .journal import Existing, Journal
+from .link import Link
+
+log = logging.getLogger(__name__)
+
+
+class Driver:
+    """Event-in, action-out plumbing around a :class:`WorkerCore` (the attributes are set by the Worker)."""
+
+    core: WorkerCore
+    url: str
+    settings: JobSettings
+    events: EventBus
+    journal: Journal | None
+    rejection: TokenRejectedError | None
+    fatal_error: BaseException | None
+    _proxy: str | None
+    _journal_broken: bool
+    _journal_warned: float
+    _unwritten: OrderedDict[str, JournalStarted | JournalResult | JournalConfirmed]
+    _inbox: deque[Event]
+    _draining: bool
+    _claimed_for: int | None
+    _process_runner: Any
+    _thread_runner: Any
+    _confirm_timeout: float
+    _tasks: dict[str, asyncio.Task[None]]
+    _background: set[asyncio.Task[Any]]
+    _timers: set[asyncio.TimerHandle]
+    _links: dict[int, tuple[Link, asyncio.Task[None]]]
+    _link_options: dict[str, Any]
+    _began: bool
+    _finished: asyncio.Event
+    _connected: asyncio.Event
+    _ended: asyncio.Event
+    _idle: asyncio.Event
+
+    # ------------------------------------------------------------------ feeding the core
+
+    def _begin(self) -> None:
+        """Open the journal and start connecting (once)."""
+        if self._began:
+            return
+        self._began = True
+        if self.journal is not None:
+            try:
+                self.journal.open()
+            except (sqlite3.Error, OSError) as exc:
+                self._journal_broken = True
+                self._journal_failed("open", exc)
+            else:
+                if self.journal.note:
+                    self.events.publish(LogLine("warning", self.journal.note))
+        self._feed(Start())
+
+    def _feed(self, event: Event) -> None:
+        """Hand one event to the core and carry out its answer; events raised meanwhile run after it, in order.
+
+        Run to completion: an action may produce a new event (the journal's answer to a reservation, what it
+        restored after authenticating); it is queued, never handled in the middle of another event's actions.
+        """
+        self._inbox.append(event)
+        if self._draining:
+            return
+        self._draining = True
+        try:
+            while self._inbox:
+                current = self._inbox.popleft()
+                try:
+                    self._execute(self.core.handle(current, time.time()))
+                except Exception:  # a bug must not kill the task that fed the event (a job, a connection)
+                    log.exception("The worker core failed on %s", type(current).__name__)
+                self._after_events()
+        finally:
+            self._draining = False
+
+    def _after_events(self) -> None:
+        """Mirror the core's state into awaitables, and claim the journal once per authenticated connection."""
+        if self.core.connected:
+            self._connected.set()
+            conn = self.core.live_connection
+            if self.journal is not None and not self._journal_broken and conn != self._claimed_for:
+                self._claimed_for = conn
+                try:
+                    self._inbox.append(self.journal.claim(self.core.user_id))
+                except (sqlite3.Error, OSError) as exc:
+                    self._journal_failed("read what ended workers left", exc)
+        else:
+            self._connected.clear()
+        if self.core.idle:
+            self._idle.set()
+        else:
+            self._idle.clear()
+
+    def _execute(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, SendFrame | SendPing):
+                entry = self._links.get(action.conn)
+                if entry is not None:
+                    entry[0].send(action)
+            elif isinstance(action, Publish):
+                self.events.publish(action.event)
+            elif isinstance(action, Log):
+                log.log(action.level, "%s", action.message)
+            elif isinstance(action, ReserveJob):
+                self._inbox.append(JobReserved(action.job_id, self._reserve(action)))
+            elif isinstance(action, JournalStarted | JournalResult | JournalConfirmed):
+                self._journal(action)
+            elif isinstance(action, StartJob):
+                task = asyncio.get_running_loop().create_task(
+                    self._run_job(action), name=f"statsbot-job-{action.job_id}"
+                )
+                self._tasks[action.job_id] = task
+            elif isinstance(action, CancelJob):
+                task = self._tasks.get(action.job_id)
+                if task is not None:
+                    task.cancel()
+            elif isinstance(action, OpenConnection):
+                self._open(action.conn)
+            elif isinstance(action, CloseConnection):
+                entry = self._links.get(action.conn)
+                if entry is not None:
+                    self._spawn(entry[0].close())
+            elif isinstance(action, ScheduleTimer):
+                self._schedule(action)
+            elif isinstance(action, Finish):
+                if action.rejection is not None:
+                    self.rejection = TokenRejectedError(action.rejection)
+                if action.fatal is not None:
+                    errors = [link.fatal_error for link, _ in self._links.values() if link.fatal_error]
+                    self.fatal_error = errors[-1] if errors else ConnectionError(action.fatal)
+                self._finished.set()
+
+    def _open(self, conn: int) -> None:
+        link = Link(
+            conn, self.url, self._link_options, self._feed, proxy=self._proxy, confirm_timeout=self._confirm_timeout
+        )
+        task = asyncio.get_running_loop().create_task(link.run(), name=f"statsbot-connection-{conn}")
+        self._links[conn] = (link, task)
+        task.add_done_callback(lambda _: self._links.pop(conn, None))
+
+    def _schedule(self, action: ScheduleTimer) -> None:
+        loop = asyncio.get_running_loop()
+        event = TimerFired(action.name, action.key)
+
+        def fire() -> None:
+            self._timers.discard(handle)
+            self._feed(event)
+
+        handle = loop.call_later(action.delay, fire)
+        self._timers.add(handle)
+
+    def _reserve(self, action: ReserveJob) -> Existing | None:
+        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands."""
+        if self.journal is None or self._journal_broken:
+            return None
+        try:
+            return self.journal.reserve(action.job_id, action.action)
+        except (sqlite3.Error, OSError) as exc:
+            self._journal_failed("record a job", exc)
+            return None
+
+    def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
+        """Write one record; one that fails is kept and written again after the next write that succeeds."""
+        if self.journal is None or self._journal_broken:
+            return
+        self._unwritten.pop(action.job_id, None)
+        self._unwritten[action.job_id] = action
+        while len(self._unwritten) > 10000:
+            self._unwritten.popitem(last=False)
+        self._flush_journal()
+
+    def _flush_journal(self) -> None:
+        journal = self.journal
+        if journal is None or self._journal_broken:
+            return
+        while self._unwritten:
+            job_id, action = next(iter(self._unwritten.items()))
+            try:
+                if isinstance(action, JournalStarted):
+                    journal.started(job_id)
+                elif isinstance(action, JournalResult):
+                    journal.result(job_id, action.frame)
+                else:
+                    journal.confirmed(job_id)
+            except (sqlite3.Error, OSError) as exc:
+                self._journal_failed("write", exc)
+                return
+            del self._unwritten[job_id]
+
+    def _journal_failed(self, what: str, exc: BaseException) -> None:
+        """Tell the user (at most once a minute); the worker goes on, and keeps trying to write."""
+        now = time.monotonic()
+        if now - self._journal_warned < 60.0:
+            return
+        self._journal_warned = now
+        log.warning("The job journal could not %s (%s)", what, exc, exc_info=True)
+        path = self.journal.path if self.journal is not None else "?"
+        self.events.publish(
+            LogLine(
+                "warning",
+                f"The job journal at {path} could not {what} ({type(exc).__name__}: {exc}); the worker goes on, "
+                "but results not yet confirmed by the server would be lost if its process ended now. Check "
+                "that the disk has space and the folder can be written.",
+            )
+        )
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # ------------------------------------------------------------------ jobs
+
+    async def _run_job(self, action: StartJob) -> None:
+        runner = self._process_runner if action.spec.isolated else self._thread_runner
+        job_id = action.job_id
+        progress: Callable[[float, str, str], None] = lambda p, m, s: self._feed(  # noqa: E731
+            JobProgressed(job_id, p, m, s)
+        )
+        try:
+            data = await runner.run(action.spec.target, action.params, self.settings, progress, job_id=job_id)
+            ended = JobEnded(job_id, "ok", data=data)
+        except (asyncio.CancelledError, JobCancelled) as exc:
+            error = str(exc) if isinstance(exc, JobCancelled) and str(exc) else "The job was cancelled."
+            ended = JobEnded(job_id, "cancelled", error=error)
+        except JobError as exc:
+            ended = JobEnded(job_id, "error", error=str(exc))
+        except Exception as exc:
+            log.exception("Job %s (%s) failed inside the worker", job_id, action.action)
+            error = (
+                f"The worker hit an internal error running {action.action} "
+                f"({type(exc).__name__}); details are in the worker's local log."
+            )
+            ended = JobEnded(job_id, "error", error=error)
+        self._tasks.pop(job_id, None)
+        self._feed(ended)
+
+    # ------------------------------------------------------------------ ending
+
+    async def _shutdown(self) -> None:
+        if not self._finished.is_set():
+            self._finished.set()
+        for task in list(self._tasks.values()):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        for handle in list(self._timers):
+            handle.cancel()
+        self._timers.clear()
+        links = list(self._links.values())
+        for link, _ in links:
+            await link.close()
+        for _, task in links:
+            task.cancel()
+        if links:
+            await asyncio.gather(*(task for _, task in links), return_exceptions=True)
+        for task in list(self._background):
+            task.cancel()
+        if hasattr(self._process_runner, "shutdown"):
+            self._process_runner.shutdown()
+        self._feed(Ended())
+        if self.journal is not None:
+            self._flush_journal()  # a write that failed earlier gets a last chance
+            self.journal.close()
+        self._ended.set()
