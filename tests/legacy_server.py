@@ -93,9 +93,11 @@ class LegacyServer:
         return job_id
 
     async def send_raw(self, frame: str | bytes) -> None:
-        await self.wait_worker()
-        assert self.ws is not None
-        await self.ws.send(frame)
+        ws = None
+        while ws is None:  # the worker may drop again between the wake-up and this line (fault tests cut often)
+            await self.wait_worker()
+            ws = self.ws
+        await ws.send(frame)
 
     async def _handler(self, ws: ServerConnection) -> None:
         try:
