@@ -41,6 +41,14 @@ BUSY_TIMEOUT_S = 0.25
 #: The WAL file is truncated back to this size after checkpoints.
 WAL_LIMIT_BYTES = 8 * 2**20
 
+#: Bumped whenever the table changes; a file in another format is set aside (never misread).
+SCHEMA_VERSION = 1
+
+
+class _OtherFormat(sqlite3.DatabaseError):
+    """The journal file was written by a worker with another table layout."""
+
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
     url TEXT NOT NULL,
@@ -113,17 +121,24 @@ class Journal:
         self._lock = self._hold_lock(self.owner)
         try:
             self._db = self._connect()
+        except _OtherFormat as exc:
+            self._set_aside("older", f"it has an older format ({exc})")
+            self._db = self._connect()
         except sqlite3.DatabaseError as exc:
             if "not a database" not in str(exc) and "malformed" not in str(exc):
                 raise
-            aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
-            self.path.rename(aside)
-            for suffix in ("-wal", "-shm"):
-                with contextlib.suppress(OSError):
-                    self.path.with_name(self.path.name + suffix).unlink()
-            self.note = f"The job journal was damaged ({exc}); it was moved to {aside.name} and a new one started."
-            log.warning("%s", self.note)
+            self._set_aside("corrupt", f"it was damaged ({exc})")
             self._db = self._connect()
+
+    def _set_aside(self, kind: str, why: str) -> None:
+        """Move an unusable journal file out of the way (kept for inspection) so a new one can start."""
+        aside = self.path.with_name(f"{self.path.name}.{kind}-{int(time.time())}")
+        self.path.rename(aside)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                self.path.with_name(self.path.name + suffix).unlink()
+        self.note = f"The job journal could not be used: {why}. It was moved to {aside.name}; a new one was started."
+        log.warning("%s", self.note)
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
@@ -131,7 +146,12 @@ class Journal:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute("PRAGMA synchronous=NORMAL")
             db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            tables = db.execute("SELECT COUNT(*) FROM sqlite_master WHERE type = 'table'").fetchone()[0]
+            if tables and version != SCHEMA_VERSION:
+                raise _OtherFormat(f"format {version}, this worker writes format {SCHEMA_VERSION}")
             db.executescript(_SCHEMA)
+            db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
         except sqlite3.DatabaseError:
             db.close()
             raise

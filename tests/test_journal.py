@@ -21,7 +21,7 @@ import pytest
 from killworker import ACTIONS as KILL_ACTIONS
 
 from statsbot_nb import protocol
-from statsbot_nb.journal import KEEP_IDS, Journal
+from statsbot_nb.journal import KEEP_IDS, Journal, Restored
 from statsbot_nb.server import JobServer
 
 URL = "ws://127.0.0.1:9/ws"
@@ -136,6 +136,27 @@ def test_a_damaged_journal_is_set_aside_and_a_new_one_started(tmp_path: Path) ->
     assert len(list(j.dir.glob("journal.sqlite3.corrupt-*"))) == 1
     assert j.claim(1).pending == () and j.reserve("a", "train") is None
     j.close()
+
+
+def test_a_journal_in_another_format_is_set_aside_not_misread(tmp_path: Path) -> None:
+    import sqlite3
+
+    j = Journal(tmp_path, URL)
+    j.dir.mkdir(parents=True)
+    old = sqlite3.connect(j.path)
+    old.execute("CREATE TABLE jobs (url TEXT, job_id TEXT, owner TEXT, state TEXT)")  # no user, no version
+    old.execute("INSERT INTO jobs VALUES (?, 'x', 'o', 'answered')", (URL,))
+    old.commit()
+    old.close()
+    j.open()
+    assert j.note is not None and "older format" in j.note
+    assert len(list(j.dir.glob("journal.sqlite3.older-*"))) == 1
+    assert j.claim(1) == Restored() and j.reserve("x", "train") is None
+    j.close()
+    again = Journal(tmp_path, URL)
+    again.open()  # the new file has the current format: nothing set aside this time
+    assert again.note is None
+    again.close()
 
 
 # ---------------------------------------------------------------------------------------------- the real worker
