@@ -32,6 +32,7 @@ from .config import (
 from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
+from .inert import InertFormatter, inert
 from .jobs import file_of
 from .settings import resolve_worker
 
@@ -74,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--machine-id", help="name this machine shows in the bot (default: host name)")
     parser.add_argument(
+        "--insecure-ws",
+        action="store_true",
+        help="allow a plain ws:// URL to another machine: the token and results then travel UNENCRYPTED",
+    )
+    parser.add_argument(
         "--remember", action="store_true", help="save the token in config.json (mode 0600) for the next start"
     )
     parser.add_argument("--forget", action="store_true", help="delete a remembered token and exit")
@@ -88,14 +94,14 @@ def setup_logging(home: Path, verbose: bool) -> Path | None:
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    console.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    console.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
     root.addHandler(console)
     try:
         folder = logs_dir(home)
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / "worker.log"
         handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         return path
     except OSError:
@@ -107,26 +113,29 @@ def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event]
     files: dict[str, str] = {}
 
     def on_event(event: Event) -> None:
+        # Everything below that came from the server (action names, paths, ids, sentences) goes through
+        # inert(): no terminal escapes, no forged lines, bounded length.
         stamp = time.strftime("%H:%M:%S")
         if isinstance(event, StateChanged):
-            out(f"{stamp} [{event.state}] {event.message}")
+            out(f"{stamp} [{event.state}] {inert(event.message, 1000)}")
         elif event.kind == "accepted":
-            files[event.job_id] = file_of(event.params)  # type: ignore[union-attr]
+            files[event.job_id] = inert(file_of(event.params))  # type: ignore[union-attr]
             if verbose:
-                out(f"{stamp} job {event.job_id}: {event.action} {files[event.job_id]}".rstrip())
+                out(f"{stamp} job {inert(event.job_id)}: {inert(event.action, 80)} {files[event.job_id]}".rstrip())
         elif isinstance(event, JobProgress) and verbose:
             eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
-            out(f"{stamp}   {event.job_id} {event.progress:5.1f}% {event.message}{eta}")
+            out(f"{stamp}   {inert(event.job_id)} {event.progress:5.1f}% {inert(event.message)}{eta}")
         elif isinstance(event, (JobFinished, JobFailed)):
             where = files.pop(event.job_id, "")
             where = f" {where}" if where else ""
+            action = inert(event.action, 80)
             if isinstance(event, JobFinished):
-                out(f"{stamp} ok     {event.action}{where}: {event.summary} ({event.duration:.1f} s)")
+                out(f"{stamp} ok     {action}{where}: {inert(event.summary)} ({event.duration:.1f} s)")
             else:
                 label = "cancel" if event.cancelled else "failed"
-                out(f"{stamp} {label} {event.action}{where}: {event.error} ({event.duration:.1f} s)")
+                out(f"{stamp} {label} {action}{where}: {inert(event.error, 1000)} ({event.duration:.1f} s)")
         elif isinstance(event, LogLine) and (verbose or event.level != "info"):
-            out(f"{stamp} {event.level}: {event.message}")
+            out(f"{stamp} {event.level}: {inert(event.message, 1000)}")
 
     return on_event
 
@@ -158,7 +167,13 @@ async def run_worker(
     """Run the worker until Ctrl-C or a rejected token."""
     from .worker import Worker
 
-    worker = Worker(token, url, settings=settings, machine_id=machine_id, max_jobs=args.max_jobs)
+    try:
+        worker = Worker(
+            token, url, settings=settings, machine_id=machine_id, max_jobs=args.max_jobs, insecure_ws=args.insecure_ws
+        )
+    except StatsbotError as exc:
+        out(f"Error: {exc}")
+        return EXIT_ERROR
     worker.events.subscribe(event_printer(out, args.verbose))
     _stop_on_signals(worker, out)
     try:

@@ -63,6 +63,21 @@ def validate_ws_url(url: str) -> str:
     return url.strip()
 
 
+def require_encryption(url: str, *, insecure_ws: bool = False) -> None:
+    """Refuse plain ``ws://`` to another machine: the token and every result would cross the network unencrypted.
+
+    ``wss://`` (TLS, certificates verified by default) is required for any host but this one, unless the user
+    opted in with ``insecure_ws`` (``--insecure-ws``): today's bot hands out ``ws://`` URLs when its operator
+    has not set up TLS, and the user may knowingly accept that on a network they trust.
+    """
+    if urlsplit(url).scheme == "ws" and not is_loopback_url(url) and not insecure_ws:
+        raise ConfigError(
+            f"Refusing to send the token unencrypted: {url} is plain ws:// to another machine, so the token and "
+            "every result would cross the network in cleartext. Use the server's wss:// address, or, if you "
+            "accept the risk on a network you trust, pass --insecure-ws (connect(..., insecure_ws=True))."
+        )
+
+
 def is_loopback_url(url: str) -> bool:
     """True for URLs that point at this machine (these never go through an HTTP proxy)."""
     host = (urlsplit(url).hostname or "").lower()

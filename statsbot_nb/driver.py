@@ -67,6 +67,8 @@ class Driver:
     _inbox: deque[Event]
     _draining: bool
     _claimed_for: int | None
+    _claim_retry_at: float
+    _retry_flush: asyncio.TimerHandle | None
     _process_runner: Any
     _thread_runner: Any
     _confirm_timeout: float
@@ -125,11 +127,13 @@ class Driver:
         if self.core.connected:
             self._connected.set()
             conn = self.core.live_connection
-            if self.journal is not None and not self._journal_broken and conn != self._claimed_for:
-                self._claimed_for = conn
+            due = time.monotonic() >= self._claim_retry_at
+            if self.journal is not None and not self._journal_broken and conn != self._claimed_for and due:
                 try:
                     self._inbox.append(self.journal.claim(self.core.user_id))
-                except (sqlite3.Error, OSError) as exc:
+                    self._claimed_for = conn
+                except (sqlite3.Error, OSError) as exc:  # tried again on a later event, not before 2 s
+                    self._claim_retry_at = time.monotonic() + 2.0
                     self._journal_failed("read what ended workers left", exc)
         else:
             self._connected.clear()
@@ -197,14 +201,19 @@ class Driver:
         self._timers.add(handle)
 
     def _reserve(self, action: ReserveJob) -> Existing | None:
-        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands."""
+        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands.
+
+        A journal that cannot answer right now (locked, disk trouble) answers "unknown": the core holds the
+        job and asks again, rather than risk running a job another worker of this home already runs.
+        """
         if self.journal is None or self._journal_broken:
-            return None
+            return None  # no journal at all: this worker's memory is all there is
+        self.journal.set_user(self.core.user_id)
         try:
             return self.journal.reserve(action.job_id, action.action)
         except (sqlite3.Error, OSError) as exc:
             self._journal_failed("record a job", exc)
-            return None
+            return Existing("unknown", None, owner_alive=True)
 
     def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
         """Write one record; one that fails is kept and written again after the next write that succeeds."""
@@ -220,6 +229,7 @@ class Driver:
         journal = self.journal
         if journal is None or self._journal_broken:
             return
+        journal.set_user(self.core.user_id)
         while self._unwritten:
             job_id, action = next(iter(self._unwritten.items()))
             try:
@@ -231,8 +241,14 @@ class Driver:
                     journal.confirmed(job_id)
             except (sqlite3.Error, OSError) as exc:
                 self._journal_failed("write", exc)
+                if self._retry_flush is None:  # try again soon, not only when the next write comes
+                    self._retry_flush = asyncio.get_running_loop().call_later(2.0, self._flush_again)
                 return
             del self._unwritten[job_id]
+
+    def _flush_again(self) -> None:
+        self._retry_flush = None
+        self._flush_journal()
 
     def _journal_failed(self, what: str, exc: BaseException) -> None:
         """Tell the user (at most once a minute); the worker goes on, and keeps trying to write."""

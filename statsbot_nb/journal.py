@@ -213,6 +213,10 @@ class Journal:
 
     # ------------------------------------------------------------------ claiming
 
+    def set_user(self, user_id: int | None) -> None:
+        """The user the server authenticated; rows written from now on belong to them."""
+        self.user = user_key(user_id)
+
     def claim(self, user_id: int | None) -> Restored:
         """For the authenticated user: take over the rows of ended workers and return what needs an answer.
 
@@ -230,29 +234,30 @@ class Journal:
                 (self.url, self.user, self.owner),
             )
         ]
-        claimed: list[str] = []
+        ended = [other for other in owners if not self._owner_alive(other)]
         rows: list[tuple[str, str | None, str, str | None]] = []
-        for other in owners:
-            if self._owner_alive(other):
-                continue
-            db.execute("BEGIN IMMEDIATE")  # two workers claiming the same ended one: only the first gets rows
+        if ended:
+            marks = ",".join("?" * len(ended))
+            db.execute("BEGIN IMMEDIATE")  # all or nothing; two workers claiming at once: the first gets the rows
             try:
-                rows += db.execute(
-                    "SELECT job_id, action, state, result FROM jobs "
-                    "WHERE url = ? AND user_key = ? AND owner = ? AND state != 'confirmed' ORDER BY updated",
-                    (self.url, self.user, other),
+                rows = db.execute(
+                    "SELECT job_id, action, state, result FROM jobs WHERE url = ? AND user_key = ? AND state != "
+                    f"'confirmed' AND owner IN ({marks}) ORDER BY updated",
+                    (self.url, self.user, *ended),
                 ).fetchall()
                 db.execute(
-                    "UPDATE jobs SET owner = ? WHERE url = ? AND user_key = ? AND owner = ? AND state != 'confirmed'",
-                    (self.owner, self.url, self.user, other),
+                    "UPDATE jobs SET owner = ? WHERE url = ? AND user_key = ? AND state != 'confirmed' "
+                    f"AND owner IN ({marks})",
+                    (self.owner, self.url, self.user, *ended),
                 )
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
             db.execute("COMMIT")
-            claimed.append(other)
-            with contextlib.suppress(OSError):
-                self._lock_path(other).unlink()
+            for other in ended:
+                with contextlib.suppress(OSError):
+                    self._lock_path(other).unlink()
+        claimed = ended
         pending = tuple((job_id, result) for job_id, _, state, result in rows if state == "answered" and result)
         interrupted = tuple(
             (job_id, action or "?", state) for job_id, action, state, _ in rows if state in ("queued", "running")
@@ -291,7 +296,10 @@ class Journal:
             return None
         row = db.execute("SELECT state, result, owner FROM jobs WHERE url = ? AND job_id = ?", (self.url, job_id))
         state, frame, owner = row.fetchone()
-        return Existing(state, frame, self._owner_alive(owner))
+        # A row of this very worker that its core does not know (it asks only about ids it does not know) was
+        # taken over from an ended worker and lost track of: treat it as that ended worker's.
+        alive = owner != self.owner and self._owner_alive(owner)
+        return Existing(state, frame, alive)
 
     def _set(self, job_id: str, state: str, result: str | None = None) -> None:
         self._require().execute(

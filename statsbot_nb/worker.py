@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
-from .config import default_machine_id, is_loopback_url, validate_ws_url
+from .config import default_machine_id, is_loopback_url, require_encryption, validate_ws_url
 from .context import JobSettings
 from .core import (
     REJECTED_HINT,
@@ -56,7 +56,8 @@ class Worker(Driver):
     ``start()`` schedules it on the running loop; ``await run()`` runs it until :meth:`stop` or until the
     token is rejected (then :class:`TokenRejectedError` is raised). Observe it through ``events``,
     ``state`` and ``jobs``. ``journal`` (default on) keeps accepted jobs and unconfirmed results in the
-    StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only.
+    StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only. Plain ``ws://``
+    is refused for any host but this one unless ``insecure_ws`` is set (the token would travel in cleartext).
     """
 
     def __init__(
@@ -77,12 +78,16 @@ class Worker(Driver):
         ping_timeout: float | None = 20.0,
         confirm_timeout: float = 30.0,
         journal: bool | Journal = True,
+        insecure_ws: bool = False,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
         if not isinstance(max_jobs, int) or isinstance(max_jobs, bool) or max_jobs < 1:
             raise ConfigError(f"max_jobs must be a whole number of at least 1, not {max_jobs!r}.")
         self.url = validate_ws_url(url)
+        require_encryption(self.url, insecure_ws=insecure_ws)
+        if insecure_ws and self.url.startswith("ws://") and not is_loopback_url(self.url):
+            log.warning("--insecure-ws: the token and results go to %s unencrypted", self.url)
         self._proxy = None if is_loopback_url(self.url) else proxy_for(self.url)
         self.settings = settings
         self.machine_id = machine_id or default_machine_id()
@@ -109,6 +114,8 @@ class Worker(Driver):
         self._inbox = deque()
         self._draining = False
         self._claimed_for = None
+        self._claim_retry_at = 0.0
+        self._retry_flush = None
         self._process_runner = process_runner or ProcessRunner()
         self._thread_runner = thread_runner or ThreadRunner()
         self._confirm_timeout = confirm_timeout

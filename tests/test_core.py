@@ -470,7 +470,7 @@ def test_the_journal_decides_about_ids_other_workers_of_this_home_took() -> None
     assert _started(out) == [] and _results(out) == [json.loads(frame)]  # its stored result, not a new run
     h.job("b")
     out = h.feed(JobReserved("b", Existing("running", None, owner_alive=True)))
-    assert _started(out) == [] and _results(out) == [] and h.core.idle  # the live worker answers it ...
+    assert _started(out) == [] and _results(out) == [] and not h.core.idle  # the live worker answers it ...
     (timer,) = [a for a in out if isinstance(a, ScheduleTimer)]
     out = h.feed(TimerFired("recheck", timer.key))  # ... unless it died just after its connection dropped
     assert [a.job_id for a in out if isinstance(a, ReserveJob)] == ["b"]
@@ -495,3 +495,43 @@ def test_a_result_that_cannot_be_encoded_becomes_a_failed_result() -> None:
     (result,) = _results(out)
     assert result["success"] is False and "could not be encoded" in result["error"]
     assert h.core.idle and h.core.jobs["deep"].status == "failed"
+
+
+def test_a_job_the_journal_cannot_settle_waits_across_a_reconnect_and_is_never_run_on_a_guess(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from statsbot_nb.journal import Existing
+
+    monkeypatch.setattr(core_module, "RECHECK_GIVE_UP", 3)
+    h = Harness()
+    h.connect()
+    h.auto_reserve = False
+    h.job("u")
+    out = h.feed(JobReserved("u", Existing("unknown", None, owner_alive=True)))  # the journal was locked
+    (timer,) = [a for a in out if isinstance(a, ScheduleTimer) and a.name == "recheck"]
+    h.drop(reason="cut")
+    assert h.feed(TimerFired("recheck", timer.key)) == [] and not h.core.idle  # kept while disconnected
+    out = h.connect()
+    assert [a.job_id for a in out if isinstance(a, ReserveJob)] == ["u"]  # asked again once connected
+    for _ in range(3):
+        out = h.feed(JobReserved("u", Existing("unknown", None, owner_alive=True)))
+        timers = [a for a in out if isinstance(a, ScheduleTimer) and a.name == "recheck"]
+        if not timers:
+            break
+        h.feed(TimerFired("recheck", timers[0].key))
+    (result,) = _results(out)  # after RECHECK_GIVE_UP looks it is answered, not run
+    assert result["success"] is False and "not run" in result["error"] and h.core.idle
+    assert _started(h.log) == []
+
+
+def test_stop_lets_the_holder_answer_a_watched_job() -> None:
+    from statsbot_nb.journal import Existing
+
+    h = Harness()
+    h.connect()
+    h.auto_reserve = False
+    h.job("w")
+    h.feed(JobReserved("w", Existing("running", None, owner_alive=True)))
+    assert not h.core.idle
+    h.feed(StopRequested())
+    assert h.core.idle

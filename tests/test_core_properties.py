@@ -39,6 +39,7 @@ from statsbot_nb.core import (
     OpenConnection,
     PongReceived,
     ReserveJob,
+    ScheduleTimer,
     SendFrame,
     SendPing,
     Start,
@@ -76,6 +77,9 @@ class WorkerModel(RuleBasedStateMachine):
         self.asks: Counter[tuple[int, int, str]] = Counter()
         self.outcomes: dict[str, str] = {}  # job id -> how its run ended
         self.first_result: dict[str, dict[str, Any]] = {}  # job id -> the first result the server received
+        self.other: Journal | None = None  # a second worker sharing the home (a notebook and a terminal)
+        self.other_holds: set[str] = set()  # ids that worker took (and so ran)
+        self.rechecks: list[int] = []  # pending "recheck" timer keys
         self._new_core()
 
     def _new_core(self) -> None:
@@ -92,6 +96,8 @@ class WorkerModel(RuleBasedStateMachine):
 
     def teardown(self) -> None:
         self.journal.close()
+        if self.other is not None:
+            self.other.close()
         shutil.rmtree(self.home, ignore_errors=True)
         for name, value in self._saved.items():
             setattr(core_module, name, value)
@@ -130,6 +136,8 @@ class WorkerModel(RuleBasedStateMachine):
                 elif isinstance(action, JournalConfirmed):
                     self.journal.confirmed(action.job_id)
                     self.confirmed.add(action.job_id)
+                elif isinstance(action, ScheduleTimer) and action.name == "recheck":
+                    self.rechecks.append(action.key)
             if self.core.connected and self.core.live_connection != self.claimed_for:
                 self.claimed_for = self.core.live_connection
                 queue.append(self.journal.claim(self.core.user_id))
@@ -212,15 +220,50 @@ class WorkerModel(RuleBasedStateMachine):
             if isinstance(action, CancelJob):
                 assert action.job_id in self.running
 
+    @rule(job_id=st.sampled_from(JOB_IDS))
+    def other_worker_takes(self, job_id: str) -> None:
+        """The second worker of this home takes a job the server sent it (its own connection)."""
+        if self.other is None:
+            self.other = Journal(self.home, URL)
+            self.other.open()
+            self.other.set_user(1)
+        if self.other.reserve(job_id, "heavy") is None:
+            self.other_holds.add(job_id)
+            self.other.started(job_id)
+
+    @precondition(lambda self: self.other is not None and bool(self.other_holds))
+    @rule(data=st.data())
+    def other_worker_finishes(self, data: st.DataObject) -> None:
+        assert self.other is not None
+        job_id = data.draw(st.sampled_from(sorted(self.other_holds)))
+        self.other.result(job_id, protocol.encode_result_ok(job_id, {"by": "other"}))
+
+    @precondition(lambda self: self.other is not None)
+    @rule()
+    def other_worker_dies(self) -> None:
+        assert self.other is not None
+        self.other.close()
+        self.other = None
+
+    @precondition(lambda self: bool(self.rechecks))
+    @rule(data=st.data())
+    def recheck_fires(self, data: st.DataObject) -> None:
+        key = data.draw(st.sampled_from(self.rechecks))
+        self.rechecks.remove(key)
+        self._do(TimerFired("recheck", key))
+
     @rule()
     def crash(self) -> None:
         """The worker's process dies (kernel restart): its jobs die with it; a new worker opens the journal."""
         self.journal.close()
+        self.rechecks = []
         self._new_core()
 
     @rule()
     def settle(self) -> None:
         """Jobs end, a connection comes up, the server confirms what it got: nothing may be left unconfirmed."""
+        if self.other is not None:  # the other worker's jobs are settled by the journal once it has gone
+            self.other_worker_dies()
         while self.running:  # ending one job may start a queued one
             job_id = min(self.running)
             self.running.discard(job_id)
@@ -230,6 +273,9 @@ class WorkerModel(RuleBasedStateMachine):
             if self.core.live_connection is not None:
                 self.drop()
             self.connect(version=1)
+        while self.rechecks:
+            self._do(TimerFired("recheck", self.rechecks.pop(0)))
+        assert self.core.idle, "a job the journal held was never settled"
         while self.pings:
             conn, ping = self.pings.pop(0)
             self._do(PongReceived(conn, ping))
@@ -244,6 +290,7 @@ class WorkerModel(RuleBasedStateMachine):
     @invariant()
     def never_runs_twice(self) -> None:
         assert all(n == 1 for n in self.started.values()), self.started
+        assert not (set(self.started) & self.other_holds), "ran a job the other worker of this home took"
 
     @invariant()
     def progress_never_follows_its_result(self) -> None:

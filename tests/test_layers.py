@@ -35,7 +35,7 @@ LONG_EXCEPTIONS: frozenset[str] = frozenset()
 #: Bottom first. A module may import modules of its own layer or a lower one. Names are module names or
 #: package prefixes ending in "." (the longest match wins).
 LAYERS: list[tuple[str, ...]] = [
-    ("statsbot_nb.errors", "statsbot_nb.strictjson", "statsbot_nb.atomic"),
+    ("statsbot_nb.errors", "statsbot_nb.strictjson", "statsbot_nb.atomic", "statsbot_nb.inert"),
     ("statsbot_nb.config",),
     ("statsbot_nb.context",),
     ("statsbot_nb.paths", "statsbot_nb.settings"),

@@ -377,7 +377,7 @@ async def _first_failure(worker) -> str:
 
 
 async def test_dns_failure_is_explained(make_worker):
-    message = await _first_failure(make_worker("ws://statsbot-nowhere.invalid:8765/ws", "t"))
+    message = await _first_failure(make_worker("wss://statsbot-nowhere.invalid:8765/ws", "t"))
     assert "could not be resolved" in message and "Reconnecting in" in message
 
 
@@ -406,7 +406,7 @@ async def test_proxy_failure_names_the_proxy_not_the_server(make_worker, monkeyp
         monkeypatch.setenv(var, "http://someone:s3cret@127.0.0.1:9")
     monkeypatch.delenv("no_proxy", raising=False)
     monkeypatch.delenv("NO_PROXY", raising=False)
-    message = await _first_failure(make_worker("ws://statsbot.example.invalid:8765/ws", "t"))
+    message = await _first_failure(make_worker("wss://statsbot.example.invalid:8765/ws", "t"))
     assert "HTTP proxy http://127.0.0.1:9" in message and "no_proxy" in message
     assert "s3cret" not in message and "someone" not in message
 
@@ -481,3 +481,15 @@ async def test_a_malformed_repeat_of_a_finished_job_keeps_its_result(legacy: Leg
     assert [r["success"] for r in legacy.results[job_id]] == [True, True, True]
     assert worker.jobs[job_id].status == "done"
     assert legacy.violations == []
+
+
+def test_plain_ws_to_another_machine_is_refused_unless_the_user_says_so(settings) -> None:
+    """The token would travel in cleartext: ws:// only to this machine, wss:// anywhere, or an explicit flag."""
+    from statsbot_nb.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"unencrypted.*--insecure-ws"):
+        Worker("t", "ws://statsbot.example.com:8765/ws", settings=settings, journal=False)
+    Worker("t", "ws://statsbot.example.com:8765/ws", settings=settings, journal=False, insecure_ws=True)
+    Worker("t", "wss://statsbot.example.com/ws", settings=settings, journal=False)
+    for local in ("ws://127.0.0.1:8765/ws", "ws://localhost:8765/ws", "ws://[::1]:8765/ws"):
+        Worker("t", local, settings=settings, journal=False)

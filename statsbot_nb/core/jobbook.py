@@ -19,7 +19,7 @@ from ..jobs import summarize, unknown_action_error
 from ..journal import Restored
 from ..outbox import Outbox
 from . import limits
-from .limits import RESTARTED, STOPPING
+from .limits import HELD_ELSEWHERE, RESTARTED, STOPPING
 from .vocabulary import (
     Action,
     CancelJob,
@@ -59,6 +59,8 @@ class JobDecisions:
     _ping: int
     _reserving: set[str]
     _watching: dict[int, protocol.Job]
+    _watch_tries: dict[str, int]
+    _held: list[protocol.Job]
     _watch_key: int
     _pings: dict[int, tuple[int, tuple[str, ...]]]
 
@@ -126,21 +128,40 @@ class JobDecisions:
             self._remember_forgotten(job_id)
             self._answer_again(job_id, out)
         elif existing.owner_alive:
-            # Another worker of this home holds it: it answers on its own connection, unless it dies first
-            # (its lock may outlive its connection by a moment). Look again until the journal settles it.
-            out.append(Log(logging.INFO, f"Job {job_id} is held by another worker on this machine; not run twice"))
-            if len(self._watching) < limits.MAX_ACTIVE_JOBS:
-                self._watch_key += 1
-                self._watching[self._watch_key] = protocol.Job(job_id, record.action, record.params)
-                out.append(ScheduleTimer("recheck", limits.RECHECK_S, self._watch_key))
+            # Another worker of this home holds it (it answers on its own connection, unless it dies first:
+            # its lock may outlive its connection by a moment), or the journal could not be read just now.
+            # Never run it on a guess: look again until the journal settles it.
+            self._watch(protocol.Job(job_id, record.action, record.params), existing.state, out)
         else:
             state = "running" if existing.state == "running" else "waiting to run"
             self._fail_at_once(job_id, record.action, RESTARTED.format(state=state), now, out)
+        if existing.owner_alive is False or existing.frame is not None or existing.state == "confirmed":
+            self._watch_tries.pop(job_id, None)
+
+    def _watch(self, job: protocol.Job, state: str, out: list[Action]) -> None:
+        tries = self._watch_tries.get(job.job_id, 0) + 1
+        if tries > limits.RECHECK_GIVE_UP:
+            self._watch_tries.pop(job.job_id, None)
+            self._fail_at_once(job.job_id, job.action, HELD_ELSEWHERE.format(job_id=job.job_id), 0.0, out)
+            return
+        self._watch_tries[job.job_id] = tries
+        if tries == 1:
+            why = "the job journal could not be read" if state == "unknown" else "another worker here holds it"
+            out.append(Log(logging.INFO, f"Job {job.job_id} waits: {why}; it is not run twice"))
+        self._watch_key += 1
+        self._watching[self._watch_key] = job
+        out.append(ScheduleTimer("recheck", limits.RECHECK_S, self._watch_key))
 
     def _recheck(self, key: int, now: float, out: list[Action]) -> None:
-        """Ask the journal again about a job another worker of this home held (see :meth:`_on_reserved`)."""
+        """Ask the journal again about a job it could not settle (see :meth:`_on_reserved`)."""
         job = self._watching.pop(key, None)
-        if job is None or self._stopping or self._phase != "ready":
+        if job is None:
+            return
+        if self._stopping:
+            self._watch_tries.pop(job.job_id, None)  # its holder answers it; this worker is leaving
+            return
+        if self._phase != "ready":
+            self._held.append(job)  # asked again once connected
             return
         self._accept(job, now, out)
 

@@ -15,6 +15,8 @@ MAX_ACTIVE_JOBS = 256
 BACKOFF_RESET_AFTER_S = 30.0
 #: Seconds between looks at a job another live worker of this home holds (it may have just died).
 RECHECK_S = 1.0
+#: Looks after which a job the journal cannot settle is answered with :data:`HELD_ELSEWHERE` (5 minutes).
+RECHECK_GIVE_UP = 300
 #: Quick jobs (threads) running at once.
 LIGHT_SLOTS = 4
 REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
@@ -23,3 +25,7 @@ RESTARTED = (
     "finish. Start it again."
 )
 STOPPING = "This worker is stopping (it was disconnected), so the job was not run. Send it again to a connected worker."
+HELD_ELSEWHERE = (
+    "Job {job_id} was not run: another StatsBot worker on this machine holds it (or the job journal could not be "
+    "read) and nothing settled it for 5 minutes; this worker does not run a job twice. Send it again later."
+)

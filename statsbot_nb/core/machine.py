@@ -75,7 +75,9 @@ class WorkerCore(JobDecisions):
         self._ping = 0
         self._pings: dict[int, tuple[int, tuple[str, ...]]] = {}  # ping -> (conn, job ids it confirms)
         self._reserving: set[str] = set()  # accepted, waiting for the journal's JobReserved
-        self._watching: dict[int, protocol.Job] = {}  # jobs another live worker of this home holds
+        self._watching: dict[int, protocol.Job] = {}  # timer key -> a job the journal could not settle yet
+        self._watch_tries: dict[str, int] = {}
+        self._held: list[protocol.Job] = []  # such jobs whose look came while disconnected
         self._watch_key = 0
         self._early: list[str | bytes] = []  # job frames that came before auth_response, run once it comes
         self._ready_since = 0.0
@@ -94,8 +96,8 @@ class WorkerCore(JobDecisions):
 
     @property
     def idle(self) -> bool:
-        """True when no job is queued or running."""
-        return not self._active
+        """True when no job is queued, running, or waiting for the journal to settle it."""
+        return not self._active and not self._watching and not self._held
 
     @property
     def active(self) -> frozenset[str]:
@@ -270,6 +272,9 @@ class WorkerCore(JobDecisions):
         early, self._early = self._early, []
         for frame in early:  # jobs a server sent before its auth_response
             self._on_frame(FrameReceived(conn, frame), now, out)
+        held, self._held = self._held, []
+        for job in held:  # jobs the journal could not settle before the connection dropped
+            self._accept(job, now, out)
 
     # ------------------------------------------------------------------ frames
 
@@ -320,6 +325,10 @@ class WorkerCore(JobDecisions):
         self._stopping = True
         for job_id in list(self._active):
             self._cancel(job_id, now, out)
+        # Jobs the journal said another worker holds are that worker's to answer; this one is leaving.
+        self._watching.clear()
+        self._held.clear()
+        self._watch_tries.clear()
         if self._phase in ("idle", "waiting"):
             self._phase = "done"
             out.append(Finish())
