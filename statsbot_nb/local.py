@@ -285,15 +285,19 @@ class LocalModel:
             source, _ = open_source(policy, data, predictor, "add them to the file")
             where = source.name
             chunks = iter_table_chunks(source, chunk_rows=CHUNK_ROWS)
-        target = policy.writable(output) if output is not None else None
-        parts = [with_predictions(chunk, extra) for chunk, extra in predict_chunks(predictor, chunks)]
+        target = policy.open_output(output) if output is not None else None
+        try:
+            parts = [with_predictions(chunk, extra) for chunk, extra in predict_chunks(predictor, chunks)]
+        finally:
+            if not isinstance(data, pd.DataFrame):
+                source.close()
         if not parts:
             raise JobError(f"{where} has no rows to predict on.")
         result = pd.concat(parts) if len(parts) > 1 else parts[0]
         if not isinstance(data, pd.DataFrame):
             result = result.reset_index(drop=True)
         if target is not None:
-            with AtomicTableWriter(target) as writer:
+            with target, AtomicTableWriter(target, replace="any") as writer:  # the user's own request
                 writer.write(result)
         return result
 

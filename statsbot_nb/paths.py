@@ -31,6 +31,7 @@ from pathlib import Path
 
 from .context import JobSettings
 from .errors import AccessDenied, JobError
+from .safefiles import CLOEXEC, DIRECTORY, NOFOLLOW, OpenedTable, OutputFolder, open_nofollow, opened_path, same_file
 
 log = logging.getLogger("statsbot_nb.files")
 
@@ -212,7 +213,19 @@ class PathPolicy:
     def readable(self, raw: object) -> Path:
         """The resolved path of an existing table file a job may read; raise AccessDenied otherwise.
 
-        Raises :class:`MissingFile` when the path would be allowed but does not exist.
+        Raises :class:`MissingFile` when the path would be allowed but does not exist. Readers should use
+        :meth:`open_readable` instead: a path can be swapped after this check.
+        """
+        with self.open_readable(raw) as table:
+            return table.path
+
+    def open_readable(self, raw: object) -> OpenedTable:
+        """Open an existing table file a job may read, once, and check *what was opened*.
+
+        The name is checked first (for sentences that say which rule refused it), then the file is opened
+        without following a final symlink and without blocking, and the opened object itself is checked:
+        a regular file, inside an allowed folder (its real location, from the kernel), a table extension,
+        within the size limit. Read it only through the returned :class:`OpenedTable`.
         """
         raw_abs = self._absolute(raw, "input")
         resolved = _resolve(raw_abs)
@@ -229,7 +242,50 @@ class PathPolicy:
         self._check_extension(raw_abs, raw_abs.name)
         self._check_extension(raw_abs, resolved.name)
         self._check_size(raw_abs, st.st_size)
-        self._verify_open(raw_abs, resolved, st)
+        fd = self._open_checked(raw_abs, resolved)
+        try:
+            now = os.fstat(fd)
+            self._check_regular(raw_abs, now)
+            real = self._opened_location(fd, raw_abs, resolved, now)
+            self._check_location(raw_abs, real)
+            self._check_extension(raw_abs, real.name)
+            self._check_size(raw_abs, now.st_size)
+            os.set_blocking(fd, True)
+        except BaseException:
+            os.close(fd)
+            raise
+        return OpenedTable(fd, real, now)
+
+    def _open_checked(self, shown: Path, resolved: Path) -> int:
+        """Open ``resolved`` for reading (no final symlink, no blocking), with a sentence on failure."""
+        try:
+            return open_nofollow(resolved, os.O_RDONLY)
+        except PermissionError as exc:
+            raise AccessDenied(
+                f"{shown} cannot be read: permission denied; give the worker's user read access to it."
+            ) from exc
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise AccessDenied(f"{shown} changed into a symlink while being checked; try again.") from exc
+            raise AccessDenied(f"{shown} cannot be opened: {exc.strerror or exc}.") from exc
+
+    def _opened_location(self, fd: int, shown: Path, resolved: Path, st: os.stat_result) -> Path:
+        """Where the opened object lies: from the kernel, or (fallback) a fresh lookup of the same file.
+
+        The fallback, for systems that cannot name an open descriptor, resolves the path again and
+        requires it to be the very file that was opened; a swap and swap-back between the two lookups
+        could still pass, which is why Linux and macOS ask the kernel instead.
+        """
+        real = opened_path(fd)
+        if real is not None:
+            return real
+        again = _resolve(shown)
+        try:
+            matches = again == resolved and same_file(os.stat(again), st)
+        except OSError:
+            matches = False
+        if not matches:
+            raise AccessDenied(f"{shown} changed while being checked; try again.")
         return resolved
 
     def writable(self, raw: object) -> Path:
@@ -264,6 +320,32 @@ class PathPolicy:
             )
         return resolved
 
+    def open_output(self, raw: object) -> OutputFolder:
+        """Open the folder of an output path a job may write, once, and check the folder that was opened.
+
+        The name is checked by :meth:`writable`; the folder is then opened (not through a final symlink)
+        and its real location, from the kernel, must pass the same rules. Create and name the file only
+        through the returned :class:`OutputFolder`, so a folder swapped afterwards changes nothing.
+        """
+        raw_abs = self._absolute(raw, "output")
+        resolved = self.writable(raw)
+        try:
+            dir_fd = os.open(resolved.parent, os.O_RDONLY | DIRECTORY | NOFOLLOW | CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise AccessDenied(f"{raw_abs.parent} changed into a symlink while being checked; try again.") from exc
+            raise JobError(
+                f"The folder {raw_abs.parent} cannot be opened ({exc.strerror or exc}); "
+                "create it first or choose another output path."
+            ) from exc
+        try:
+            folder = self._opened_location(dir_fd, raw_abs.parent, resolved.parent, os.fstat(dir_fd))
+            self._check_location(raw_abs, folder / resolved.name)
+        except BaseException:
+            os.close(dir_fd)
+            raise
+        return OutputFolder(dir_fd, folder / resolved.name, self.store)
+
     # -- file checks ---------------------------------------------------------------------------------
 
     def _check_regular(self, shown: Path, st: os.stat_result) -> None:
@@ -278,29 +360,3 @@ class PathPolicy:
                 f"{shown} is {_mb(size)}, above this worker's limit of {_mb(self.max_file_bytes)}; "
                 "raise the worker's maximum file size or use a smaller file."
             )
-
-    def _verify_open(self, shown: Path, resolved: Path, st: os.stat_result) -> None:
-        """Open without following a final symlink and without blocking, and confirm it is the same file.
-
-        This closes the cheap part of the check-then-use gap: a file swapped for a symlink, FIFO or another
-        file between ``lstat`` and here is refused. Readers reopen the path afterwards.
-        """
-        flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-        flags |= getattr(os, "O_CLOEXEC", 0)
-        try:
-            fd = os.open(resolved, flags)
-        except PermissionError as exc:
-            raise AccessDenied(
-                f"{shown} cannot be read: permission denied; give the worker's user read access to it."
-            ) from exc
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                raise AccessDenied(f"{shown} changed into a symlink while being checked; try again.") from exc
-            raise AccessDenied(f"{shown} cannot be opened: {exc.strerror or exc}.") from exc
-        try:
-            now = os.fstat(fd)
-        finally:
-            os.close(fd)
-        if not stat.S_ISREG(now.st_mode) or (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-            raise AccessDenied(f"{shown} changed while being checked; try again.")
-        self._check_size(shown, now.st_size)

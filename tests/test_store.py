@@ -285,3 +285,40 @@ def test_list_models_orders_by_real_time_not_text(tmp_path: Path) -> None:
         folder.mkdir(parents=True)
         (folder / "metadata.json").write_text(json.dumps({"model_id": model_id, "created_at": created}))
     assert [m["model_id"] for m in store.list_models(store_dir)] == ["model_a", "model_b", "model_c", "model_d"]
+
+
+def test_metadata_symlink_and_fifo_are_refused_promptly(ctx: JobContext, tmp_path: Path) -> None:
+    """A ``metadata.json`` that is a symlink (to a forged file with matching checksums) or a FIFO is never
+    read: the model is skipped, not loaded, and ``list_models`` answers at once instead of hanging."""
+    import os
+    import threading
+
+    models = ctx.settings.models_dir
+    good = save(models)
+    linked = save(models)
+    forged = tmp_path / "forged.json"
+    meta = json.loads((models / linked / "metadata.json").read_text())
+    forged.write_text(json.dumps(meta))
+    (models / linked / "metadata.json").unlink()
+    (models / linked / "metadata.json").symlink_to(forged)
+    fifo = save(models)
+    (models / fifo / "metadata.json").unlink()
+    os.mkfifo(models / fifo / "metadata.json")
+    (models / good / "artefacts.npz").unlink(missing_ok=True)
+    (models / good / "artefacts.npz").symlink_to(forged)  # a linked artefacts file is ignored, not read
+
+    listed: list[list[str]] = []
+    thread = threading.Thread(target=lambda: listed.append([m["model_id"] for m in store.list_models(models)]))
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive(), "list_models hung on a FIFO named metadata.json"
+    assert listed == [[good]]
+    for model_id in (linked, fifo):
+        with pytest.raises(JobError, match=r"no readable metadata\.json"):
+            store.load_model(models, model_id)
+    assert store.load_artefacts(models, good) == {}
+    # a symlinked model folder (even one pointing inside the store) is never used
+    (models / "alias").symlink_to(models / good, target_is_directory=True)
+    with pytest.raises(JobError, match="symlink"):
+        store.load_model(models, "alias")
+    assert "alias" not in [m["model_id"] for m in store.list_models(models)]

@@ -5,12 +5,15 @@ Each parses a typed request once, sends every path through the file policy, read
 Table contents leave the machine only through ``load_data``, and only when the user turned data sharing on.
 
 ``join`` writes to ``output_path`` or, by default, to ``<first input stem>_joined.<ext>`` next to the first
-input (same format as that input; Excel inputs give CSV), atomically. See :mod:`statsbot_nb.ml.combine`
+input (same format as that input; Excel inputs give CSV), atomically. Every file is opened once by the
+policy and read or written only through that handle. An output replaces an existing file only if the
+worker wrote it and nobody changed it since, and never a read-only one. See :mod:`statsbot_nb.ml.combine`
 for what each operation does.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +27,7 @@ from ..ml.combine import INFO_COLUMNS, KEY_OPERATIONS, OPERATIONS, combine, filt
 from ..ml.data import check_columns, iter_table_chunks, read_columns, read_table, write_table_atomic
 from ..ml.filters import Filter, parse_filters
 from ..paths import MissingFile
+from ..safefiles import OpenedTable, OutputFolder
 from ..strictjson import to_strict_json
 from .params import Params, column_names, optional_text, policy, required_text
 
@@ -139,10 +143,15 @@ def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Size and columns of a table; ``exists: false`` for an allowed path with no file."""
     req = FileRequest.parse(params)
     try:
-        path = policy(ctx.settings).readable(req.file_path)
+        table = policy(ctx.settings).open_readable(req.file_path)
     except MissingFile as missing:
         return {"exists": False, "size_bytes": 0, "size_mb": 0.0, "file_path": str(missing.path)}
-    size = path.stat().st_size
+    with table:
+        return _file_info(table)
+
+
+def _file_info(table: OpenedTable) -> dict[str, Any]:
+    path, size = table.path, table.stat.st_size
     data: dict[str, Any] = {
         "exists": True,
         "size_bytes": size,
@@ -151,7 +160,7 @@ def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "format": _format(path),
     }
     try:
-        columns = read_columns(path)
+        columns = read_columns(table)
         data["columns"] = columns[:INFO_COLUMNS]
         data["column_count"] = len(columns)
     except JobError as exc:
@@ -168,15 +177,16 @@ def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             "contents of your files."
         )
     req = FileRequest.parse(params)
-    path = policy(ctx.settings).readable(req.file_path)
-    ctx.progress(10, f"Reading {path.name}", "reading")
-    chunks = iter_table_chunks(path, None, chunk_rows=LOAD_DATA_MAX_ROWS + 1)
-    try:
-        chunk = next(chunks, None)
-    finally:
-        chunks.close()  # stop reading: only the first rows are sent
-    if chunk is None:
-        chunk = pd.DataFrame(columns=read_columns(path))
+    with policy(ctx.settings).open_readable(req.file_path) as table:
+        path = table.path
+        ctx.progress(10, f"Reading {path.name}", "reading")
+        chunks = iter_table_chunks(table, None, chunk_rows=LOAD_DATA_MAX_ROWS + 1)
+        try:
+            chunk = next(chunks, None)
+        finally:
+            chunks.close()  # stop reading: only the first rows are sent
+        if chunk is None:
+            chunk = pd.DataFrame(columns=read_columns(table))
     truncated = len(chunk) > LOAD_DATA_MAX_ROWS
     chunk = chunk.iloc[:LOAD_DATA_MAX_ROWS]
     log.info("load_data: sending %d rows of %s to the server (data sharing is on)", len(chunk), path.name)
@@ -192,13 +202,17 @@ def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
 
 def save_file(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """Write records sent by the server to an allowed table file, atomically (overwrites a regular file)."""
+    """Write records sent by the server to an allowed table file, atomically.
+
+    An existing file is replaced only if the worker wrote it and nobody changed it since (never a
+    read-only one); CSV/TSV text cells that a spreadsheet would run as formulas are made inert.
+    """
     req = SaveRequest.parse(params)
     df = pd.DataFrame.from_records(req.records)
-    path = policy(ctx.settings).writable(req.file_path)
-    ctx.progress(50, f"Writing {path.name}", "writing")
-    write_table_atomic(df, path)
-    return {"file_path": str(path), "rows": len(df), "column_count": df.shape[1]}
+    with policy(ctx.settings).open_output(req.file_path) as out:
+        ctx.progress(50, f"Writing {out.name}", "writing")
+        write_table_atomic(df, out, replace="ours", neutralise=True)
+    return {"file_path": str(out.path), "rows": len(df), "column_count": df.shape[1]}
 
 
 def _default_output(first: Path) -> Path:
@@ -209,31 +223,37 @@ def _default_output(first: Path) -> Path:
 def join(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Filter two or more tables, join, merge or stack them, and write the result next to the inputs."""
     req = JoinRequest.parse(params)
-    keys = list(req.key_columns)
     files = policy(ctx.settings)
     ctx.progress(2, "Checking files", "validating")
-    paths = [files.readable(p) for p in req.file_paths]
-    output = files.writable(req.output_path if req.output_path else str(_default_output(paths[0])))
+    with contextlib.ExitStack() as stack:
+        tables = [stack.enter_context(files.open_readable(p)) for p in req.file_paths]
+        output = stack.enter_context(
+            files.open_output(req.output_path if req.output_path else str(_default_output(tables[0].path)))
+        )
+        return _join(req, ctx, tables, output)
 
+
+def _join(req: JoinRequest, ctx: JobContext, tables: list[OpenedTable], output: OutputFolder) -> dict[str, Any]:
+    keys = list(req.key_columns)
     frames: list[pd.DataFrame] = []
-    for i, path in enumerate(paths):
-        ctx.progress(5 + 50 * i / len(paths), f"Reading {path.name}", "reading")
+    for i, table in enumerate(tables):
+        ctx.progress(5 + 50 * i / len(tables), f"Reading {table.name}", "reading")
         if keys:
-            check_columns(path, keys, read_columns(path))
-        frames.append(read_table(path))
+            check_columns(table.path, keys, read_columns(table))
+        frames.append(read_table(table))
     input_rows = [len(f) for f in frames]
-    names = [p.name for p in paths]
+    names = [t.name for t in tables]
     if req.filters:
         ctx.progress(56, f"Applying {len(req.filters)} filter(s) to each file", "filtering")
         frames = filter_inputs(frames, names, list(req.filters))
     ctx.progress(60, f"Running {req.operation} on {len(frames)} files", "joining")
     result = combine(frames, names, req.operation, keys)
     ctx.progress(90, f"Writing {output.name}", "writing")
-    write_table_atomic(result, output)
+    write_table_atomic(result, output, replace="ours")
     ctx.progress(100, f"Wrote {len(result):,} rows to {output.name}", "done")
     columns = [str(c) for c in result.columns]
     return {
-        "output_file": str(output),
+        "output_file": str(output.path),
         "row_count": len(result),
         "column_count": len(columns),
         "columns": columns[:20],

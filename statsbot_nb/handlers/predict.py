@@ -15,7 +15,6 @@ import logging
 import math
 import os
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -27,6 +26,7 @@ from ..ml import store
 from ..ml.data import AtomicTableWriter, iter_table_chunks, read_columns
 from ..ml.predict import SAMPLE_ROWS, Predictor, check_features, output_path_for, wire_predictions, with_predictions
 from ..paths import PathPolicy
+from ..safefiles import OpenedTable, OutputFolder
 from ..strictjson import to_strict_json
 from .params import Params, policy, required_text
 
@@ -55,14 +55,19 @@ class PredictRequest:
 
 def open_source(
     files: PathPolicy, raw: str | os.PathLike[str], predictor: Predictor, fix: str
-) -> tuple[Path, list[str]]:
-    """The allowed input table and its columns, refusing it when it lacks a feature the model needs.
+) -> tuple[OpenedTable, list[str]]:
+    """The allowed input table (opened once; the caller closes it) and its columns, refusing it when it
+    lacks a feature the model needs.
 
     Shared by the ``predict`` job and the notebook's ``LocalModel.predict``.
     """
-    source = files.readable(raw)
-    columns = read_columns(source)
-    check_features(columns, predictor.features, source.name, predictor.model_id, fix)
+    source = files.open_readable(raw)
+    try:
+        columns = read_columns(source)
+        check_features(columns, predictor.features, source.name, predictor.model_id, fix)
+    except BaseException:
+        source.close()
+        raise
     return source, columns
 
 
@@ -71,12 +76,25 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     req = PredictRequest.parse(params)
     ctx.progress(1, "Loading the model", "loading")
     predictor = ml_predict.load_predictor(ctx.settings.models_dir, req.model_id)
-    model_id = predictor.model_id
     notes = _compare_features(req.feature_columns, predictor.features)
 
     files = policy(ctx.settings)
     source, columns = open_source(files, req.file_path, predictor, "add them to the file")
-    output = files.writable(output_path_for(source, predictor.meta, ctx.job_id))
+    with source, files.open_output(output_path_for(source.path, predictor.meta, ctx.job_id)) as output:
+        data = _predict_into(ctx, predictor, source, columns, output, notes)
+    return data
+
+
+def _predict_into(
+    ctx: JobContext,
+    predictor: Predictor,
+    source: OpenedTable,
+    columns: list[str],
+    output: OutputFolder,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Predict chunk by chunk from the opened ``source`` into a new file in the opened output folder."""
+    model_id = predictor.model_id
     if predictor.replaced(columns):
         notes.append(
             f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
@@ -89,7 +107,7 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     meaning = ""
     sample_frame: pd.DataFrame | None = None
     chunks = iter_table_chunks(source, columns, chunk_rows=ml_predict.CHUNK_ROWS)
-    with AtomicTableWriter(output, overwrite=False) as writer:
+    with AtomicTableWriter(output, replace="never") as writer:
         for chunk, extra in ml_predict.predict_chunks(predictor, chunks):
             writer.write(with_predictions(chunk, extra))
             if len(predictions_sample) < SAMPLE_ROWS:
@@ -114,7 +132,7 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         "dataframe_sample": _records(sample_frame) if ctx.settings.share_data else None,
         "dataframe_rows": rows,
         "dataframe_columns": columns,
-        "output_file": str(output),
+        "output_file": str(output.path),
         "model_id": model_id,
         "predictions_meaning": meaning,
     }
@@ -139,14 +157,15 @@ def _records(frame: pd.DataFrame | None) -> list[dict[str, Any]]:
     return [to_strict_json(rec) for rec in clean.to_dict("records")]
 
 
-def _total_rows(path: Path) -> int | None:
+def _total_rows(source: OpenedTable) -> int | None:
     """Row count when the format knows it cheaply (Parquet metadata), else None."""
-    if path.suffix.lower() != ".parquet":
+    if source.suffix != ".parquet":
         return None
     try:
         import pyarrow.parquet as pq
 
-        return int(pq.ParquetFile(path).metadata.num_rows)
+        with source.open() as fh:
+            return int(pq.ParquetFile(fh).metadata.num_rows)
     except Exception:  # only an estimate for the progress bar
         return None
 

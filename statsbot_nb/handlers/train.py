@@ -122,16 +122,17 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     options = req.options
     ctx.progress(1, "Checking the request", "loading")
     plan = early_plan(options)
-    path = policy(ctx.settings).readable(req.file_path)
-    available = read_columns(path)
-    missing = [c for c in [*options.feature_columns, options.target_column] if c not in set(available)]
-    if missing:
-        raise JobError(
-            f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
-            f"its columns are {', '.join(repr(c) for c in available[:50])}."
-        )
-    ctx.progress(3, f"Reading {path.name}", "loading")
-    frame = read_table(path, [*options.feature_columns, options.target_column])
+    with policy(ctx.settings).open_readable(req.file_path) as table:
+        path = table.path
+        available = read_columns(table)
+        missing = [c for c in [*options.feature_columns, options.target_column] if c not in set(available)]
+        if missing:
+            raise JobError(
+                f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
+                f"its columns are {', '.join(repr(c) for c in available[:50])}."
+            )
+        ctx.progress(3, f"Reading {path.name}", "loading")
+        frame = read_table(table, [*options.feature_columns, options.target_column])
     model = train_model(
         frame,
         options,

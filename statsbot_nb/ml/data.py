@@ -1,6 +1,9 @@
 """Reading and writing the user's tables: lean (only the needed columns), predictable, and atomic.
 
-Readers take paths that already passed :class:`statsbot_nb.paths.PathPolicy`. Formats go by extension:
+Readers take a table the policy opened (:class:`statsbot_nb.safefiles.OpenedTable`, from
+:meth:`statsbot_nb.paths.PathPolicy.open_readable`) and read that open file, never its name again, so a
+file swapped after the check cannot be read instead; a plain path is accepted too (tests, the user's own
+calls). Formats go by extension:
 ``.csv`` and ``.tsv`` (pyarrow's multithreaded parser, pandas as fallback), ``.parquet`` (pyarrow),
 ``.xlsx`` (openpyxl) and ``.xls`` (calamine) through pandas. Every failure becomes a :class:`JobError` sentence.
 
@@ -13,15 +16,18 @@ Writing lives in :mod:`statsbot_nb.ml.tablewriter` (re-exported here): a file ap
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 
 from ..errors import JobError
+from ..safefiles import OpenedTable
 
 try:  # pyarrow is a hard dependency, but keep CSV reading alive if a broken install lacks it.
     import pyarrow as pa
@@ -60,6 +66,22 @@ _EXCEL_ENGINES = {".xlsx": "openpyxl", ".xls": "calamine"}
 _FALLBACK_ENCODING = "latin-1"
 
 
+TableSource = Path | OpenedTable
+
+
+def _where(source: TableSource) -> Path:
+    """The path to name in sentences (and whose extension gives the format)."""
+    return source.path if isinstance(source, OpenedTable) else Path(source)
+
+
+@contextlib.contextmanager
+def _opened(source: TableSource) -> Iterator[IO[bytes]]:
+    """A binary file object at the start of the table: the policy's open file, or the path opened now."""
+    fh = source.open() if isinstance(source, OpenedTable) else open(source, "rb")
+    with fh:
+        yield fh
+
+
 def _ext(path: Path) -> str:
     ext = Path(path).suffix.lower()
     if ext not in _DELIMITED and ext not in _EXCEL_ENGINES and ext != ".parquet":
@@ -78,11 +100,12 @@ def _unreadable(path: Path, exc: BaseException) -> JobError:
 # -- columns -------------------------------------------------------------------------------------------
 
 
-def _csv_header(path: Path, delimiter: str) -> list[str]:
+def _csv_header(source: TableSource, delimiter: str) -> list[str]:
     """The first record of a delimited file, decoded as UTF-8 (with BOM) or, failing that, Latin-1."""
+    path = _where(source)
     for encoding in ("utf-8-sig", _FALLBACK_ENCODING):
         try:
-            with open(path, newline="", encoding=encoding) as fh:
+            with _opened(source) as raw, io.TextIOWrapper(raw, newline="", encoding=encoding) as fh:
                 return next(csv.reader(fh, delimiter=delimiter), [])
         except UnicodeDecodeError:
             continue
@@ -96,31 +119,34 @@ def _plain_header(names: list[str]) -> bool:
     return all(n.strip() for n in names) and len(set(names)) == len(names)
 
 
-def _pandas_csv(path: Path, delimiter: str, **kwargs: Any) -> Any:
+def _pandas_csv(source: TableSource, delimiter: str, **kwargs: Any) -> Any:
     try:
-        return pd.read_csv(path, sep=delimiter, **kwargs)
+        with _opened(source) as fh:
+            return pd.read_csv(fh, sep=delimiter, **kwargs)
     except UnicodeDecodeError:
-        log.warning("%s is not UTF-8; reading it as %s", path.name, _FALLBACK_ENCODING)
-        return pd.read_csv(path, sep=delimiter, encoding=_FALLBACK_ENCODING, **kwargs)
+        log.warning("%s is not UTF-8; reading it as %s", _where(source).name, _FALLBACK_ENCODING)
+        with _opened(source) as fh:
+            return pd.read_csv(fh, sep=delimiter, encoding=_FALLBACK_ENCODING, **kwargs)
 
 
-def read_columns(path: Path) -> list[str]:
+def read_columns(source: TableSource) -> list[str]:
     """The column names of a table, reading as little as the format allows (header row, schema, sheet)."""
-    path = Path(path)
+    path = _where(source)
     ext = _ext(path)
     try:
         if ext in _DELIMITED:
-            names = _csv_header(path, _DELIMITED[ext])
+            names = _csv_header(source, _DELIMITED[ext])
             if not names:
                 raise JobError(f"{path} has no header row; the first line must name the columns.")
             if _plain_header(names):
                 return names
-            return [str(c) for c in _pandas_csv(path, _DELIMITED[ext], nrows=0).columns]
-        if ext == ".parquet":
-            import pyarrow.parquet as pq
+            return [str(c) for c in _pandas_csv(source, _DELIMITED[ext], nrows=0).columns]
+        with _opened(source) as fh:
+            if ext == ".parquet":
+                import pyarrow.parquet as pq
 
-            return _parquet_names(pq.read_schema(path).names)
-        return [str(c) for c in pd.read_excel(path, nrows=0, engine=_EXCEL_ENGINES[ext]).columns]
+                return _parquet_names(pq.read_schema(fh).names)
+            return [str(c) for c in pd.read_excel(fh, nrows=0, engine=_EXCEL_ENGINES[ext]).columns]
     except JobError:
         raise
     except Exception as exc:  # third-party parsers raise many types; translate at the boundary
@@ -147,21 +173,22 @@ def check_columns(path: Path, wanted: Sequence[str], available: Sequence[str]) -
 # -- whole-table reads ---------------------------------------------------------------------------------
 
 
-def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame:
+def read_table(source: TableSource, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """Read a table (only ``columns`` when given, in that order) into a DataFrame with a RangeIndex."""
-    path = Path(path)
+    path = _where(source)
     ext = _ext(path)
-    available = read_columns(path)
+    available = read_columns(source)
     wanted = check_columns(path, columns, available) if columns is not None else list(available)
     try:
         if ext in _DELIMITED:
-            df = _read_delimited(path, _DELIMITED[ext], wanted)
+            df = _read_delimited(source, _DELIMITED[ext], wanted)
         elif ext == ".parquet":
             import pyarrow.parquet as pq
 
-            df = pq.read_table(path, columns=wanted).to_pandas(ignore_metadata=True)
+            with _opened(source) as fh:
+                df = pq.read_table(fh, columns=wanted).to_pandas(ignore_metadata=True)
         else:
-            df = _read_excel(path, ext, wanted)
+            df = _read_excel(source, ext, wanted)
     except JobError:
         raise
     except MemoryError as exc:
@@ -171,26 +198,32 @@ def read_table(path: Path, columns: Sequence[str] | None = None) -> pd.DataFrame
     return df[wanted].reset_index(drop=True) if list(df.columns) != wanted else df
 
 
-def _read_delimited(path: Path, delimiter: str, wanted: list[str]) -> pd.DataFrame:
-    if pa_csv is None or not _plain_header(_csv_header(path, delimiter)):
-        return _pandas_csv(path, delimiter, usecols=wanted)
+def _arrow_csv(source: TableSource, parse: Any, convert: Any) -> Any:
+    with _opened(source) as fh:
+        return pa_csv.read_csv(fh, parse_options=parse, convert_options=convert)
+
+
+def _read_delimited(source: TableSource, delimiter: str, wanted: list[str]) -> pd.DataFrame:
+    path = _where(source)
+    if pa_csv is None or not _plain_header(_csv_header(source, delimiter)):
+        return _pandas_csv(source, delimiter, usecols=wanted)
     parse = pa_csv.ParseOptions(delimiter=delimiter)
     convert = pa_csv.ConvertOptions(
         include_columns=wanted, null_values=list(NA_VALUES), strings_can_be_null=True, quoted_strings_can_be_null=True
     )
     try:
-        table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
+        table = _arrow_csv(source, parse, convert)
     except pa.ArrowInvalid as exc:
         # pandas is more lenient (short rows get empty cells) but still refuses rows with extra fields;
         # read every column so such a row is an error rather than silently cut.
         log.info("pyarrow could not parse %s (%s); retrying with pandas", path.name, exc)
-        return _pandas_csv(path, delimiter)[wanted]
+        return _pandas_csv(source, delimiter)[wanted]
     if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
-        return _pandas_csv(path, delimiter, usecols=wanted)  # not UTF-8: let pandas pick the encoding
+        return _pandas_csv(source, delimiter, usecols=wanted)  # not UTF-8: let pandas pick the encoding
     temporal = [f.name for f in table.schema if pa.types.is_temporal(f.type)]
     if temporal:  # pandas keeps dates as text unless asked; do the same so every reader agrees
         convert.column_types = {name: pa.string() for name in temporal}
-        table = pa_csv.read_csv(path, parse_options=parse, convert_options=convert)
+        table = _arrow_csv(source, parse, convert)
     df = table.to_pandas()
     for field in table.schema:
         if pa.types.is_null(field.type):  # an all-empty column: pandas gives float NaN, not None objects
@@ -198,9 +231,10 @@ def _read_delimited(path: Path, delimiter: str, wanted: list[str]) -> pd.DataFra
     return df
 
 
-def _read_excel(path: Path, ext: str, wanted: list[str]) -> pd.DataFrame:
+def _read_excel(source: TableSource, ext: str, wanted: list[str]) -> pd.DataFrame:
     keep = set(wanted)
-    df = pd.read_excel(path, usecols=lambda c: str(c) in keep, engine=_EXCEL_ENGINES[ext])
+    with _opened(source) as fh:
+        df = pd.read_excel(fh, usecols=lambda c: str(c) in keep, engine=_EXCEL_ENGINES[ext])
     df.columns = [str(c) for c in df.columns]
     return df
 
@@ -209,30 +243,30 @@ def _read_excel(path: Path, ext: str, wanted: list[str]) -> pd.DataFrame:
 
 
 def iter_table_chunks(
-    path: Path, columns: Sequence[str] | None = None, chunk_rows: int = 100_000
+    source: TableSource, columns: Sequence[str] | None = None, chunk_rows: int = 100_000
 ) -> Iterator[pd.DataFrame]:
     """Yield the table in DataFrames of at most ``chunk_rows`` rows, for bounded-memory prediction.
 
     CSV/TSV are parsed chunk by chunk by pandas (same dtype rules as :func:`read_table`), Parquet by
     record batches; Excel files are loaded whole (they are small by nature) and then sliced.
     """
-    path = Path(path)
+    path = _where(source)
     ext = _ext(path)
     if chunk_rows < 1:
         raise ValueError("chunk_rows must be positive")
-    available = read_columns(path)
+    available = read_columns(source)
     wanted = check_columns(path, columns, available) if columns is not None else list(available)
     try:
         if ext in _DELIMITED:
-            yield from _delimited_chunks(path, _DELIMITED[ext], wanted, chunk_rows)
+            yield from _delimited_chunks(source, _DELIMITED[ext], wanted, chunk_rows)
         elif ext == ".parquet":
             import pyarrow.parquet as pq
 
-            with pq.ParquetFile(path) as pf:
+            with _opened(source) as fh, pq.ParquetFile(fh) as pf:
                 for batch in pf.iter_batches(batch_size=chunk_rows, columns=wanted):
                     yield batch.to_pandas(ignore_metadata=True)[wanted]
         else:
-            df = _read_excel(path, ext, wanted)[wanted]
+            df = _read_excel(source, ext, wanted)[wanted]
             for start in range(0, len(df), chunk_rows):
                 yield df.iloc[start : start + chunk_rows].reset_index(drop=True)
     except JobError:
@@ -241,15 +275,20 @@ def iter_table_chunks(
         raise _unreadable(path, exc) from exc
 
 
-def _delimited_chunks(path: Path, delimiter: str, wanted: list[str], chunk_rows: int) -> Iterator[pd.DataFrame]:
+def _delimited_chunks(
+    source: TableSource, delimiter: str, wanted: list[str], chunk_rows: int
+) -> Iterator[pd.DataFrame]:
     encoding = "utf-8"
     try:  # decide the encoding up front: a decode error half-way would have yielded chunks already
-        with open(path, encoding="utf-8") as fh:
+        with _opened(source) as raw, io.TextIOWrapper(raw, encoding="utf-8") as fh:
             while fh.read(1 << 20):
                 pass
     except UnicodeDecodeError:
         encoding = _FALLBACK_ENCODING
-    with pd.read_csv(path, sep=delimiter, usecols=wanted, chunksize=chunk_rows, encoding=encoding) as reader:
+    with (
+        _opened(source) as fh,
+        pd.read_csv(fh, sep=delimiter, usecols=wanted, chunksize=chunk_rows, encoding=encoding) as reader,
+    ):
         for chunk in reader:
             yield chunk[wanted].reset_index(drop=True)
 
@@ -260,6 +299,7 @@ from .tablewriter import AtomicTableWriter, write_table_atomic  # noqa: E402
 __all__ = [
     "NA_VALUES",
     "AtomicTableWriter",
+    "TableSource",
     "check_columns",
     "iter_table_chunks",
     "read_columns",

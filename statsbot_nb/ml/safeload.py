@@ -9,6 +9,7 @@ worker) or with a mismatch is refused until the user runs ``statsbot-worker trus
 from __future__ import annotations
 
 import hmac
+import io
 import os
 import pickle
 from datetime import datetime
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import JobError
+from ..safefiles import read_bytes_nofollow
 from .storefiles import (
     ARTEFACTS_FILE,
     ENCODERS_FILE,
@@ -93,11 +95,15 @@ def load_artefacts(store: Path, model_id: object) -> dict[str, Any]:
     import numpy as np
 
     folder = model_dir(store, model_id)
-    path = folder / ARTEFACTS_FILE
-    if not path.is_file() or path.is_symlink():
+    try:
+        data = read_bytes_nofollow(folder / ARTEFACTS_FILE)
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        log.warning("Artefacts of %s are not a regular file; ignored (%s)", folder.name, exc)
         return {}
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
     except (OSError, ValueError) as exc:
         log.warning("Unreadable artefacts for %s: %s", folder.name, exc)

@@ -2,7 +2,10 @@
 
 The bottom of the store (:mod:`statsbot_nb.ml.store` saves, lists and changes models;
 :mod:`statsbot_nb.ml.safeload` loads them). A ``model_id`` from the server is checked against a strict
-pattern and must resolve inside the store; files are read without following symlinks.
+pattern and must name a real folder (not a symlink) directly inside the store. Every file of a model
+(``metadata.json``, the pickles, the artefacts) is opened without following a symlink and without blocking,
+and read only if the opened object is a regular file, so a link cannot substitute another file and a FIFO
+cannot hang ``list_models``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import JobError
+from ..safefiles import open_nofollow, read_bytes_nofollow
 from ..strictjson import to_strict_json
 
 log = logging.getLogger("statsbot_nb.store")
@@ -40,6 +44,7 @@ ENCODERS_FILE = "encoders.pkl"
 METADATA_FILE = "metadata.json"
 ARTEFACTS_FILE = "artefacts.npz"
 _STALE_TMP_SECONDS = 3600
+MAX_METADATA_BYTES = 16 << 20  # far above any real metadata.json; a bigger one is read only this far
 
 
 def validate_model_id(model_id: object) -> str:
@@ -55,8 +60,12 @@ def model_dir(store: Path, model_id: object) -> Path:
     """The folder of ``model_id`` inside ``store``, refusing anything that would resolve outside it."""
     mid = validate_model_id(model_id)
     root = store.resolve()
-    path = (root / mid).resolve()
-    if path.parent != root:
+    path = root / mid
+    if path.is_symlink():
+        raise JobError(
+            f"Model {mid} is a symlink, not a folder inside the model store; links are never followed, remove it."
+        )
+    if path.resolve().parent != root:
         raise JobError(f"Model id {mid!r} does not name a folder inside the model store.")
     return path
 
@@ -64,7 +73,7 @@ def model_dir(store: Path, model_id: object) -> Path:
 def read_metadata(folder: Path) -> dict[str, Any] | None:
     """A model's ``metadata.json`` as a dict, or None (logged) if it is missing or unreadable."""
     try:
-        data = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        data = json.loads(read_bytes_nofollow(folder / METADATA_FILE, MAX_METADATA_BYTES).decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -99,9 +108,8 @@ def existing_model(store: Path, model_id: object) -> tuple[Path, dict[str, Any]]
 
 def read_regular(path: Path, model_id: str) -> bytes:
     """The bytes of a regular file inside the model folder (never through a symlink)."""
-    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
-        fd = os.open(path, flags)
+        fd = open_nofollow(path, os.O_RDONLY)
     except FileNotFoundError as exc:
         raise JobError(f"Model {model_id} is incomplete: {path.name} is missing; train it again.") from exc
     except OSError as exc:
@@ -111,6 +119,7 @@ def read_regular(path: Path, model_id: str) -> bytes:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             raise JobError(f"Model {model_id} cannot be read: {path.name} is not a regular file.")
+        os.set_blocking(fd, True)
         with os.fdopen(fd, "rb") as fh:
             fd = -1
             return fh.read()
