@@ -75,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--machine-id", help="name this machine shows in the bot (default: host name)")
     parser.add_argument(
+        "--max-frame-mb",
+        type=int,
+        default=256,
+        help="largest message from the server the worker reads, in MB (default 256; today's server allows far more)",
+    )
+    parser.add_argument(
         "--insecure-ws",
         action="store_true",
         help="allow a plain ws:// URL to another machine: the token and results then travel UNENCRYPTED",
@@ -169,7 +175,13 @@ async def run_worker(
 
     try:
         worker = Worker(
-            token, url, settings=settings, machine_id=machine_id, max_jobs=args.max_jobs, insecure_ws=args.insecure_ws
+            token,
+            url,
+            settings=settings,
+            machine_id=machine_id,
+            max_jobs=args.max_jobs,
+            insecure_ws=args.insecure_ws,
+            max_frame_bytes=args.max_frame_mb * 2**20,
         )
     except StatsbotError as exc:
         out(f"Error: {exc}")

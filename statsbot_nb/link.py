@@ -32,12 +32,22 @@ _WS_LOG.setLevel(logging.INFO)
 Outgoing = SendFrame | SendPing
 
 
+#: The largest frame the worker reads (a ``save_file`` job carries a whole table). Today's server allows 10 GiB;
+#: a frame that size would take many times its size in memory once parsed, so the worker reads at most this.
+DEFAULT_MAX_FRAME_BYTES = 256 * 2**20
+
+
 def connect_options(
-    url: str, *, open_timeout: float, ping_interval: float | None, ping_timeout: float | None
+    url: str,
+    *,
+    open_timeout: float,
+    ping_interval: float | None,
+    ping_timeout: float | None,
+    max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
 ) -> dict[str, Any]:
     """Keyword arguments for ``websockets`` ``connect``: frame cap, keepalive, timeouts, no proxy on loopback."""
     options: dict[str, Any] = {
-        "max_size": protocol.MAX_FRAME_BYTES,
+        "max_size": min(max_frame_bytes, protocol.MAX_FRAME_BYTES),
         "open_timeout": open_timeout,
         "ping_interval": ping_interval,
         "ping_timeout": ping_timeout,
@@ -109,6 +119,14 @@ class Link:
             if is_fatal(exc):
                 self.fatal_error = exc
             reason = describe_connect_error(exc, self.url, self._proxy)
+            if isinstance(exc, ConnectionClosed) and exc.sent is not None and exc.sent.code == 1009:
+                limit = self._options.get("max_size") or 0
+                shown = f"{limit / 2**20:.0f} MB" if limit >= 2**20 else f"{limit / 2**10:.0f} KB"
+                reason = (
+                    f"The server sent a message larger than this worker reads ({shown}, "
+                    "--max-frame-mb); it was refused unread, so a job in it could not be answered."
+                )
+                log.warning("%s", reason)
             lost = ConnectionLost(self.conn, reason, is_fatal(exc), policy)
             log.debug("connection %d ended", self.conn, exc_info=True)
         finally:

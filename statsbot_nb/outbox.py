@@ -14,15 +14,21 @@ from collections import OrderedDict
 class Outbox:
     """Pending and recently delivered result frames, by job id (pure; no I/O)."""
 
-    def __init__(self, remember: int = 1000) -> None:
+    def __init__(self, remember: int = 1000, remember_bytes: int = 64 * 2**20) -> None:
         self._pending: OrderedDict[str, str] = OrderedDict()
         self._delivered: OrderedDict[str, str] = OrderedDict()
         self._remember = remember
+        #: Delivered frames are kept for repeats only while they fit in this many characters (a few large
+        #: load_data results must not pin hundreds of MB); older ones are forgotten first.
+        self._remember_bytes = remember_bytes
+        self._delivered_size = 0
 
     def add(self, job_id: str, frame: str) -> None:
         """Keep ``frame`` (a result) until confirmed."""
         self._pending[job_id] = frame
-        self._delivered.pop(job_id, None)
+        again = self._delivered.pop(job_id, None)
+        if again is not None:
+            self._delivered_size -= len(again)
 
     def confirm(self, job_id: str) -> bool:
         """Mark ``job_id``'s result delivered; False if it was not pending."""
@@ -30,8 +36,12 @@ class Outbox:
         if frame is None:
             return False
         self._delivered[job_id] = frame
-        while len(self._delivered) > self._remember:
-            self._delivered.popitem(last=False)
+        self._delivered_size += len(frame)
+        while self._delivered and (
+            len(self._delivered) > self._remember or self._delivered_size > self._remember_bytes
+        ):
+            _, dropped = self._delivered.popitem(last=False)
+            self._delivered_size -= len(dropped)
         return True
 
     def pending(self) -> list[tuple[str, str]]:

@@ -41,7 +41,7 @@ from .errors import ConfigError, TokenRejectedError
 from .events import EventBus, LogLine, WorkerState
 from .jobs import ACTIONS, ActionSpec, capabilities
 from .journal import Journal
-from .link import Link, connect_options
+from .link import DEFAULT_MAX_FRAME_BYTES, Link, connect_options
 from .retry import Backoff, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
@@ -79,6 +79,7 @@ class Worker(Driver):
         confirm_timeout: float = 30.0,
         journal: bool | Journal = True,
         insecure_ws: bool = False,
+        max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
@@ -123,8 +124,14 @@ class Worker(Driver):
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._links: dict[int, tuple[Link, asyncio.Task[None]]] = {}
+        if not isinstance(max_frame_bytes, int) or max_frame_bytes < 2**16:
+            raise ConfigError(f"max_frame_bytes must be at least 65536 (64 KB), not {max_frame_bytes!r}.")
         self._link_options = connect_options(
-            self.url, open_timeout=open_timeout, ping_interval=ping_interval, ping_timeout=ping_timeout
+            self.url,
+            open_timeout=open_timeout,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
+            max_frame_bytes=max_frame_bytes,
         )
         self._began = False
         self._finished = asyncio.Event()

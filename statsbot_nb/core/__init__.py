@@ -51,6 +51,7 @@ from .vocabulary import (
     StartJob,
     StopRequested,
     TimerFired,
+    bounded_params,
 )
 
 __all__ = [
@@ -89,4 +90,5 @@ __all__ = [
     "StopRequested",
     "TimerFired",
     "WorkerCore",
+    "bounded_params",
 ]

@@ -39,6 +39,7 @@ from .vocabulary import (
     SendFrame,
     SendPing,
     StartJob,
+    bounded_params,
 )
 
 
@@ -61,6 +62,7 @@ class JobDecisions:
     _watching: dict[int, protocol.Job]
     _watch_tries: dict[str, int]
     _held: list[protocol.Job]
+    _params: dict[str, dict[str, Any]]
     _watch_key: int
     _pings: dict[int, tuple[int, tuple[str, ...]]]
 
@@ -97,7 +99,10 @@ class JobDecisions:
         if spec is None:
             self._fail_at_once(job.job_id, job.action, unknown_action_error(job.action, self.config.actions), now, out)
             return
-        record = JobRecord(job.job_id, job.action, job.params, accepted_at=now, isolated=spec.isolated)
+        # The record (kept after the job ends, shown in the panel) holds a bounded copy of the parameters;
+        # the full ones (a save_file table can be many MB) live only until the job starts.
+        record = JobRecord(job.job_id, job.action, bounded_params(job.params), accepted_at=now, isolated=spec.isolated)
+        self._params[job.job_id] = job.params
         self.jobs[job.job_id] = record
         self._active.add(job.job_id)
         self._reserving.add(job.job_id)
@@ -120,6 +125,7 @@ class JobDecisions:
             return
         del self.jobs[job_id]
         self._active.discard(job_id)
+        params = self._params.pop(job_id, record.params)
         if existing.frame is not None:
             out.append(Log(logging.INFO, f"Job {job_id} is in the journal with a result; re-sending it"))
             self._remember_forgotten(job_id)
@@ -131,7 +137,7 @@ class JobDecisions:
             # Another worker of this home holds it (it answers on its own connection, unless it dies first:
             # its lock may outlive its connection by a moment), or the journal could not be read just now.
             # Never run it on a guess: look again until the journal settles it.
-            self._watch(protocol.Job(job_id, record.action, record.params), existing.state, out)
+            self._watch(protocol.Job(job_id, record.action, params), existing.state, out)
         else:
             state = "running" if existing.state == "running" else "waiting to run"
             self._fail_at_once(job_id, record.action, RESTARTED.format(state=state), now, out)
@@ -215,7 +221,8 @@ class JobDecisions:
                 out.append(Publish(JobStarted(record.job_id, record.action)))
                 self._progress(record, 0.0, f"Started {record.action}", "starting", now, out)
                 spec = self.config.actions[record.action]
-                out.append(StartJob(record.job_id, record.action, record.params, spec))
+                params = self._params.pop(record.job_id, record.params)
+                out.append(StartJob(record.job_id, record.action, params, spec))
 
     def _on_progress(self, event: JobProgressed, now: float, out: list[Action]) -> None:
         record = self.jobs.get(event.job_id)
@@ -276,6 +283,7 @@ class JobDecisions:
             record.status, record.error = "failed", error or "The job failed."
             frame = protocol.encode_result_error(record.job_id, record.error)
         self._active.discard(record.job_id)
+        self._params.pop(record.job_id, None)
         self._send_result(record.job_id, frame, out)
         duration = record.duration or 0.0
         if record.status == "done":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Iterator
-from typing import Literal
+from typing import Any, Literal
 
 from .. import protocol
 from ..errors import BadJobError, ProtocolError
@@ -78,6 +78,7 @@ class WorkerCore(JobDecisions):
         self._watching: dict[int, protocol.Job] = {}  # timer key -> a job the journal could not settle yet
         self._watch_tries: dict[str, int] = {}
         self._held: list[protocol.Job] = []  # such jobs whose look came while disconnected
+        self._params: dict[str, dict[str, Any]] = {}  # full parameters of accepted jobs, until they start
         self._watch_key = 0
         self._early: list[str | bytes] = []  # job frames that came before auth_response, run once it comes
         self._ready_since = 0.0

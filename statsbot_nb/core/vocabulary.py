@@ -56,6 +56,46 @@ class JobRecord:
         return (self.ended_at if self.ended_at is not None else now) - self.started_at
 
 
+#: A job record keeps parameter values up to this size (characters, roughly); larger ones are summarised.
+PARAM_VALUE_CHARS = 2000
+
+
+def _size(value: Any, budget: int) -> int:
+    """A cheap estimate of ``value``'s JSON size, that stops counting once past ``budget``."""
+    if isinstance(value, str):
+        return len(value) + 2
+    if isinstance(value, dict):
+        total = 2
+        for key, item in value.items():
+            total += len(str(key)) + 4 + _size(item, budget - total)
+            if total > budget:
+                break
+        return total
+    if isinstance(value, list | tuple):
+        total = 2
+        for item in value:
+            total += 1 + _size(item, budget - total)
+            if total > budget:
+                break
+        return total
+    return 8
+
+
+def bounded_params(params: dict[str, Any]) -> dict[str, Any]:
+    """``params`` with every value larger than :data:`PARAM_VALUE_CHARS` replaced by a short description.
+
+    What a job record (and the panel, and the accepted event) holds: paths, names and options in full, a
+    whole table sent with ``save_file`` as ``"<omitted: about 23,000,000 characters>"``.
+    """
+    kept: dict[str, Any] = {}
+    for key, value in list(params.items())[:200]:
+        size = _size(value, PARAM_VALUE_CHARS)
+        kept[str(key)[:200]] = (
+            value if size <= PARAM_VALUE_CHARS else f"<omitted: over {PARAM_VALUE_CHARS:,} characters>"
+        )
+    return kept
+
+
 # ---------------------------------------------------------------------------------------------- events in
 
 
