@@ -33,7 +33,7 @@ from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .inert import InertFormatter, inert
-from .jobs import file_of
+from .jobs import describe_job, file_of
 from .settings import resolve_worker
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
@@ -79,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=256,
         help="largest message from the server the worker reads, in MB (default 256; today's server allows far more)",
+    )
+    parser.add_argument(
+        "--ask",
+        action="store_true",
+        help="ask at this terminal before running each job (y = allow, n = deny, a = always allow that action)",
     )
     parser.add_argument(
         "--insecure-ws",
@@ -146,6 +151,32 @@ def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event]
     return on_event
 
 
+async def ask_at_terminal(worker: Any, out: Callable[[str], None]) -> None:
+    """Ask-before-running at the terminal: each waiting job is shown in words; answer y, n or a.
+
+    Answers are read from standard input in a thread (the loop never blocks). Without a terminal to ask (end
+    of input), waiting jobs are denied: nothing runs unless someone allowed it.
+    """
+    loop = asyncio.get_running_loop()
+    shown: set[str] = set()
+    while True:
+        waiting = [job for job in worker.awaiting_approval if job.job_id not in shown]
+        if not waiting:
+            await asyncio.sleep(0.2)
+            continue
+        job = waiting[0]
+        shown.add(job.job_id)
+        out(f"Job {inert(job.job_id)} asks to run: {inert(describe_job(job.action, job.params), 1000)}")
+        out("Allow it? [y]es / [n]o / [a]lways for this action: ")
+        line = await loop.run_in_executor(None, sys.stdin.readline)
+        answer = {"y": "allow", "yes": "allow", "a": "always", "always": "always"}.get(line.strip().lower(), "deny")
+        if not line:
+            out("No terminal to answer from: the job is denied.")
+        worker.approve(job.job_id, answer)
+        verdicts = {"allow": "Allowed.", "always": "Allowed (always, for this action).", "deny": "Denied."}
+        out(verdicts[answer])
+
+
 def _stop_on_signals(worker: Any, out: Callable[[str], None]) -> None:
     """Ctrl-C / SIGTERM stop the worker cleanly (a second Ctrl-C exits at once).
 
@@ -182,11 +213,13 @@ async def run_worker(
             max_jobs=args.max_jobs,
             insecure_ws=args.insecure_ws,
             max_frame_bytes=args.max_frame_mb * 2**20,
+            ask=args.ask,
         )
     except StatsbotError as exc:
         out(f"Error: {exc}")
         return EXIT_ERROR
     worker.events.subscribe(event_printer(out, args.verbose))
+    asking = asyncio.get_running_loop().create_task(ask_at_terminal(worker, out)) if args.ask else None
     _stop_on_signals(worker, out)
     try:
         await worker.run()
@@ -198,6 +231,9 @@ async def run_worker(
     except asyncio.CancelledError:
         await worker.stop()
         raise
+    finally:
+        if asking is not None:
+            asking.cancel()
     return EXIT_OK
 
 

@@ -108,7 +108,16 @@ class Driver:
         restored after authenticating); it is queued, never handled in the middle of another event's actions.
         """
         self._inbox.append(event)
-        if self._draining:
+        self._drain()
+
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out actions the core returned from a direct call (cancel, approve), then what they led to."""
+        self._execute(actions)
+        self._after_events()
+        self._drain()
+
+    def _drain(self) -> None:
+        if self._draining or not self._inbox:
             return
         self._draining = True
         try:

@@ -97,7 +97,20 @@ class LogLine:
     kind: Literal["log"] = "log"
 
 
-Event = StateChanged | JobAccepted | JobStarted | JobProgress | JobFinished | JobFailed | LogLine
+@dataclass(frozen=True)
+class ApprovalNeeded:
+    """A job waits for the user (ask-before-running is on): ``worker.approve(job_id, "allow"|"deny"|"always")``.
+
+    ``description`` says in words what the job would do, built from its parameters (made inert for display).
+    """
+
+    job_id: str
+    action: str
+    description: str
+    kind: Literal["approval"] = "approval"
+
+
+Event = StateChanged | JobAccepted | JobStarted | JobProgress | JobFinished | JobFailed | LogLine | ApprovalNeeded
 Subscriber = Callable[[Event], None]
 
 

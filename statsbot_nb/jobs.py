@@ -95,3 +95,48 @@ def file_of(params: Mapping[str, Any]) -> str:
     if isinstance(paths, list) and paths:
         return f"{paths[0]} (+{len(paths) - 1})"
     return ""
+
+
+#: What each action does, in words, for the ask-before-running prompt.
+_VERBS = {
+    "train": "train a model",
+    "predict": "predict with a saved model",
+    "list_models": "list your saved models",
+    "delete_model": "delete a saved model",
+    "set_model_name": "rename a saved model",
+    "file_info": "look at a file (size, columns)",
+    "join": "combine tables into a new file",
+    "save_file": "write a table the server sends into a file",
+    "load_data": "read a table and send its rows to the server",
+}
+_SHOWN = (
+    "file_path",
+    "file_paths",
+    "output_path",
+    "model_id",
+    "model_type",
+    "task_type",
+    "target_column",
+    "feature_columns",
+    "operation",
+    "custom_name",
+)
+
+
+def describe_job(action: str, params: Mapping[str, Any]) -> str:
+    """One plain sentence saying what a job would do, from its action and main parameters (for a person)."""
+    verb = _VERBS.get(action, f"run the action {action!r}")
+    parts = []
+    for key in _SHOWN:
+        value = params.get(key)
+        if value is None or value == "" or value == []:
+            continue
+        if isinstance(value, list):
+            shown = ", ".join(str(v) for v in value[:8]) + (f" and {len(value) - 8} more" if len(value) > 8 else "")
+        else:
+            shown = str(value)
+        parts.append(f"{key.replace('_', ' ')}: {shown[:200]}")
+    others = sorted(k for k in params if k not in _SHOWN)
+    if others:
+        parts.append("other settings: " + ", ".join(others[:10]))
+    return verb[0].upper() + verb[1:] + (" — " + "; ".join(parts) if parts else "") + "."

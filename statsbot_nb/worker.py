@@ -24,13 +24,14 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from . import __version__
 from .config import default_machine_id, is_loopback_url, require_encryption, validate_ws_url
 from .context import JobSettings
 from .core import (
     REJECTED_HINT,
+    AskChanged,
     CoreConfig,
     JobRecord,
     StopRequested,
@@ -58,6 +59,7 @@ class Worker(Driver):
     ``state`` and ``jobs``. ``journal`` (default on) keeps accepted jobs and unconfirmed results in the
     StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only. Plain ``ws://``
     is refused for any host but this one unless ``insecure_ws`` is set (the token would travel in cleartext).
+    With ``ask`` each job waits for :meth:`approve` (the panel's Allow / Deny / Always, or the terminal).
     """
 
     def __init__(
@@ -80,6 +82,7 @@ class Worker(Driver):
         journal: bool | Journal = True,
         insecure_ws: bool = False,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
+        ask: bool = False,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
@@ -104,6 +107,7 @@ class Worker(Driver):
             max_jobs=max_jobs,
             auth_timeout=auth_timeout,
             backoff=backoff or Backoff(),
+            ask=ask,
         )
         self.core = WorkerCore(token.strip(), config)
         if journal is True:
@@ -274,10 +278,28 @@ class Worker(Driver):
         """Wait until no job is queued or running."""
         await asyncio.wait_for(self._idle.wait(), timeout)
 
+    @property
+    def awaiting_approval(self) -> list[JobRecord]:
+        """Jobs waiting for the user to allow or deny them (ask-before-running), oldest first."""
+        ids = self.core.awaiting_approval
+        return sorted((r for j, r in self.jobs.items() if j in ids), key=lambda r: r.accepted_at)
+
+    def approve(self, job_id: str, answer: Literal["allow", "deny", "always"] = "allow") -> bool:
+        """Answer a job waiting for approval: run it, refuse it, or run it and every later job of its action."""
+        if answer not in ("allow", "deny", "always"):
+            raise ValueError(f"answer must be 'allow', 'deny' or 'always', not {answer!r}")
+        ok, actions = self.core.approve(job_id, answer, time.time())
+        self._apply(actions)
+        return ok
+
+    def set_ask(self, ask: bool) -> None:
+        """Turn ask-before-running on or off (off runs every job now waiting)."""
+        self._feed(AskChanged(bool(ask)))
+
     def cancel(self, job_id: str) -> bool:
         """Cancel a queued or running job (its process is killed); False if it is not active."""
         ok, actions = self.core.cancel(job_id, time.time())
-        self._execute(actions)
+        self._apply(actions)
         return ok
 
     # ------------------------------------------------------------------ ending

@@ -28,10 +28,15 @@ def _env(home: Path) -> dict[str, str]:
     return env
 
 
-async def _start(args: list[str], home: Path) -> asyncio.subprocess.Process:
+async def _start(args: list[str], home: Path, stdin: bool = False) -> asyncio.subprocess.Process:
     assert SCRIPT, "the statsbot-worker console script is not installed (pip install -e .)"
     return await asyncio.create_subprocess_exec(
-        SCRIPT, *args, env=_env(home), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        SCRIPT,
+        *args,
+        env=_env(home),
+        stdin=asyncio.subprocess.PIPE if stdin else None,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
 
 
@@ -121,3 +126,25 @@ def test_python_dash_m_entry_point(home: Path):
         [sys.executable, "-m", "statsbot_nb", "--version"], capture_output=True, text=True, env=_env(home), check=True
     )
     assert "statsbot_nb" in out.stdout
+
+
+async def test_ask_at_the_terminal_allows_and_denies(legacy: LegacyServer, home: Path):
+    proc = await _start(["--token", legacy.token, "--ws-url", legacy.url, "--ask"], home, stdin=True)
+    try:
+        await legacy.wait_worker(timeout=30)
+        first = await legacy.send_job("list_models")
+        await asyncio.sleep(0.5)
+        assert first not in legacy.results, "nothing runs before the user allows it"
+        proc.stdin.write(b"y\n")
+        await proc.stdin.drain()
+        assert (await legacy.wait_result(first, timeout=15))["success"] is True
+        second = await legacy.send_job("list_models")
+        proc.stdin.write(b"n\n")
+        await proc.stdin.drain()
+        denied = await legacy.wait_result(second, timeout=15)
+        assert denied["success"] is False and "declined" in denied["error"]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    text = stdout.decode()
+    assert "asks to run: List your saved models." in text and "Allowed." in text and "Denied." in text

@@ -535,3 +535,32 @@ def test_stop_lets_the_holder_answer_a_watched_job() -> None:
     assert not h.core.idle
     h.feed(StopRequested())
     assert h.core.idle
+
+
+def test_ask_before_running_holds_each_job_until_the_user_answers() -> None:
+    from statsbot_nb.core import AskChanged
+    from statsbot_nb.events import ApprovalNeeded
+
+    h = Harness()
+    h.core._ask = True
+    h.connect()
+    out = h.job("a", file_path="/data/x.csv", target_column="y")
+    (asked,) = [a.event for a in out if isinstance(a, Publish) and isinstance(a.event, ApprovalNeeded)]
+    assert "file path: /data/x.csv" in asked.description and "target column: y" in asked.description
+    assert _started(out) == [] and not h.core.idle
+    ok, out = h.core.approve("a", "allow", h.now)
+    assert ok and _started(out) == ["a"]
+    h.job("b")
+    ok, out = h.core.approve("b", "deny", h.now)
+    assert ok and "declined" in _results(out)[0]["error"] and _started(out) == []
+    h.job("c")
+    h.job("d")
+    ok, out = h.core.approve("c", "always", h.now)  # the waiting "d" (same action) is allowed with it
+    h.log.extend(out)
+    h.feed(JobEnded("a", "ok", data={}))
+    assert "c" in _started(h.log) and "d" in _started(h.log)
+    assert not any(isinstance(a, Publish) and isinstance(a.event, ApprovalNeeded) for a in h.job("f"))
+    h.core._always_allowed.clear()
+    h.job("g")
+    h.feed(AskChanged(False))  # switching asking off lets what waits run
+    assert "g" not in h.core.awaiting_approval

@@ -22,6 +22,8 @@ from .limits import REJECTED_HINT, RESTARTED, STOPPING, JobStatus
 from .machine import WorkerCore
 from .vocabulary import (
     Action,
+    Approval,
+    AskChanged,
     CancelJob,
     CancelRequested,
     CloseConnection,
@@ -59,6 +61,8 @@ __all__ = [
     "RESTARTED",
     "STOPPING",
     "Action",
+    "Approval",
+    "AskChanged",
     "CancelJob",
     "CancelRequested",
     "CloseConnection",

@@ -8,6 +8,7 @@ from typing import Any, Literal
 
 from .. import protocol
 from ..events import (
+    ApprovalNeeded,
     JobAccepted,
     JobFailed,
     JobFinished,
@@ -15,11 +16,11 @@ from ..events import (
     JobStarted,
     LogLine,
 )
-from ..jobs import summarize, unknown_action_error
+from ..jobs import describe_job, summarize, unknown_action_error
 from ..journal import Restored
 from ..outbox import Outbox
 from . import limits
-from .limits import HELD_ELSEWHERE, RESTARTED, STOPPING
+from .limits import RESTARTED, STOPPING
 from .vocabulary import (
     Action,
     CancelJob,
@@ -35,7 +36,6 @@ from .vocabulary import (
     PongReceived,
     Publish,
     ReserveJob,
-    ScheduleTimer,
     SendFrame,
     SendPing,
     StartJob,
@@ -63,6 +63,9 @@ class JobDecisions:
     _watch_tries: dict[str, int]
     _held: list[protocol.Job]
     _params: dict[str, dict[str, Any]]
+    _ask: bool
+    _awaiting: set[str]
+    _always_allowed: set[str]
     _watch_key: int
     _pings: dict[int, tuple[int, tuple[str, ...]]]
 
@@ -120,6 +123,12 @@ class JobDecisions:
         existing = event.existing
         if existing is None:
             out.append(Publish(JobAccepted(job_id, record.action, dict(record.params))))
+            if self._ask and record.action not in self._always_allowed:
+                self._awaiting.add(job_id)
+                description = describe_job(record.action, record.params)
+                out.append(Publish(ApprovalNeeded(job_id, record.action, description)))
+                out.append(Log(logging.INFO, f"Job {job_id} waits for the user to allow it"))
+                return
             self._queued[record.isolated].append(job_id)
             self._start_ready(now, out)
             return
@@ -137,39 +146,12 @@ class JobDecisions:
             # Another worker of this home holds it (it answers on its own connection, unless it dies first:
             # its lock may outlive its connection by a moment), or the journal could not be read just now.
             # Never run it on a guess: look again until the journal settles it.
-            self._watch(protocol.Job(job_id, record.action, params), existing.state, out)
+            self._watch(protocol.Job(job_id, record.action, params), existing.state, now, out)
         else:
             state = "running" if existing.state == "running" else "waiting to run"
             self._fail_at_once(job_id, record.action, RESTARTED.format(state=state), now, out)
         if existing.owner_alive is False or existing.frame is not None or existing.state == "confirmed":
             self._watch_tries.pop(job_id, None)
-
-    def _watch(self, job: protocol.Job, state: str, out: list[Action]) -> None:
-        tries = self._watch_tries.get(job.job_id, 0) + 1
-        if tries > limits.RECHECK_GIVE_UP:
-            self._watch_tries.pop(job.job_id, None)
-            self._fail_at_once(job.job_id, job.action, HELD_ELSEWHERE.format(job_id=job.job_id), 0.0, out)
-            return
-        self._watch_tries[job.job_id] = tries
-        if tries == 1:
-            why = "the job journal could not be read" if state == "unknown" else "another worker here holds it"
-            out.append(Log(logging.INFO, f"Job {job.job_id} waits: {why}; it is not run twice"))
-        self._watch_key += 1
-        self._watching[self._watch_key] = job
-        out.append(ScheduleTimer("recheck", limits.RECHECK_S, self._watch_key))
-
-    def _recheck(self, key: int, now: float, out: list[Action]) -> None:
-        """Ask the journal again about a job it could not settle (see :meth:`_on_reserved`)."""
-        job = self._watching.pop(key, None)
-        if job is None:
-            return
-        if self._stopping:
-            self._watch_tries.pop(job.job_id, None)  # its holder answers it; this worker is leaving
-            return
-        if self._phase != "ready":
-            self._held.append(job)  # asked again once connected
-            return
-        self._accept(job, now, out)
 
     def _answer_again(self, job_id: str, out: list[Action]) -> bool:
         """A job id seen before is never run twice; True when it needs nothing more (still running, or answered).
@@ -327,6 +309,7 @@ class JobDecisions:
             if job_id in self._queued[record.isolated]:
                 self._queued[record.isolated].remove(job_id)
             self._reserving.discard(job_id)
+            self._awaiting.discard(job_id)
             self._finish(record, "cancelled", None, "The job was cancelled before it started.", now, out)
             return True
         if not record.cancel_requested:

@@ -29,3 +29,4 @@ HELD_ELSEWHERE = (
     "Job {job_id} was not run: another StatsBot worker on this machine holds it (or the job journal could not be "
     "read) and nothing settled it for 5 minutes; this worker does not run a job twice. Send it again later."
 )
+DENIED = "The user of this worker declined to run this job on their machine."

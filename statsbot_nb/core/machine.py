@@ -17,10 +17,12 @@ from ..events import (
 from ..journal import Restored
 from ..outbox import Outbox
 from . import limits
-from .jobbook import JobDecisions
+from .holds import JobHolds
 from .limits import REJECTED_HINT
 from .vocabulary import (
     Action,
+    Approval,
+    AskChanged,
     CancelRequested,
     CloseConnection,
     ConnectionLost,
@@ -48,7 +50,7 @@ from .vocabulary import (
 Phase = Literal["idle", "opening", "auth", "ready", "closing", "waiting", "done"]
 
 
-class WorkerCore(JobDecisions):
+class WorkerCore(JobHolds):
     """The worker's state and decisions. Feed it with :meth:`handle`; carry out what it returns."""
 
     def __init__(self, token: str, config: CoreConfig, *, delays: Iterator[float] | None = None) -> None:
@@ -79,6 +81,9 @@ class WorkerCore(JobDecisions):
         self._watch_tries: dict[str, int] = {}
         self._held: list[protocol.Job] = []  # such jobs whose look came while disconnected
         self._params: dict[str, dict[str, Any]] = {}  # full parameters of accepted jobs, until they start
+        self._ask = config.ask
+        self._awaiting: set[str] = set()  # jobs waiting for the user's Approval
+        self._always_allowed: set[str] = set()  # actions the user allowed for good
         self._watch_key = 0
         self._early: list[str | bytes] = []  # job frames that came before auth_response, run once it comes
         self._ready_since = 0.0
@@ -142,6 +147,10 @@ class WorkerCore(JobDecisions):
             self._on_timer(event, now, out)
         elif isinstance(event, CancelRequested):
             self._cancel(event.job_id, now, out)
+        elif isinstance(event, Approval):
+            self._on_approval(event.job_id, event.answer, now, out)
+        elif isinstance(event, AskChanged):
+            self._set_ask(event.ask, now, out)
         elif isinstance(event, StopRequested):
             self._on_stop(now, out)
         elif isinstance(event, Start):
@@ -157,6 +166,16 @@ class WorkerCore(JobDecisions):
             if self.state not in ("rejected", "stopped"):
                 self._set_state("stopped", "Stopped.", out)
         return out
+
+    @property
+    def awaiting_approval(self) -> frozenset[str]:
+        """Ids of jobs waiting for the user to allow or deny them."""
+        return frozenset(self._awaiting)
+
+    def approve(self, job_id: str, answer: str, now: float) -> tuple[bool, list[Action]]:
+        """The user's answer for a waiting job; False if no such job waits."""
+        out: list[Action] = []
+        return self._on_approval(job_id, answer, now, out), out
 
     def cancel(self, job_id: str, now: float) -> tuple[bool, list[Action]]:
         """Cancel a queued or running job for the user; False if it is not active."""

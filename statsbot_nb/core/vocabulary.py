@@ -177,6 +177,21 @@ class CancelRequested:
 
 
 @dataclass(frozen=True)
+class Approval:
+    """The user's answer to a job waiting for approval: allow once, deny, or allow its action always."""
+
+    job_id: str
+    answer: Literal["allow", "deny", "always"]
+
+
+@dataclass(frozen=True)
+class AskChanged:
+    """Ask-before-running switched on or off (off lets every waiting job run)."""
+
+    ask: bool
+
+
+@dataclass(frozen=True)
 class StopRequested:
     """The user asked the worker to stop: cancel what runs, connect no more."""
 
@@ -206,6 +221,8 @@ Event = (
     | JobProgressed
     | JobEnded
     | CancelRequested
+    | Approval
+    | AskChanged
     | StopRequested
     | Ended
 )
@@ -361,4 +378,5 @@ class CoreConfig:
     actions: Mapping[str, ActionSpec]
     max_jobs: int = 2
     auth_timeout: float = 30.0
+    ask: bool = False  # ask the user before running each job (see Approval)
     backoff: Backoff = field(default_factory=Backoff)
