@@ -41,7 +41,9 @@ from .errors import ConfigError, TokenRejectedError
 from .events import EventBus, LogLine, WorkerState
 from .jobs import ACTIONS, ActionSpec, capabilities
 from .journal import Journal
+from .ledgerdb import Ledger
 from .link import Link, connect_options
+from .privacy import describe
 from .retry import Backoff, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
@@ -56,7 +58,8 @@ class Worker(Driver):
     ``start()`` schedules it on the running loop; ``await run()`` runs it until :meth:`stop` or until the
     token is rejected (then :class:`TokenRejectedError` is raised). Observe it through ``events``,
     ``state`` and ``jobs``. ``journal`` (default on) keeps accepted jobs and unconfirmed results in the
-    StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only.
+    StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only. ``ledger``
+    (default on) records every frame sent in ``<home>/ledger.sqlite3`` (see :mod:`statsbot_nb.ledgerdb`).
     """
 
     def __init__(
@@ -77,6 +80,7 @@ class Worker(Driver):
         ping_timeout: float | None = 20.0,
         confirm_timeout: float = 30.0,
         journal: bool | Journal = True,
+        ledger: bool | Ledger = True,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
@@ -103,6 +107,10 @@ class Worker(Driver):
         if journal is True:
             journal = Journal(Path(settings.home), self.url)
         self.journal: Journal | None = journal or None
+        if ledger is True:
+            ledger = Ledger(Path(settings.home))
+        #: Every frame sent is recorded here (``statsbot_nb.ledger()`` reads it); ``ledger=False`` turns it off.
+        self.ledger: Ledger | None = ledger or None
         self._journal_broken = False
         self._journal_warned = -1e9
         self._unwritten = OrderedDict()
@@ -201,9 +209,20 @@ class Worker(Driver):
         return asyncio.run_coroutine_threadsafe(self.stop(), loop)
 
     def update_settings(self, **changes: Any) -> JobSettings:
-        """Change what jobs may do (allowed folders, data sharing); applies to jobs that start later."""
-        self.settings = dataclasses.replace(self.settings, **changes)
-        self.events.publish(LogLine("info", "Settings changed: " + ", ".join(sorted(changes))))
+        """Change what jobs may do (allowed folders, privacy level); applies to jobs that start later.
+
+        ``privacy="strict"|"standard"|"share"`` changes the level; ``share_data=True/False`` alone is the
+        older switch (share, or back to standard).
+        """
+        privacy, share = changes.pop("privacy", None), changes.pop("share_data", None)
+        settings = dataclasses.replace(self.settings, **changes) if changes else self.settings
+        if privacy is not None or share is not None:
+            settings = settings.with_privacy(privacy, share)
+        self.settings = settings
+        named = sorted([*changes, *(["privacy"] if privacy is not None or share is not None else [])])
+        self.events.publish(LogLine("info", "Settings changed: " + ", ".join(named)))
+        if privacy is not None or share is not None:
+            self.events.publish(LogLine("info", f"Privacy is now {settings.privacy}: {describe(settings.privacy)}."))
         return self.settings
 
     async def run(self) -> None:

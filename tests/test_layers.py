@@ -36,7 +36,7 @@ LONG_EXCEPTIONS: frozenset[str] = frozenset()
 #: package prefixes ending in "." (the longest match wins).
 LAYERS: list[tuple[str, ...]] = [
     ("statsbot_nb.errors", "statsbot_nb.strictjson", "statsbot_nb.atomic"),
-    ("statsbot_nb.config",),
+    ("statsbot_nb.config", "statsbot_nb.privacy"),
     ("statsbot_nb.context",),
     ("statsbot_nb.paths", "statsbot_nb.settings"),
     ("statsbot_nb.ml", "statsbot_nb.ml."),
@@ -48,6 +48,8 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.outbox",
         "statsbot_nb.retry",
         "statsbot_nb.journal",
+        "statsbot_nb.ledgerdb",
+        "statsbot_nb.ledgerview",
         "statsbot_nb.core",
         "statsbot_nb.core.",
     ),
