@@ -37,6 +37,7 @@ __all__ = [
     "connect",
     "current_worker",
     "disconnect",
+    "ledger",
     "load_ipython_extension",
     "model",
     "models",
@@ -53,6 +54,8 @@ _LAZY = {
     "models": ("statsbot_nb.local", "models"),
     "model": ("statsbot_nb.local", "model"),
     "compare": ("statsbot_nb.local", "compare"),
+    # what this machine sent to the server (a DataFrame)
+    "ledger": ("statsbot_nb.ledgerview", "read_ledger"),
     # the types users receive: connect() returns a Worker, model() a LocalModel, w.jobs holds JobRecords
     "Worker": ("statsbot_nb.worker", "Worker"),
     "JobRecord": ("statsbot_nb.core", "JobRecord"),

@@ -1,6 +1,7 @@
 """``statsbot-worker``: the headless worker, the demo and the reference server from a terminal.
 
-    statsbot-worker --token T [--ws-url URL] [--max-jobs N] [--allow DIR]... [--share-data] [-v]
+    statsbot-worker --token T [--ws-url URL] [--max-jobs N] [--allow DIR]... [--privacy LEVEL] [-v]
+    statsbot-worker ledger [--json] [--last N]  # every frame this machine sent to the server
     statsbot-worker demo [--dir DIR]      # reference server + worker on loopback, a few real jobs
     statsbot-worker serve [--port 8765]   # the reference server alone
     statsbot-worker trust-model MODEL_ID  # accept a model an older worker saved without a checksum
@@ -34,10 +35,11 @@ from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .inert import InertFormatter, inert
 from .jobs import describe_job, file_of
+from .privacy import LEVELS, describe
 from .settings import resolve_worker
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
-SUBCOMMANDS = ("demo", "serve", "trust-model")
+SUBCOMMANDS = ("demo", "serve", "trust-model", "ledger")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,9 +65,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="also allow jobs to read/write DIR (repeatable; also STATSBOT_ALLOWED_DIRS)",
     )
     parser.add_argument(
+        "--privacy",
+        choices=LEVELS,
+        default=None,
+        help="what results may carry to the server: strict (metrics, counts, column names only), "
+        "standard (default: also up to 10 predictions per job and 20 labels), share (also table rows)",
+    )
+    parser.add_argument(
         "--share-data",
         action="store_true",
-        help="allow load_data to send table contents to the server (off by default)",
+        help="the older name of --privacy share",
     )
     parser.add_argument(
         "--max-file-mb",
@@ -252,6 +261,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
             args.ws_url,
             allow=args.allow or (),
             share_data=args.share_data,
+            privacy=args.privacy,
             max_file_mb=args.max_file_mb,
             machine_id=args.machine_id,
             option="--max-file-mb",
@@ -279,6 +289,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         return EXIT_USAGE
     log_path = setup_logging(home, args.verbose)
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
+    out(f"Privacy {describe(settings.privacy)}. What was sent: 'statsbot-worker ledger'.")
     if log_path:
         out(f"Local log: {log_path}")
     try:
@@ -299,6 +310,8 @@ def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
         from .demo import main as demo_main
 
         return demo_main(argv, out)
+    if name == "ledger":
+        return _ledger(argv, out)
     from .ml.store import trust_model  # trust-model
 
     parser = argparse.ArgumentParser(
@@ -313,6 +326,32 @@ def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
         out(f"Error: {exc}")
         return EXIT_ERROR
     out(f"Trusted {args.model_id}.")
+    return EXIT_OK
+
+
+def _ledger(argv: list[str], out: Callable[[str], None]) -> int:
+    """``statsbot-worker ledger``: the frames sent to the server, as a table or JSON lines."""
+    import json
+
+    from .ledgerdb import ledger_path
+    from .ledgerview import format_table, read_rows
+
+    parser = argparse.ArgumentParser(
+        prog="statsbot-worker ledger",
+        description="Show every frame this machine's worker sent to the server, and which carried your data.",
+    )
+    parser.add_argument("--json", action="store_true", help="one JSON object per frame (oldest first)")
+    parser.add_argument("--last", type=int, default=None, metavar="N", help="only the newest N frames")
+    args = parser.parse_args(argv)
+    home = statsbot_home()
+    rows = read_rows(home, args.last)
+    if args.json:
+        for row in rows:
+            out(json.dumps(row, ensure_ascii=True))
+        return EXIT_OK
+    out(f"Ledger {ledger_path(home)}: {len(rows)} frame(s)")
+    for line in format_table(rows):
+        out(line)
     return EXIT_OK
 
 

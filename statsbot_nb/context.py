@@ -10,10 +10,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .config import models_dir
+from .privacy import DEFAULT_LEVEL, PrivacyLevel, check_level
 
 DEFAULT_MAX_FILE_BYTES = 1000 * 1024 * 1024
 
@@ -26,7 +27,10 @@ class JobSettings:
 
     ``home`` is the StatsBot home (models live in ``home/models``); ``allowed_dirs`` are the folders jobs
     may read and write (empty means the defaults: the user's home and the working folder);
-    ``share_data`` allows ``load_data`` to send table contents to the server.
+    ``privacy`` is what results may carry to the server (``strict``, ``standard`` — the default — or
+    ``share``; see :mod:`statsbot_nb.privacy`). ``share_data`` is the older switch, kept so existing
+    code keeps working: ``share_data=True`` with the default level means ``share``, and after
+    construction it always equals ``privacy == "share"``.
     """
 
     home: Path
@@ -34,6 +38,20 @@ class JobSettings:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     share_data: bool = False
     cwd: Path = field(default_factory=Path.cwd)
+    privacy: PrivacyLevel = DEFAULT_LEVEL
+
+    def __post_init__(self) -> None:
+        # share_data=True asked through the older switch (privacy left at its default) means "share".
+        level = "share" if self.share_data and self.privacy == DEFAULT_LEVEL else check_level(self.privacy)
+        object.__setattr__(self, "privacy", level)
+        object.__setattr__(self, "share_data", level == "share")
+
+    def with_privacy(self, privacy: object = None, share_data: bool | None = None) -> JobSettings:
+        """A copy at another level: ``privacy`` wins; ``share_data`` alone switches between share and standard."""
+        if privacy is None and share_data is not None:
+            privacy = "share" if share_data else (DEFAULT_LEVEL if self.privacy == "share" else self.privacy)
+        level = check_level(self.privacy if privacy is None else privacy)
+        return replace(self, privacy=level, share_data=level == "share")
 
     @property
     def models_dir(self) -> Path:

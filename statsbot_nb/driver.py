@@ -45,6 +45,7 @@ from .core import (
 from .errors import JobCancelled, JobError, TokenRejectedError
 from .events import EventBus, LogLine
 from .journal import Existing, Journal
+from .ledgerdb import Ledger
 from .link import Link
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,7 @@ class Driver:
     settings: JobSettings
     events: EventBus
     journal: Journal | None
+    ledger: Ledger | None
     rejection: TokenRejectedError | None
     fatal_error: BaseException | None
     _proxy: str | None
@@ -166,6 +168,7 @@ class Driver:
             elif isinstance(action, JournalStarted | JournalResult | JournalConfirmed):
                 self._journal(action)
             elif isinstance(action, StartJob):
+                self._note_job(action)
                 task = asyncio.get_running_loop().create_task(
                     self._run_job(action), name=f"statsbot-job-{action.job_id}"
                 )
@@ -192,11 +195,42 @@ class Driver:
 
     def _open(self, conn: int) -> None:
         link = Link(
-            conn, self.url, self._link_options, self._feed, proxy=self._proxy, confirm_timeout=self._confirm_timeout
+            conn,
+            self.url,
+            self._link_options,
+            self._feed,
+            proxy=self._proxy,
+            confirm_timeout=self._confirm_timeout,
+            on_written=self._written,
         )
         task = asyncio.get_running_loop().create_task(link.run(), name=f"statsbot-connection-{conn}")
         self._links[conn] = (link, task)
         task.add_done_callback(lambda _: self._links.pop(conn, None))
+
+    # ------------------------------------------------------------------ the ledger
+
+    def _note_job(self, action: StartJob) -> None:
+        """Tell the ledger a job starts (its action names its frames); show its warning if the pattern appears."""
+        if self.ledger is None:
+            return
+        try:
+            warning = self.ledger.note_job(action.job_id, action.action, action.params)
+        except Exception:  # the ledger observes; it never stops a job
+            log.exception("The ledger failed to note job %s", action.job_id)
+            return
+        if warning:
+            self.events.publish(LogLine("warning", warning))
+            log.warning("%s", warning)
+
+    def _written(self, frame: SendFrame) -> None:
+        """A frame left through the socket: record it (called by the connection's writer after ``ws.send``)."""
+        if self.ledger is None:
+            return
+        action = self.ledger.action_of(frame.job_id)
+        if action is None and frame.job_id is not None:
+            record = self.core.jobs.get(frame.job_id)
+            action = record.action if record is not None else None
+        self.ledger.record(frame.frame, frame.job_id, action)
 
     def _schedule(self, action: ScheduleTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -334,4 +368,6 @@ class Driver:
         if self.journal is not None:
             self._flush_journal()  # a write that failed earlier gets a last chance
             self.journal.close()
+        if self.ledger is not None:
+            self.ledger.close()
         self._ended.set()

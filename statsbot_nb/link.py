@@ -74,6 +74,7 @@ class Link:
         *,
         proxy: str | None = None,
         confirm_timeout: float = 30.0,
+        on_written: Callable[[SendFrame], None] | None = None,
     ) -> None:
         self.conn = conn
         self.url = url
@@ -82,6 +83,9 @@ class Link:
         self._feed = feed
         self._proxy = proxy
         self._confirm_timeout = confirm_timeout
+        #: Told of each frame once ``ws.send`` returned (the ledger): a frame dropped with a dead connection
+        #: is not reported, and a result re-sent after a reconnect is reported each time it is written.
+        self._on_written = on_written
         self._ws: ClientConnection | None = None
         self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
         self._waiters: set[asyncio.Task[None]] = set()
@@ -154,6 +158,11 @@ class Link:
                     waiter.add_done_callback(self._waiters.discard)
                 else:
                     await ws.send(item.frame)
+                    if self._on_written is not None:
+                        try:
+                            self._on_written(item)
+                        except Exception:  # recording must never stop the writer
+                            log.exception("Recording a sent frame failed")
             except ConnectionClosed:
                 pass  # the reader reports the loss; the core re-sends results after reconnecting
             finally:

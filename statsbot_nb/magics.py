@@ -34,6 +34,7 @@ def _parser() -> _Parser:
     connect.add_argument("--url")
     connect.add_argument("--allow", action="append", default=[])
     connect.add_argument("--share-data", action="store_true")
+    connect.add_argument("--privacy", choices=("strict", "standard", "share"), default=None)
     connect.add_argument("--max-jobs", type=int, default=2)
     for name in ("status", "jobs", "models", "disconnect", "panel", "help"):
         sub.add_parser(name, add_help=False)
@@ -62,7 +63,12 @@ def statsbot_magic(line: str) -> Any:
             print(USAGE)
         elif command == "connect":
             worker = session.connect(
-                args.token, args.url, allow=args.allow, share_data=args.share_data, max_jobs=args.max_jobs
+                args.token,
+                args.url,
+                allow=args.allow,
+                share_data=args.share_data,
+                privacy=args.privacy,
+                max_jobs=args.max_jobs,
             )
             print(
                 f"Connecting to {worker.url} as machine {worker.machine_id} ... "

@@ -135,6 +135,7 @@ def connect(
     *,
     allow: Iterable[str | os.PathLike[str]] = (),
     share_data: bool = False,
+    privacy: str | None = None,
     max_jobs: int = 2,
     machine_id: str | None = None,
     remember: bool = False,
@@ -146,8 +147,11 @@ def connect(
     ``token``: from the argument, else the panel's token field, else ``$STATSBOT_TOKEN``, else one remembered
     in ``config.json``.
     ``url``: from the argument, else ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra
-    folders jobs may use (besides your home and the working folder); ``share_data`` lets ``load_data`` send
-    tables to the server. A previous current worker is stopped first, so there is only ever one.
+    folders jobs may use (besides your home and the working folder). ``privacy``: what results may carry to
+    the server — ``"strict"`` (metrics, counts and column names only), ``"standard"`` (the default: also
+    up to 10 predictions per job and up to 20 labels) or ``"share"`` (also table rows, as ``load_data``
+    needs); ``share_data=True`` is the older way of saying ``"share"``. What was sent is in
+    ``statsbot_nb.ledger()``. A previous current worker is stopped first, so there is only ever one.
     """
     global _current
     setup = resolve_worker(
@@ -155,6 +159,7 @@ def connect(
         url,
         allow=allow,
         share_data=share_data,
+        privacy=privacy,
         max_file_mb=max_file_mb,
         machine_id=machine_id,
         token_sources=_token_sources,

@@ -10,7 +10,9 @@ apart. Precedence, the same everywhere:
   (see :func:`statsbot_nb.config.resolve_ws_url`);
 - allowed folders: the ones passed (``--allow``, ``connect(allow=)``, ``allowed_dirs=``), then
   ``$STATSBOT_ALLOWED_DIRS``; ``~`` expanded, relative ones taken from the current folder, duplicates dropped;
-- machine id: the explicit one, else ``config.json``, else the host name.
+- machine id: the explicit one, else ``config.json``, else the host name;
+- privacy level: the explicit one, else ``share`` when the older ``share_data`` switch is on, else
+  ``standard`` (see :mod:`statsbot_nb.privacy`).
 
 Pure apart from reading ``config.json``: the environment is a parameter (default ``os.environ``), so tests
 pass a dict.
@@ -29,6 +31,7 @@ from .config import default_machine_id, load_config, resolve_ws_url, statsbot_ho
 from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
 from .errors import ConfigError
 from .paths import parse_allowed_dirs
+from .privacy import resolve_level
 
 TOKEN_ENV = "STATSBOT_TOKEN"
 ALLOWED_DIRS_ENV = "STATSBOT_ALLOWED_DIRS"
@@ -64,15 +67,22 @@ def job_settings(
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
     env: Mapping[str, str] | None = None,
     option: str = "max_file_mb",
+    privacy: str | None = None,
 ) -> JobSettings:
-    """The :class:`JobSettings` a worker (or a notebook call) runs jobs with."""
+    """The :class:`JobSettings` a worker (or a notebook call) runs jobs with.
+
+    ``privacy`` is ``strict``, ``standard`` or ``share`` (None: ``share`` if ``share_data``, else
+    ``standard``); a contradiction or an unknown level is a :class:`ConfigError`.
+    """
     env = os.environ if env is None else env
+    level = resolve_level(privacy, share_data)
     return JobSettings(
         home=statsbot_home(dict(env)) if home is None else home,
         allowed_dirs=allowed_dirs(allow, env),
         max_file_bytes=max_file_bytes(max_file_mb, option),
-        share_data=share_data,
+        share_data=level == "share",
         cwd=Path.cwd(),
+        privacy=level,
     )
 
 
@@ -133,6 +143,7 @@ def resolve_worker(
     token_sources: Iterable[Callable[[], str | None]] = (),
     env: Mapping[str, str] | None = None,
     option: str = "max_file_mb",
+    privacy: str | None = None,
 ) -> WorkerSetup:
     """Resolve home, config, URL, token, machine id and job settings for a new worker.
 
@@ -144,7 +155,9 @@ def resolve_worker(
     home = statsbot_home(dict(env))
     config = load_config(home)
     resolved_url = resolve_ws_url(url, config, dict(env))
-    settings = job_settings(home, allow=allow, share_data=share_data, max_file_mb=max_file_mb, env=env, option=option)
+    settings = job_settings(
+        home, allow=allow, share_data=share_data, max_file_mb=max_file_mb, env=env, option=option, privacy=privacy
+    )
     return WorkerSetup(
         home=home,
         config=config,

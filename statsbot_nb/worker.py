@@ -42,7 +42,9 @@ from .errors import ConfigError, TokenRejectedError
 from .events import EventBus, LogLine, WorkerState
 from .jobs import ACTIONS, ActionSpec, capabilities
 from .journal import Journal
+from .ledgerdb import Ledger
 from .link import DEFAULT_MAX_FRAME_BYTES, Link, connect_options
+from .privacy import describe
 from .retry import Backoff, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
@@ -60,6 +62,7 @@ class Worker(Driver):
     StatsBot home, so a restart re-sends them; pass ``False`` to keep them in memory only. Plain ``ws://``
     is refused for any host but this one unless ``insecure_ws`` is set (the token would travel in cleartext).
     With ``ask`` each job waits for :meth:`approve` (the panel's Allow / Deny / Always, or the terminal).
+    ``ledger`` (default on) records every frame sent in ``<home>/ledger.sqlite3`` (see :mod:`statsbot_nb.ledgerdb`).
     """
 
     def __init__(
@@ -83,6 +86,7 @@ class Worker(Driver):
         insecure_ws: bool = False,
         max_frame_bytes: int = DEFAULT_MAX_FRAME_BYTES,
         ask: bool = False,
+        ledger: bool | Ledger = True,
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise TokenRejectedError("No token given. " + REJECTED_HINT)
@@ -113,6 +117,10 @@ class Worker(Driver):
         if journal is True:
             journal = Journal(Path(settings.home), self.url)
         self.journal: Journal | None = journal or None
+        if ledger is True:
+            ledger = Ledger(Path(settings.home))
+        #: Every frame sent is recorded here (``statsbot_nb.ledger()`` reads it); ``ledger=False`` turns it off.
+        self.ledger: Ledger | None = ledger or None
         self._journal_broken = False
         self._journal_warned = -1e9
         self._unwritten = OrderedDict()
@@ -219,9 +227,20 @@ class Worker(Driver):
         return asyncio.run_coroutine_threadsafe(self.stop(), loop)
 
     def update_settings(self, **changes: Any) -> JobSettings:
-        """Change what jobs may do (allowed folders, data sharing); applies to jobs that start later."""
-        self.settings = dataclasses.replace(self.settings, **changes)
-        self.events.publish(LogLine("info", "Settings changed: " + ", ".join(sorted(changes))))
+        """Change what jobs may do (allowed folders, privacy level); applies to jobs that start later.
+
+        ``privacy="strict"|"standard"|"share"`` changes the level; ``share_data=True/False`` alone is the
+        older switch (share, or back to standard).
+        """
+        privacy, share = changes.pop("privacy", None), changes.pop("share_data", None)
+        settings = dataclasses.replace(self.settings, **changes) if changes else self.settings
+        if privacy is not None or share is not None:
+            settings = settings.with_privacy(privacy, share)
+        self.settings = settings
+        named = sorted([*changes, *(["privacy"] if privacy is not None or share is not None else [])])
+        self.events.publish(LogLine("info", "Settings changed: " + ", ".join(named)))
+        if privacy is not None or share is not None:
+            self.events.publish(LogLine("info", f"Privacy is now {settings.privacy}: {describe(settings.privacy)}."))
         return self.settings
 
     async def run(self) -> None:

@@ -223,7 +223,7 @@ def test_load_data_refused_without_consent(data_dir: Path, ctx: JobContext) -> N
     with pytest.raises(JobError) as err:
         files.load_data({"file_path": "p.csv"}, ctx)
     msg = str(err.value)
-    assert "turned off" in msg and "--share-data" in msg and "stays on this machine" in msg
+    assert "turned off" in msg and "--privacy share" in msg and "stays on this machine" in msg
     assert not isinstance(err.value, AccessDenied)
 
 

@@ -131,7 +131,7 @@ async def test_hostile_requests_are_refused_with_a_sentence(legacy: LegacyServer
             },
             "",
         ),
-        ("load_data", {"file_path": str(layout["csv"])}, "data sharing"),
+        ("load_data", {"file_path": str(layout["csv"])}, "privacy share"),
         (
             "train",
             train_params(

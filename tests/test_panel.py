@@ -123,7 +123,8 @@ async def test_progress_rows_cancel_log_and_text(reference: JobServer, settings,
 
 
 async def test_folders_and_sharing_switch_update_the_worker(reference: JobServer, tmp_path: Path, make_worker):
-    worker = make_worker(reference.url, reference.issue_token(), actions=None)
+    token = reference.issue_token()
+    worker = make_worker(reference.url, token, actions=None)
     p = ControlPanel(worker)
     worker.start()
     await worker.wait_connected(timeout=10)
@@ -141,8 +142,13 @@ async def test_folders_and_sharing_switch_update_the_worker(reference: JobServer
     assert worker.settings.allowed_dirs == ()
     denied = await reference.run_job("load_data", {"file_path": str(extra / "t.csv")}, timeout=20)
     assert not denied.success
-    p.share.value = True
-    assert worker.settings.share_data is True
+    p.privacy.value = "share"
+    assert worker.settings.share_data is True and worker.settings.privacy == "share"
+    p.privacy.value = "strict"
+    assert worker.settings.privacy == "strict" and not worker.settings.share_data
+    p.refresh_sent()
+    assert "file_info" in p.sent.value and "auth (token withheld)" in p.sent.value
+    assert token not in p.sent.value
     p.close()
 
 

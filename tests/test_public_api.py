@@ -19,6 +19,7 @@ PUBLIC = {
     "models",
     "model",
     "compare",
+    "ledger",
     "load_ipython_extension",
     "unload_ipython_extension",
     "__version__",
@@ -54,6 +55,10 @@ def test_every_public_name_resolves_to_the_object_users_receive() -> None:
     assert statsbot_nb.JobRecord is core.JobRecord
     assert statsbot_nb.LocalModel is local.LocalModel
     assert statsbot_nb.connect is session.connect
+    from statsbot_nb import ledgerdb, ledgerview
+
+    assert statsbot_nb.ledger is ledgerview.read_ledger  # importing the ledger's modules never shadows it
+    assert ledgerdb.Ledger is not None
     for name in ("StatsbotError", "ProtocolError", "BadJobError", "TokenRejectedError", "ConfigError", "JobError"):
         assert getattr(statsbot_nb, name) is getattr(errors, name)
         assert issubclass(getattr(statsbot_nb, name), statsbot_nb.StatsbotError)

@@ -2,7 +2,9 @@
 
 Each parses a typed request once, sends every path through the file policy, reads and writes the tables
 (through :mod:`statsbot_nb.ml.data`), and leaves combining tables to the pure :mod:`statsbot_nb.ml.combine`.
-Table contents leave the machine only through ``load_data``, and only when the user turned data sharing on.
+Table contents leave the machine only through ``load_data``, and only at privacy level ``share``; column
+names the worker derived from labels (``proba_<label>``) are numbered at ``strict``
+(:func:`statsbot_nb.privacy.shape_columns`).
 
 ``join`` writes to ``output_path`` or, by default, to ``<first input stem>_joined.<ext>`` next to the first
 input (same format as that input; Excel inputs give CSV), atomically. Every file is opened once by the
@@ -27,6 +29,7 @@ from ..ml.combine import INFO_COLUMNS, KEY_OPERATIONS, OPERATIONS, combine, filt
 from ..ml.data import check_columns, iter_table_chunks, read_columns, read_table, write_table_atomic
 from ..ml.filters import Filter, parse_filters
 from ..paths import MissingFile
+from ..privacy import shape_columns, shares_rows
 from ..safefiles import OpenedTable, OutputFolder
 from ..strictjson import to_strict_json
 from .params import Params, column_names, optional_text, policy, required_text
@@ -147,10 +150,10 @@ def file_info(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     except MissingFile as missing:
         return {"exists": False, "size_bytes": 0, "size_mb": 0.0, "file_path": str(missing.path)}
     with table:
-        return _file_info(table)
+        return _file_info(table, ctx.settings.privacy)
 
 
-def _file_info(table: OpenedTable) -> dict[str, Any]:
+def _file_info(table: OpenedTable, privacy: str) -> dict[str, Any]:
     path, size = table.path, table.stat.st_size
     data: dict[str, Any] = {
         "exists": True,
@@ -161,7 +164,7 @@ def _file_info(table: OpenedTable) -> dict[str, Any]:
     }
     try:
         columns = read_columns(table)
-        data["columns"] = columns[:INFO_COLUMNS]
+        data["columns"] = shape_columns(columns[:INFO_COLUMNS], privacy)
         data["column_count"] = len(columns)
     except JobError as exc:
         data["columns_error"] = str(exc)
@@ -170,11 +173,11 @@ def _file_info(table: OpenedTable) -> dict[str, Any]:
 
 def load_data(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """Send a table's first rows to the server, only if the user turned data sharing on."""
-    if not ctx.settings.share_data:
+    if not shares_rows(ctx.settings.privacy):
         raise JobError(
-            "Sending table contents to the server is turned off on this worker; data stays on this machine. "
-            "Turn on data sharing (`--share-data`, or the panel switch) if you want the bot to see the "
-            "contents of your files."
+            f"Sending table contents to the server is turned off on this worker (privacy "
+            f"{ctx.settings.privacy}); data stays on this machine. Choose privacy 'share' "
+            "(`--privacy share`, or the panel's Privacy menu) if you want the bot to see the contents of your files."
         )
     req = FileRequest.parse(params)
     with policy(ctx.settings).open_readable(req.file_path) as table:
@@ -256,7 +259,7 @@ def _join(req: JoinRequest, ctx: JobContext, tables: list[OpenedTable], output: 
         "output_file": str(output.path),
         "row_count": len(result),
         "column_count": len(columns),
-        "columns": columns[:20],
+        "columns": shape_columns(columns[:20], ctx.settings.privacy),
         "operation": req.operation,
         "input_rows": input_rows,
     }

@@ -5,8 +5,10 @@ chunks so memory stays bounded, and a new ``predictions_<MODELTYPE>_<TARGET>_<jo
 next to the input (input columns + ``prediction`` in the user's labels, plus ``proba_<class>`` for
 classifiers) through an atomic writer, so it appears complete or not at all and never replaces a file.
 
-Only a small sample goes back to the server: up to ten numbers (``wire_predictions``). Unless the user
-allowed sharing table contents (``share_data``), ``dataframe_sample`` is null: no input value leaves.
+What goes back to the server depends on the privacy level (:mod:`statsbot_nb.privacy`): at ``standard``
+up to ten numbers (``wire_predictions``); at ``strict`` none (an empty ``predictions_sample``, which the
+bot reads as no predictions); only at ``share`` the first ten input rows in ``dataframe_sample`` (else
+null: no input value leaves).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..ml import store
 from ..ml.data import AtomicTableWriter, iter_table_chunks, read_columns
 from ..ml.predict import SAMPLE_ROWS, Predictor, check_features, output_path_for, wire_predictions, with_predictions
 from ..paths import PathPolicy
+from ..privacy import shape_columns, shape_predictions, shares_rows
 from ..safefiles import OpenedTable, OutputFolder
 from ..strictjson import to_strict_json
 from .params import Params, policy, required_text
@@ -103,6 +106,8 @@ def _predict_into(
     total = _total_rows(source)
     ctx.progress(5, f"Predicting on {source.name}", "predicting")
     rows = 0
+    level = ctx.settings.privacy
+    share_rows = shares_rows(level)
     predictions_sample: list[float] = []
     meaning = ""
     sample_frame: pd.DataFrame | None = None
@@ -114,7 +119,7 @@ def _predict_into(
                 need = SAMPLE_ROWS - len(predictions_sample)
                 numbers, meaning = wire_predictions(extra.iloc[:need], predictor.labels, predictor.classifier)
                 predictions_sample.extend(numbers)
-                if ctx.settings.share_data:  # the input rows, as today's worker sends them
+                if share_rows:  # the input rows, as today's worker sends them
                     part = chunk.iloc[:need]
                     sample_frame = part if sample_frame is None else pd.concat([sample_frame, part])
             rows += len(chunk)
@@ -124,14 +129,15 @@ def _predict_into(
         ctx.progress(97, f"Writing {output.name}", "saving")
     ctx.progress(100, f"Wrote {rows:,} predictions to {output.name}", "saving")
     log.info("Predicted %d rows with %s into %s", rows, model_id, output)
+    sent, meaning = shape_predictions(predictions_sample[:SAMPLE_ROWS], meaning, level)
     data: dict[str, Any] = {
-        "predictions_sample": predictions_sample[:SAMPLE_ROWS],
+        "predictions_sample": sent,
         "predictions_count": rows,
         # Without sharing: null, and the bot builds its preview from empty feature cells
         # (prediction_handlers.py ``_execute_prediction``); no value of the user's table leaves.
-        "dataframe_sample": _records(sample_frame) if ctx.settings.share_data else None,
+        "dataframe_sample": _records(sample_frame) if share_rows else None,
         "dataframe_rows": rows,
-        "dataframe_columns": columns,
+        "dataframe_columns": shape_columns(columns, level),
         "output_file": str(output.path),
         "model_id": model_id,
         "predictions_meaning": meaning,

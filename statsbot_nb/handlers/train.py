@@ -16,6 +16,7 @@ from ..ml import estimators
 from ..ml.constants import CLASSIFICATION, REGRESSION, TASKS
 from ..ml.data import read_columns, read_table
 from ..ml.train import TrainOptions, early_plan, train_model
+from ..privacy import shape_dataset_stats
 from ..strictjson import to_strict_json
 from .params import Params, custom_name, policy, required_text
 
@@ -148,7 +149,9 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         # A metric that is undefined here (NaN, e.g. r2 of a constant target) is left out: the bot formats
         # every metric key it finds as a number (``_format_keras_metrics``), so a null would fail there.
         "metrics": {k: v for k, v in to_strict_json(model.metrics).items() if v is not None},
-        "dataset_stats": model.dataset_stats,
+        # What the target's values may show depends on the privacy level (labels numbered at strict,
+        # capped at standard); the model's own metadata keeps them all, locally.
+        "dataset_stats": shape_dataset_stats(model.dataset_stats, ctx.settings.privacy),
         "model_info": model.model_info,
         "training_time": model.training_time,
         "display_name": model.display_name,

@@ -1,4 +1,5 @@
-"""The control panel: token, Connect, status, allowed folders, data sharing, live jobs and a job log.
+"""The control panel: token, Connect, status, allowed folders, privacy level, live jobs, a job log, and
+the "Sent to the server" tab (the ledger: every frame sent, and which carried your data).
 
 The panel only *observes* the worker: worker events mark it dirty and a refresh runs at most every
 ``refresh_interval`` seconds on the main loop. Every widget callback (which JupyterLab may deliver on a
@@ -23,8 +24,11 @@ from ..config import load_config, resolve_ws_url, statsbot_home
 from ..errors import StatsbotError
 from ..events import Event
 from ..jobs import file_of
+from ..ledgerview import read_rows
+from ..privacy import DEFAULT_LEVEL, LEVELS, describe
 from ..worker import JobRecord, Worker
 from . import text
+from .sent import sent_html, warning_html
 
 log = logging.getLogger("statsbot_nb.panel")
 
@@ -65,6 +69,7 @@ class ControlPanel:
     def __init__(self, worker: Worker | None = None, *, refresh_interval: float = 0.25, max_log_rows: int = 30) -> None:
         self.refresh_interval = refresh_interval
         self.max_log_rows = max_log_rows
+        self.max_sent_rows = 50
         self.worker: Worker | None = None
         self.refreshes = 0
         self._unsubscribe: Any = None
@@ -108,11 +113,16 @@ class ControlPanel:
         self.add_folder_button.on_click(lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
         self.remove_folder_button.on_click(lambda _b: session.call_on_main(self.disallow_folder, self.folders.value))
         self.folder_message = W.HTML()
-        self.share = W.Checkbox(
-            value=False, description="Share table contents with the server (load_data)", indent=False
+        self.privacy = W.Dropdown(
+            options=[(describe(level), level) for level in LEVELS],
+            value=DEFAULT_LEVEL,
+            description="Privacy",
+            layout=W.Layout(width="640px"),
         )
-        self.share.add_class("statsbot-share")
-        self.share.observe(lambda change: session.call_on_main(self._share_changed, change["new"]), "value")
+        self.privacy.add_class("statsbot-privacy")
+        self.privacy.observe(lambda change: session.call_on_main(self._privacy_changed, change["new"]), "value")
+        self.warning = W.HTML()
+        self.warning.add_class("statsbot-warning")
 
         self.progress_box = W.VBox()
         self.log = W.HTML()
@@ -124,11 +134,19 @@ class ControlPanel:
                 self.folders,
                 W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
                 self.folder_message,
-                self.share,
+                self.privacy,
             ]
         )
         worker_tab = W.VBox(
-            [connection, W.HTML("<b>Running</b>"), self.progress_box, W.HTML("<b>Job log</b>"), self.log, privacy]
+            [
+                connection,
+                self.warning,
+                W.HTML("<b>Running</b>"),
+                self.progress_box,
+                W.HTML("<b>Job log</b>"),
+                self.log,
+                privacy,
+            ]
         )
         self.tabs = W.Tab(children=[worker_tab])
         self.tabs.set_title(0, "Worker")
@@ -137,6 +155,10 @@ class ControlPanel:
         self.browser = ModelBrowser()
         self.add_tab("Models", self.browser.widget)
         self.browser.refresh()
+        self.sent = W.HTML()
+        self.sent.add_class("statsbot-sent")
+        self._sent_read = 0.0
+        self.add_tab("Sent to the server", W.VBox([self.sent]))
         self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
         self.widget.add_class("statsbot-panel")
 
@@ -168,7 +190,7 @@ class ControlPanel:
     def _connect_clicked(self) -> None:
         token = self._take_token()
         try:
-            session.connect(token, self.url.value.strip() or None, allow=self._extra_dirs, share_data=self.share.value)
+            session.connect(token, self.url.value.strip() or None, allow=self._extra_dirs, privacy=self.privacy.value)
         except StatsbotError as exc:
             self._show_status("rejected" if "token" in str(exc).lower() else "stopped", str(exc))
         except Exception as exc:  # never a traceback from a button; the log has the details
@@ -212,9 +234,9 @@ class ControlPanel:
         if self.worker is not None:
             self.worker.update_settings(allowed_dirs=tuple(Path(p) for p in self._extra_dirs))
 
-    def _share_changed(self, value: bool) -> None:
-        if self.worker is not None and self.worker.settings.share_data != value:
-            self.worker.update_settings(share_data=bool(value))
+    def _privacy_changed(self, value: str) -> None:
+        if self.worker is not None and self.worker.settings.privacy != value:
+            self.worker.update_settings(privacy=value)
 
     def _cancel(self, job_id: str) -> None:
         session.call_on_main(lambda: self.worker.cancel(job_id) if self.worker else None)
@@ -236,7 +258,7 @@ class ControlPanel:
         self.browser.refresh()
         self._extra_dirs = [str(p) for p in worker.settings.allowed_dirs]
         self.folders.options = list(self._extra_dirs)
-        self.share.value = worker.settings.share_data
+        self.privacy.value = worker.settings.privacy
         for row in self._rows.values():
             row.box.close()
         self._rows.clear()
@@ -263,6 +285,7 @@ class ControlPanel:
         if worker is None:
             self._show_status("idle", text.status_line(None))
             self.log.value = "<i>No jobs yet.</i>"
+            self.refresh_sent()
             return
         self._show_status(worker.state, worker.status_message)
         running = [j for j in worker.jobs.values() if j.status in ("queued", "running")]
@@ -277,6 +300,21 @@ class ControlPanel:
         if list(self.progress_box.children) != boxes:
             self.progress_box.children = boxes
         self.log.value = self._log_html(worker)
+        warnings = worker.ledger.warnings if worker.ledger is not None else ()
+        self.warning.value = warning_html(warnings[-1][1]) if warnings else ""
+        if time.monotonic() - self._sent_read >= 1.0:
+            self.refresh_sent()
+
+    def refresh_sent(self) -> None:
+        """Show the newest frames of the ledger (the worker's home, else the default StatsBot home)."""
+        self._sent_read = time.monotonic()
+        home = self.worker.settings.home if self.worker is not None else None
+        try:
+            rows = read_rows(home, limit=self.max_sent_rows)
+        except Exception as exc:  # a panel never shows a traceback
+            self.sent.value = f"<i>The ledger could not be read: {html.escape(str(exc))}</i>"
+            return
+        self.sent.value = sent_html(rows)
 
     def _log_html(self, worker: Worker) -> str:
         finished = [j for j in worker.jobs.values() if j.finished][::-1]
