@@ -235,3 +235,31 @@ async def test_connect_without_a_token_takes_the_one_typed_in_the_panel(referenc
     worker = statsbot_nb.connect(url=reference.url)
     assert p.token.value == ""
     await worker.wait_connected(timeout=10)
+
+
+async def test_the_panel_asks_before_running_and_runs_what_the_user_allows(reference, make_worker):
+    """Ask-before-running in the panel: the job waits with its description; Allow runs it, Deny refuses it."""
+    from statsbot_nb.ui.panel import ControlPanel
+
+    worker = make_worker(reference.url, reference.issue_token(), ask=True)
+    panel = ControlPanel(worker)
+    worker.start()
+    await worker.wait_connected(timeout=10)
+    assert panel.ask.value is True
+    allowed = reference.submit("list_models")
+    denied = reference.submit("list_models")
+    for _ in range(200):
+        panel._refresh()
+        if len(panel._approvals) == 2:
+            break
+        await asyncio.sleep(0.02)
+    rows = [panel._approvals[allowed.job_id], panel._approvals[denied.job_id]]
+    assert "List your saved models" in rows[0].label.value
+    assert not allowed.done
+    rows[0].box.children[1].click()  # Allow
+    rows[1].box.children[2].click()  # Deny
+    first = await asyncio.wait_for(asyncio.shield(allowed.future), 10)
+    second = await asyncio.wait_for(asyncio.shield(denied.future), 10)
+    assert first.success and not second.success and "declined" in (second.error or "")
+    panel._refresh()
+    assert panel._approvals == {}

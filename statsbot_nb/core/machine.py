@@ -168,6 +168,11 @@ class WorkerCore(JobHolds):
         return out
 
     @property
+    def asking(self) -> bool:
+        """True while ask-before-running is on."""
+        return self._ask
+
+    @property
     def awaiting_approval(self) -> frozenset[str]:
         """Ids of jobs waiting for the user to allow or deny them."""
         return frozenset(self._awaiting)

@@ -26,8 +26,9 @@ from ..events import Event
 from ..jobs import file_of
 from ..ledgerview import read_rows
 from ..privacy import DEFAULT_LEVEL, LEVELS, describe
-from ..worker import JobRecord, Worker
+from ..worker import Worker
 from . import text
+from .rows import ApprovalRow, JobRow
 from .sent import sent_html, warning_html
 
 log = logging.getLogger("statsbot_nb.panel")
@@ -42,27 +43,6 @@ _STATE_COLOURS = {
 }
 
 
-class JobRow:
-    """A progress bar, stage/ETA label and Cancel button for one running job."""
-
-    def __init__(self, job: JobRecord, on_cancel: Any) -> None:
-        self.job_id = job.job_id
-        self.label = W.HTML(f"<b>{html.escape(job.action)}</b> {html.escape(file_of(job.params))}")
-        self.bar = W.FloatProgress(value=0.0, min=0.0, max=100.0, layout=W.Layout(width="40%"))
-        self.bar.add_class("statsbot-progress")
-        self.detail = W.Label("queued")
-        self.cancel = W.Button(description="Cancel", button_style="warning", layout=W.Layout(width="80px"))
-        self.cancel.add_class("statsbot-cancel")
-        self.cancel.on_click(lambda _b: on_cancel(self.job_id))
-        self.box = W.HBox([self.label, self.bar, self.detail, self.cancel])
-
-    def update(self, job: JobRecord) -> None:
-        """Show the job's progress, stage and ETA."""
-        self.bar.value = float(job.progress)
-        eta = f", ~{job.eta:.0f} s left" if job.eta is not None else ""
-        self.detail.value = f"{job.progress:.0f}% {job.stage}: {job.message}{eta}"[:120]
-
-
 class ControlPanel:
     """The StatsBot control panel; display it (it renders as widgets, or as text where they cannot)."""
 
@@ -75,6 +55,7 @@ class ControlPanel:
         self._unsubscribe: Any = None
         self._refresh_pending = False
         self._rows: dict[str, JobRow] = {}
+        self._approvals: dict[str, ApprovalRow] = {}
         self._extra_dirs: list[str] = []
         self._build()
         session.on_new_worker(self._on_new_worker)
@@ -120,6 +101,9 @@ class ControlPanel:
             layout=W.Layout(width="640px"),
         )
         self.privacy.add_class("statsbot-privacy")
+        self.ask = W.Checkbox(value=False, description="Ask me before running each job", indent=False)
+        self.ask.add_class("statsbot-ask")
+        self.ask.observe(lambda change: session.call_on_main(self._ask_changed, change["new"]), "value")
         self.privacy.observe(lambda change: session.call_on_main(self._privacy_changed, change["new"]), "value")
         self.warning = W.HTML()
         self.warning.add_class("statsbot-warning")
@@ -135,6 +119,7 @@ class ControlPanel:
                 W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
                 self.folder_message,
                 self.privacy,
+                self.ask,
             ]
         )
         worker_tab = W.VBox(
@@ -238,6 +223,13 @@ class ControlPanel:
         if self.worker is not None and self.worker.settings.privacy != value:
             self.worker.update_settings(privacy=value)
 
+    def _ask_changed(self, value: bool) -> None:
+        if self.worker is not None:
+            self.worker.set_ask(value)
+
+    def _answer(self, job_id: str, answer: str) -> None:
+        session.call_on_main(lambda: self.worker.approve(job_id, answer) if self.worker else None)  # type: ignore[arg-type]
+
     def _cancel(self, job_id: str) -> None:
         session.call_on_main(lambda: self.worker.cancel(job_id) if self.worker else None)
 
@@ -259,6 +251,7 @@ class ControlPanel:
         self._extra_dirs = [str(p) for p in worker.settings.allowed_dirs]
         self.folders.options = list(self._extra_dirs)
         self.privacy.value = worker.settings.privacy
+        self.ask.value = worker.core.asking
         for row in self._rows.values():
             row.box.close()
         self._rows.clear()
@@ -288,7 +281,14 @@ class ControlPanel:
             self.refresh_sent()
             return
         self._show_status(worker.state, worker.status_message)
-        running = [j for j in worker.jobs.values() if j.status in ("queued", "running")]
+        waiting = worker.awaiting_approval
+        for job in waiting:
+            if job.job_id not in self._approvals:
+                self._approvals[job.job_id] = ApprovalRow(job, self._answer)
+        for job_id in [j for j in self._approvals if j not in {r.job_id for r in waiting}]:
+            self._approvals.pop(job_id).box.close()
+        waiting_ids = {j.job_id for j in waiting}
+        running = [j for j in worker.jobs.values() if j.status in ("queued", "running") and j.job_id not in waiting_ids]
         for job in running:
             row = self._rows.get(job.job_id)
             if row is None:
@@ -296,7 +296,7 @@ class ControlPanel:
             row.update(job)
         for job_id in [j for j in self._rows if j not in {r.job_id for r in running}]:
             self._rows.pop(job_id).box.close()
-        boxes = [row.box for row in self._rows.values()]
+        boxes = [row.box for row in self._approvals.values()] + [row.box for row in self._rows.values()]
         if list(self.progress_box.children) != boxes:
             self.progress_box.children = boxes
         self.log.value = self._log_html(worker)
