@@ -139,6 +139,8 @@ def connect(
     machine_id: str | None = None,
     remember: bool = False,
     max_file_mb: float = DEFAULT_MAX_FILE_BYTES / 2**20,
+    max_job_memory: float | str | None = None,
+    max_job_seconds: float | None = None,
     **worker_options: Any,
 ) -> Worker:
     """Start a worker connected to the StatsBot server and return it at once.
@@ -147,7 +149,9 @@ def connect(
     in ``config.json``.
     ``url``: from the argument, else ``$STATSBOT_WS_URL``, ``config.json`` or the default. ``allow``: extra
     folders jobs may use (besides your home and the working folder); ``share_data`` lets ``load_data`` send
-    tables to the server. A previous current worker is stopped first, so there is only ever one.
+    tables to the server. ``max_job_memory`` (megabytes, or text such as ``"4G"``; default half of RAM) and
+    ``max_job_seconds`` (default 6 hours) stop a job past either limit, with a sentence saying which; 0
+    turns a limit off. A previous current worker is stopped first, so there is only ever one.
     """
     global _current
     setup = resolve_worker(
@@ -156,6 +160,8 @@ def connect(
         allow=allow,
         share_data=share_data,
         max_file_mb=max_file_mb,
+        max_job_memory=max_job_memory,
+        max_job_seconds=max_job_seconds,
         machine_id=machine_id,
         token_sources=_token_sources,
     )
