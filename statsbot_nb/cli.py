@@ -241,7 +241,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         return EXIT_USAGE
     log_path = setup_logging(home, args.verbose)
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
-    out(f"Per-job limits: {describe_limits(settings)}")
+    limits = f"Per-job limits: {describe_limits(settings)}"
+    logging.getLogger("statsbot_nb.cli").info("%s", limits)  # always in worker.log
+    if args.verbose:
+        out(limits)
     if log_path:
         out(f"Local log: {log_path}")
     try:

@@ -18,7 +18,7 @@ import pytest
 from hostile_files import shared_strings_xlsx
 from test_worker import running, until
 
-from statsbot_nb.cli import main
+from statsbot_nb.cli import describe_limits, main
 from statsbot_nb.context import DEFAULT_MAX_JOB_SECONDS, JobSettings, physical_memory_bytes
 from statsbot_nb.errors import ConfigError, JobError
 from statsbot_nb.events import Event, JobFailed
@@ -246,3 +246,8 @@ def test_limits_reach_job_settings_from_cli_and_connect(home: Path):
     assert "--max-job-memory" in lines[-1] and "64 MB" in lines[-1]
     assert main([*url, "--max-job-seconds", "-1"], out=lines.append) == 2
     assert "--max-job-seconds" in lines[-1]
+
+
+def test_the_limits_in_words():
+    settings = JobSettings(home=Path("/h"), max_job_memory_bytes=4 * 2**30, max_job_seconds=None)
+    assert describe_limits(settings) == "4096 MB of memory, no time limit (--max-job-memory, --max-job-seconds)"
