@@ -1,6 +1,7 @@
 """``statsbot-worker``: the headless worker, the demo and the reference server from a terminal.
 
-    statsbot-worker --token T [--ws-url URL] [--max-jobs N] [--allow DIR]... [--privacy LEVEL] [-v]
+    statsbot-worker --token T [--ws-url URL] [--max-jobs N] [--allow DIR]... [--privacy LEVEL]
+                    [--max-job-memory SIZE] [--max-job-seconds S] [--ask] [-v]
     statsbot-worker ledger [--json] [--last N]  # every frame this machine sent to the server
     statsbot-worker demo [--dir DIR]      # reference server + worker on loopback, a few real jobs
     statsbot-worker serve [--port 8765]   # the reference server alone
@@ -30,7 +31,7 @@ from .config import (
     statsbot_home,
     update_config,
 )
-from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .context import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_JOB_SECONDS, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .inert import InertFormatter, inert
@@ -82,6 +83,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_FILE_BYTES / 2**20,
         help="largest file a job may read, in MB (default 1000)",
     )
+    parser.add_argument(
+        "--max-job-memory",
+        metavar="SIZE",
+        help="stop a job whose memory passes SIZE: megabytes, or with a unit such as 4G or 512M; 0 = no limit "
+        "(default: half of this machine's RAM)",
+    )
+    parser.add_argument(
+        "--max-job-seconds",
+        type=float,
+        metavar="S",
+        help=f"stop a job that runs longer than S seconds; 0 = no limit (default {DEFAULT_MAX_JOB_SECONDS:g}, 6 hours)",
+    )
     parser.add_argument("--machine-id", help="name this machine shows in the bot (default: host name)")
     parser.add_argument(
         "--max-frame-mb",
@@ -106,6 +119,15 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress and debug logs")
     parser.add_argument("--version", action="version", version=f"statsbot_nb {__version__}")
     return parser
+
+
+def describe_limits(settings: JobSettings) -> str:
+    """The per-job limits in words, for the start-up line (so the user knows what will stop a job)."""
+    memory = settings.max_job_memory_bytes
+    seconds = settings.max_job_seconds
+    mem_text = f"{memory / 2**20:.0f} MB of memory" if memory is not None else "no memory limit"
+    time_text = f"{seconds:g} s" if seconds is not None else "no time limit"
+    return f"{mem_text}, {time_text} (--max-job-memory, --max-job-seconds)"
 
 
 def setup_logging(home: Path, verbose: bool) -> Path | None:
@@ -263,8 +285,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
             share_data=args.share_data,
             privacy=args.privacy,
             max_file_mb=args.max_file_mb,
+            max_job_memory=args.max_job_memory,
+            max_job_seconds=args.max_job_seconds,
             machine_id=args.machine_id,
             option="--max-file-mb",
+            limit_options=("--max-job-memory", "--max-job-seconds"),
         )
         home, url, token, machine_id, settings = (
             setup.home,
@@ -290,6 +315,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     log_path = setup_logging(home, args.verbose)
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
     out(f"Privacy {describe(settings.privacy)}. What was sent: 'statsbot-worker ledger'.")
+    limits = f"Per-job limits: {describe_limits(settings)}"
+    logging.getLogger("statsbot_nb.cli").info("%s", limits)  # always in worker.log
+    if args.verbose:
+        out(limits)
     if log_path:
         out(f"Local log: {log_path}")
     try:

@@ -8,6 +8,7 @@ process; :class:`JobContext` wraps it with a progress callback supplied by the r
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -17,6 +18,34 @@ from .config import models_dir
 from .privacy import DEFAULT_LEVEL, PrivacyLevel, check_level
 
 DEFAULT_MAX_FILE_BYTES = 1000 * 1024 * 1024
+
+#: Default per-job wall-clock limit. The slowest jobs the bot asks for that we measured or can foresee (a
+#: 200-epoch Keras net or 100,000 boosting rounds on a large table, on a laptop CPU) take an hour or two;
+#: six hours leaves room for three times that, and still frees the slot the same working day when the
+#: server sends something that would never end (``max_iter=1e9``, ``epochs=1e9``).
+DEFAULT_MAX_JOB_SECONDS = 6 * 3600.0
+#: Default per-job memory limit as a share of this machine's RAM: half, so one job can never take the
+#: memory the user's own programs (and the notebook kernel) need, and the default two job slots together
+#: stay within RAM before swap.
+DEFAULT_MAX_JOB_MEMORY_SHARE = 0.5
+#: Used when the size of RAM cannot be read (not Linux/macOS-like): a value that suits an 8 GB laptop.
+FALLBACK_MAX_JOB_MEMORY_BYTES = 4 * 1024**3
+
+
+def physical_memory_bytes() -> int | None:
+    """This machine's RAM in bytes, or None where the platform does not say (``os.sysconf``)."""
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
+    return pages * page_size if pages > 0 and page_size > 0 else None
+
+
+def default_max_job_memory_bytes() -> int:
+    """The default per-job memory limit: :data:`DEFAULT_MAX_JOB_MEMORY_SHARE` of RAM (see there)."""
+    ram = physical_memory_bytes()
+    return int(ram * DEFAULT_MAX_JOB_MEMORY_SHARE) if ram else FALLBACK_MAX_JOB_MEMORY_BYTES
+
 
 ProgressSink = Callable[[float, str, str], None]
 
@@ -31,6 +60,10 @@ class JobSettings:
     ``share``; see :mod:`statsbot_nb.privacy`). ``share_data`` is the older switch, kept so existing
     code keeps working: ``share_data=True`` with the default level means ``share``, and after
     construction it always equals ``privacy == "share"``.
+
+    ``max_job_memory_bytes`` and ``max_job_seconds`` bound each job that runs in its own process (the
+    runner stops it past either and says which limit did); None means no limit. They live here, not on
+    the worker, so every entry point (CLI, ``connect()``, the panel) sets them the same way.
     """
 
     home: Path
@@ -38,6 +71,8 @@ class JobSettings:
     max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
     share_data: bool = False
     cwd: Path = field(default_factory=Path.cwd)
+    max_job_memory_bytes: int | None = field(default_factory=default_max_job_memory_bytes)
+    max_job_seconds: float | None = DEFAULT_MAX_JOB_SECONDS
     privacy: PrivacyLevel = DEFAULT_LEVEL
 
     def __post_init__(self) -> None:

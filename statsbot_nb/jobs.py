@@ -3,7 +3,9 @@
 Handlers are synchronous functions ``handler(params, ctx) -> data`` named by ``"module:function"`` so
 that a job process imports them itself (nothing heavy is imported into the worker's own process, and
 the table works with every multiprocessing start method). ``isolated`` handlers run in their own process
-(heavy: reading tables, fitting); the others are quick and run in a thread.
+(heavy: reading tables, fitting; and *every* action that parses a user's file, however small the parse
+looks: a 1 MB ``.xlsx`` can expand to gigabytes, and only a process can be bounded and killed); the
+others only touch the worker's own model store, are quick, and run in a thread.
 
 This module must stay cheap to import: no pandas or scikit-learn at module level.
 """
@@ -31,7 +33,9 @@ ACTIONS: dict[str, ActionSpec] = {
     "list_models": ActionSpec("statsbot_nb.handlers.models:list_models", isolated=False),
     "delete_model": ActionSpec("statsbot_nb.handlers.models:delete_model", isolated=False),
     "set_model_name": ActionSpec("statsbot_nb.handlers.models:set_model_name", isolated=False),
-    "file_info": ActionSpec("statsbot_nb.handlers.files:file_info", isolated=False),
+    # parses a user's file (the header of an .xlsx means its whole shared-strings table): a process, so
+    # the per-job limits bound it and a cancel stops it. It waits for a slot while heavy jobs run.
+    "file_info": ActionSpec("statsbot_nb.handlers.files:file_info", isolated=True),
     # heavy: reading whole tables, fitting, predicting, writing files -> their own process
     "train": ActionSpec("statsbot_nb.handlers.train:train", isolated=True),
     "predict": ActionSpec("statsbot_nb.handlers.predict:predict", isolated=True),

@@ -9,6 +9,8 @@ forking never happens from the threaded notebook kernel itself. Where forkserver
 
 Progress travels over a pipe; a small reader thread per job hands each message to the event loop with
 ``call_soon_threadsafe``, so the loop never blocks on the child.
+
+Per-job limits, the scratch folders and the job's process group are :mod:`.jobguard`'s.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ import multiprocessing.connection
 import os
 import shutil
 import signal
+import sys
 import tempfile
 import threading
 import traceback
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from .context import JobContext, JobSettings
 from .errors import JobCancelled, JobError
+from .jobguard import (
+    SCRATCH_PREFIX,
+    WATCH_INTERVAL,
+    Watchdog,
+    die_with_parent,
+    kill_job_process,
+    make_scratch,
+    sweep_scratch,
+)
 
 log = logging.getLogger("statsbot_nb.runner")
 
@@ -90,14 +103,27 @@ def _child_main(
     settings: JobSettings,
     conn: multiprocessing.connection.Connection,
     job_id: str = "",
+    scratch: str = "",
+    with_parent: bool = False,
 ) -> None:
-    """Entry point of a job process: run the handler, stream progress, send one outcome."""
+    """Entry point of a job process: run the handler, stream progress, send one outcome.
+
+    ``scratch`` is the job's private folder, made (and later removed) by the parent: the working folder
+    and the temporary folder of everything the job runs, so a library option that writes a bare file
+    name or a temporary file lands there and is deleted even if this process is killed. Handlers resolve
+    paths against ``settings.cwd``, not the process's working folder.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    # A private, throwaway working folder: a library option that writes a bare file name (or anything
-    # relative) lands here and is deleted, never in the user's folders. Handlers resolve paths against
-    # ``settings.cwd``, not the process's working folder.
-    scratch = tempfile.mkdtemp(prefix="statsbot-job-")
+    if hasattr(os, "setpgid"):
+        with contextlib.suppress(OSError):
+            os.setpgid(0, 0)  # lead a group, so a kill reaches the processes this job starts too
+    if with_parent and sys.platform.startswith("linux"):
+        die_with_parent()
+    own_scratch = not scratch
+    scratch = scratch or tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
     os.chdir(scratch)
+    os.environ["TMPDIR"] = scratch
+    tempfile.tempdir = scratch
 
     def sink(percent: float, message: str, stage: str) -> None:
         conn.send(("progress", (percent, message, stage), None))
@@ -108,8 +134,9 @@ def _child_main(
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
         conn.close()
-        os.chdir(tempfile.gettempdir())
-        shutil.rmtree(scratch, ignore_errors=True)
+        if own_scratch:
+            os.chdir("/")
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, Any]:
@@ -126,7 +153,13 @@ def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, An
 class ProcessRunner:
     """Runs each job in a fresh process; cancelling the awaiting task kills that process."""
 
-    def __init__(self, start_method: str | None = None, preload: tuple[str, ...] = PRELOAD) -> None:
+    def __init__(
+        self,
+        start_method: str | None = None,
+        preload: tuple[str, ...] = PRELOAD,
+        watch_interval: float = WATCH_INTERVAL,
+    ) -> None:
+        self.watch_interval = watch_interval
         methods = multiprocessing.get_all_start_methods()
         method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         self._ctx = multiprocessing.get_context(method)
@@ -135,7 +168,13 @@ class ProcessRunner:
         self._procs: set[multiprocessing.process.BaseProcess] = set()
 
     def warm_up(self) -> None:
-        """Start the forkserver (blocking, seconds: call it from a thread) so the first job starts fast."""
+        """Start the forkserver (blocking, seconds: call it from a thread) so the first job starts fast.
+
+        Also sweeps scratch folders left by workers that were killed (see :func:`sweep_scratch`).
+        """
+        removed = sweep_scratch()
+        if removed:
+            log.info("Removed %d scratch folder(s) left by workers that ended abruptly", len(removed))
         if self._ctx.get_start_method() == "forkserver":
             from multiprocessing import forkserver
 
@@ -156,10 +195,28 @@ class ProcessRunner:
         """
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
+        scratch = make_scratch()
+        try:
+            return await self._run(target, params, settings, on_progress, job_id, loop, queue, scratch)
+        finally:
+            await asyncio.to_thread(shutil.rmtree, scratch, True)
+
+    async def _run(
+        self,
+        target: str,
+        params: dict[str, Any],
+        settings: JobSettings,
+        on_progress: ProgressCallback,
+        job_id: str,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[tuple[str, Any, Any]],
+        scratch: Path,
+    ) -> dict[str, Any]:
         reader, writer = self._ctx.Pipe(duplex=False)
+        with_parent = self._ctx.get_start_method() == "forkserver"
         proc = self._ctx.Process(
             target=_child_main,
-            args=(target, params, settings, writer, job_id),
+            args=(target, params, settings, writer, job_id, str(scratch), with_parent),
             name=f"statsbot-job-{target.rpartition(':')[2]}",
         )
         starter = asyncio.ensure_future(asyncio.to_thread(proc.start))
@@ -169,13 +226,19 @@ class ProcessRunner:
             with contextlib.suppress(BaseException):
                 await starter
             if proc.pid is not None:
-                proc.kill()
+                kill_job_process(proc)
                 await asyncio.to_thread(proc.join, 5)
             reader.close()
             writer.close()
             raise
         writer.close()
         self._procs.add(proc)
+        watchdog = Watchdog(
+            proc,
+            getattr(settings, "max_job_memory_bytes", None),
+            getattr(settings, "max_job_seconds", None),
+            interval=self.watch_interval,
+        ).start()
 
         def pump() -> None:
             try:
@@ -207,11 +270,15 @@ class ProcessRunner:
             await asyncio.to_thread(proc.join)
         except BaseException:
             if proc.is_alive():
-                proc.kill()
+                kill_job_process(proc)
             await asyncio.shield(asyncio.to_thread(proc.join, 5))
             raise
         finally:
+            watchdog.stop()
             self._procs.discard(proc)
+        if watchdog.reason is not None and (outcome is None or outcome[0] != "result"):
+            log.warning("Job %s (%s) stopped: %s", job_id, target, watchdog.reason)
+            raise JobError(watchdog.reason)
         if outcome is None:
             code = proc.exitcode
             how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
@@ -226,11 +293,15 @@ class ProcessRunner:
         """Kill any job process still running (used when the worker stops)."""
         for proc in list(self._procs):
             if proc.is_alive():
-                proc.kill()
+                kill_job_process(proc)
 
 
 class ThreadRunner:
-    """Runs quick, light handlers (listing models, file info) in a thread; they cannot be killed."""
+    """Runs quick, light handlers (the model store's listing and renames) in a thread; they cannot be killed.
+
+    Nothing that parses a user's file belongs here: such actions are ``isolated`` (see :mod:`.jobs`), so
+    a hostile file costs a job process that limits bound and a cancel kills, never the worker.
+    """
 
     async def run(
         self,

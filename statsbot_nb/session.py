@@ -140,6 +140,8 @@ def connect(
     machine_id: str | None = None,
     remember: bool = False,
     max_file_mb: float = DEFAULT_MAX_FILE_BYTES / 2**20,
+    max_job_memory: float | str | None = None,
+    max_job_seconds: float | None = None,
     **worker_options: Any,
 ) -> Worker:
     """Start a worker connected to the StatsBot server and return it at once.
@@ -151,7 +153,9 @@ def connect(
     the server — ``"strict"`` (metrics, counts and column names only), ``"standard"`` (the default: also
     up to 10 predictions per job and up to 20 labels) or ``"share"`` (also table rows, as ``load_data``
     needs); ``share_data=True`` is the older way of saying ``"share"``. What was sent is in
-    ``statsbot_nb.ledger()``. A previous current worker is stopped first, so there is only ever one.
+    ``statsbot_nb.ledger()``. ``max_job_memory`` (megabytes, or text such as ``"4G"``; default half of RAM) and
+    ``max_job_seconds`` (default 6 hours) stop a job past either limit, with a sentence saying which; 0
+    turns a limit off. A previous current worker is stopped first, so there is only ever one.
     """
     global _current
     setup = resolve_worker(
@@ -161,6 +165,8 @@ def connect(
         share_data=share_data,
         privacy=privacy,
         max_file_mb=max_file_mb,
+        max_job_memory=max_job_memory,
+        max_job_seconds=max_job_seconds,
         machine_id=machine_id,
         token_sources=_token_sources,
     )

@@ -13,6 +13,8 @@ apart. Precedence, the same everywhere:
 - machine id: the explicit one, else ``config.json``, else the host name;
 - privacy level: the explicit one, else ``share`` when the older ``share_data`` switch is on, else
   ``standard`` (see :mod:`statsbot_nb.privacy`).
+- per-job limits (``--max-job-memory``, ``--max-job-seconds``, the same names in ``connect()``): the value
+  passed, else the defaults in :mod:`statsbot_nb.context`; 0 turns a limit off.
 
 Pure apart from reading ``config.json``: the environment is a parameter (default ``os.environ``), so tests
 pass a dict.
@@ -22,13 +24,19 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .config import default_machine_id, load_config, resolve_ws_url, statsbot_home
-from .context import DEFAULT_MAX_FILE_BYTES, JobSettings
+from .context import (
+    DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_JOB_SECONDS,
+    JobSettings,
+    default_max_job_memory_bytes,
+)
 from .errors import ConfigError
 from .paths import parse_allowed_dirs
 from .privacy import resolve_level
@@ -59,20 +67,67 @@ def max_file_bytes(max_file_mb: object, option: str = "max_file_mb") -> int:
     return int(max_file_mb * 2**20)
 
 
+_MEMORY_UNITS = {"": 2**20, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+_MEMORY_TEXT = re.compile(r"\s*([0-9]+(?:\.[0-9]*)?|\.[0-9]+)\s*([kmgt]?)(?:i?b)?\s*", re.IGNORECASE)
+MemoryLimit = float | int | str | None
+
+
+def parse_max_job_memory(value: MemoryLimit, option: str = "max_job_memory") -> int | None:
+    """A per-job memory limit in bytes from what the user typed; None when the limit is off.
+
+    A number is megabytes (like ``--max-file-mb``); text may carry a unit, ``"4G"``, ``"512M"``,
+    ``"2.5GB"``; None means the default (half of RAM); 0 (or ``"off"``/``"none"``) turns the limit off.
+    Anything else, or less than 64 MB (a job process needs about 130 MB just to start, so a smaller
+    limit would only stop every job), is a :class:`ConfigError` naming ``option``.
+    """
+    if value is None:
+        return default_max_job_memory_bytes()
+    number: float | None = None
+    if isinstance(value, str):
+        if value.strip().lower() in ("off", "none", "0"):
+            return None
+        match = _MEMORY_TEXT.fullmatch(value)
+        if match:
+            number = float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+    elif isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        number = float(value) * 2**20
+    if number == 0:
+        return None
+    if number is None or number < 64 * 2**20:
+        raise ConfigError(
+            f"{option} must be a memory size of at least 64 MB: a number of megabytes, or text such as "
+            f"'4G' or '512M' (0 turns the limit off), not {value!r}."
+        )
+    return int(number)
+
+
+def parse_max_job_seconds(value: float | None, option: str = "max_job_seconds") -> float | None:
+    """A per-job time limit in seconds; None means the default (6 hours), 0 turns the limit off."""
+    if value is None:
+        return DEFAULT_MAX_JOB_SECONDS
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{option} must be a number of seconds (0 turns the limit off), not {value!r}.")
+    return float(value) if value > 0 else None
+
+
 def job_settings(
     home: Path | None = None,
     *,
     allow: Iterable[PathLike] = (),
     share_data: bool = False,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_job_memory: MemoryLimit = None,
+    max_job_seconds: float | None = None,
     env: Mapping[str, str] | None = None,
     option: str = "max_file_mb",
     privacy: str | None = None,
+    limit_options: tuple[str, str] = ("max_job_memory", "max_job_seconds"),
 ) -> JobSettings:
     """The :class:`JobSettings` a worker (or a notebook call) runs jobs with.
 
     ``privacy`` is ``strict``, ``standard`` or ``share`` (None: ``share`` if ``share_data``, else
-    ``standard``); a contradiction or an unknown level is a :class:`ConfigError`.
+    ``standard``); a contradiction or an unknown level is a :class:`ConfigError`. ``limit_options`` name the
+    two per-job limits in error sentences (the CLI passes its flags).
     """
     env = os.environ if env is None else env
     level = resolve_level(privacy, share_data)
@@ -83,6 +138,8 @@ def job_settings(
         share_data=level == "share",
         cwd=Path.cwd(),
         privacy=level,
+        max_job_memory_bytes=parse_max_job_memory(max_job_memory, limit_options[0]),
+        max_job_seconds=parse_max_job_seconds(max_job_seconds, limit_options[1]),
     )
 
 
@@ -139,24 +196,37 @@ def resolve_worker(
     allow: Iterable[PathLike] = (),
     share_data: bool = False,
     max_file_mb: float = DEFAULT_MAX_FILE_MB,
+    max_job_memory: MemoryLimit = None,
+    max_job_seconds: float | None = None,
     machine_id: str | None = None,
     token_sources: Iterable[Callable[[], str | None]] = (),
     env: Mapping[str, str] | None = None,
     option: str = "max_file_mb",
     privacy: str | None = None,
+    limit_options: tuple[str, str] = ("max_job_memory", "max_job_seconds"),
 ) -> WorkerSetup:
     """Resolve home, config, URL, token, machine id and job settings for a new worker.
 
-    Raises :class:`ConfigError` for a bad URL, an unreadable ``config.json`` or a bad ``max_file_mb``
-    (named ``option`` in the sentence). A missing token is not an error here: each entry point says it
-    its own way (the CLI prints usage, ``connect()`` raises).
+    Raises :class:`ConfigError` for a bad URL, an unreadable ``config.json``, a bad ``max_file_mb``
+    (named ``option`` in the sentence) or a bad per-job limit (named by ``limit_options``). A missing
+    token is not an error here: each entry point says it its own way (the CLI prints usage, ``connect()``
+    raises).
     """
     env = os.environ if env is None else env
     home = statsbot_home(dict(env))
     config = load_config(home)
     resolved_url = resolve_ws_url(url, config, dict(env))
     settings = job_settings(
-        home, allow=allow, share_data=share_data, max_file_mb=max_file_mb, env=env, option=option, privacy=privacy
+        home,
+        allow=allow,
+        share_data=share_data,
+        max_file_mb=max_file_mb,
+        max_job_memory=max_job_memory,
+        max_job_seconds=max_job_seconds,
+        env=env,
+        option=option,
+        privacy=privacy,
+        limit_options=limit_options,
     )
     return WorkerSetup(
         home=home,

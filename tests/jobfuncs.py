@@ -59,8 +59,38 @@ def write_relative(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"cwd": os.getcwd()}
 
 
+def alloc_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Allocate (and touch) ``step_mb`` at a time, pausing ``pause`` s between steps, up to ``mb`` in all."""
+    held: list[bytearray] = []
+    step = int(params.get("step_mb", 20)) * 2**20
+    total = int(params.get("mb", 100)) * 2**20
+    while len(held) * step < total:
+        held.append(bytearray(b"x" * step))  # written, so resident, not just reserved
+        ctx.progress(100 * len(held) * step / total, "allocating", "allocating")
+        time.sleep(float(params.get("pause", 0.02)))
+    return {"held_mb": len(held) * step // 2**20}
+
+
+def scratch_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Record the job's working and temporary folders in ``marker``, write a temp file there, then
+    start a grandchild ``sleep`` (its pid recorded too) and either SIGKILL itself (``die``) or sleep."""
+    import subprocess
+    import tempfile
+
+    with tempfile.NamedTemporaryFile("w", delete=False, suffix=".tmp") as fh:
+        fh.write("scratch")
+    child = subprocess.Popen(["sleep", "600"])
+    Path(params["marker"]).write_text(f"{os.getcwd()}\n{tempfile.gettempdir()}\n{fh.name}\n{child.pid}\n")
+    if params.get("die"):
+        os.kill(os.getpid(), signal.SIGKILL)
+    time.sleep(float(params.get("seconds", 600)))
+    return {"cwd": os.getcwd()}
+
+
 TEST_ACTIONS = {
     **ACTIONS,
+    "alloc": ActionSpec("jobfuncs:alloc_job", isolated=True),
+    "scratch": ActionSpec("jobfuncs:scratch_job", isolated=True),
     "sleep": ActionSpec("jobfuncs:sleep_job", isolated=True),
     "burn": ActionSpec("jobfuncs:burn_cpu", isolated=True),
     "die": ActionSpec("jobfuncs:die_job", isolated=True),
