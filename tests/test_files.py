@@ -338,7 +338,7 @@ def test_save_file_csv_neutralises_formulas(data_dir: Path, ctx: JobContext) -> 
     ("params", "match"),
     [
         ({"file_path": "s.csv"}, "'dataframe' must be a non-empty list"),
-        ({"file_path": "s.csv", "dataframe": []}, "'dataframe' must be a non-empty list"),
+        ({"file_path": "s.csv", "dataframe": []}, "The server sent no rows to save"),
         ({"file_path": "s.csv", "dataframe": {"a": [1]}}, "'dataframe' must be a non-empty list"),
         ({"file_path": "s.csv", "dataframe": [{"a": 1}, [2]]}, "item 1 is a list"),
         ({"file_path": "s.csv", "dataframe": [{"a": {"nested": 1}}]}, "holds a dict"),

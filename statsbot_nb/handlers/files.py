@@ -108,7 +108,13 @@ class JoinRequest:
 
 
 def _checked_records(records: object) -> Records:
-    if not isinstance(records, list) or not records:
+    if isinstance(records, list) and not records:
+        raise JobError(
+            "The server sent no rows to save. If these were predictions: at privacy level strict this worker "
+            "sends no predictions to the server, so it has none to save; the predictions file the predict job "
+            "wrote on this machine (its output_file) has them all."
+        )
+    if not isinstance(records, list):
         raise JobError('\'dataframe\' must be a non-empty list of row objects like [{"a": 1, "b": "x"}].')
     for i, row in enumerate(records):
         if not isinstance(row, dict):
