@@ -133,10 +133,22 @@ def _child_main(
     except BaseException as exc:  # e.g. a result that cannot be pickled
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
+        with contextlib.suppress(Exception):
+            conn.send(("peak", _peak_rss_bytes(), None))
         conn.close()
         if own_scratch:
             os.chdir("/")
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _peak_rss_bytes() -> int | None:
+    """This process's peak resident memory in bytes (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
 def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, Any]:
@@ -265,6 +277,9 @@ class ProcessRunner:
                     on_progress(*payload)
                 elif kind == "eof":
                     break
+                elif kind == "peak":
+                    if payload:
+                        log.info("Job %s (%s) peak memory %.0f MB", job_id, target, payload / 2**20)
                 elif outcome is None:
                     outcome = (kind, payload, details)
             await asyncio.to_thread(proc.join)
