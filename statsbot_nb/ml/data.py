@@ -224,10 +224,14 @@ def _read_delimited(source: TableSource, delimiter: str, wanted: list[str]) -> p
     if temporal:  # pandas keeps dates as text unless asked; do the same so every reader agrees
         convert.column_types = {name: pa.string() for name in temporal}
         table = _arrow_csv(source, parse, convert)
-    df = table.to_pandas()
-    for field in table.schema:
-        if pa.types.is_null(field.type):  # an all-empty column: pandas gives float NaN, not None objects
-            df[field.name] = df[field.name].astype("float64")
+    empty = [field.name for field in table.schema if pa.types.is_null(field.type)]
+    # self_destruct frees each Arrow column as it is converted, and the pool hands freed memory back, so
+    # the table is not held twice (Arrow's and pandas') once reading is done.
+    df = table.to_pandas(self_destruct=True, split_blocks=True)
+    del table
+    pa.default_memory_pool().release_unused()
+    for name in empty:  # an all-empty column: pandas gives float NaN, not None objects
+        df[name] = df[name].astype("float64")
     return df
 
 

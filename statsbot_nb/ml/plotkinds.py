@@ -289,9 +289,11 @@ def feature_importance(metadata: Mapping[str, Any]) -> Figure:
         ax.text(v, y, f" {v:.1%}", va="center", fontsize=7)
     ax.set_xlim(0, max(values) * 1.18)
     ax.xaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-    how = {"model": "the model's own measure", "permutation": "permutation on held-out rows"}.get(
-        str(metadata.get("feature_importance_method")), ""
-    )
+    how = {
+        "model": "the model's own measure",
+        "coefficients": "coefficient x spread",
+        "permutation": "permutation on held-out rows",
+    }.get(str(metadata.get("feature_importance_method")), "")
     ax.set(
         title="Feature importance", ylabel="Feature", xlabel="Share of total importance" + (f" ({how})" if how else "")
     )

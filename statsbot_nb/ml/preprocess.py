@@ -14,7 +14,12 @@ function of ours in it would make the pickle unloadable anywhere statsbot_nb is 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import threading
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,7 +81,7 @@ def coerce_features(frame: pd.DataFrame, roles: ColumnRoles) -> pd.DataFrame:
         values = frame[col]
         if not _is_numeric(values):
             values = pd.to_numeric(values, errors="coerce")
-        out[col] = values.astype("float64")
+        out[col] = values if values.dtype == "float64" else values.astype("float64")  # no copy of floats
     for col in roles.categorical:
         values = frame[col]
         mask = values.isna().to_numpy()
@@ -84,7 +89,7 @@ def coerce_features(frame: pd.DataFrame, roles: ColumnRoles) -> pd.DataFrame:
         text = np.array([str(v) for v in text], dtype=object) if len(text) else text
         text[mask] = np.nan
         out[col] = pd.Series(text, index=frame.index, dtype=object)
-    return pd.DataFrame(out, index=frame.index, columns=[*roles.numeric, *roles.categorical])
+    return pd.DataFrame(out, index=frame.index, columns=[*roles.numeric, *roles.categorical], copy=False)
 
 
 def build_preprocessor(roles: ColumnRoles, scale_numeric: bool) -> Any:
@@ -117,6 +122,49 @@ def build_preprocessor(roles: ColumnRoles, scale_numeric: bool) -> Any:
             )
         )
     return ColumnTransformer(transformers, remainder="drop", sparse_threshold=0.0)
+
+
+_FAST_MEDIAN_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def fast_median_imputation() -> Iterator[None]:
+    """While fitting, let ``SimpleImputer(strategy="median")`` compute its medians with ``np.nanmedian``.
+
+    Why: scikit-learn computes a dense median through a masked array whose sort took 0.37 s of a 0.55 s
+    logistic regression on 160,000 x 20 rows (more than the fit), where ``np.nanmedian`` takes 0.03 s. The
+    imputer that comes out is an ordinary ``SimpleImputer`` with the same ``statistics_`` (a test compares
+    them with scikit-learn's own on data with missing values, empty columns and infinities), so the model
+    file stays plain scikit-learn. Only float data with ``NaN`` as the missing marker takes the fast path;
+    anything else, or a scikit-learn whose private ``_dense_fit`` changed shape, uses scikit-learn's own
+    code. The patch is undone on exit; a lock keeps two fits in one process from undoing each other's.
+    """
+    from sklearn.impute import SimpleImputer
+
+    original = SimpleImputer.__dict__.get("_dense_fit")
+    if original is None:
+        yield
+        return
+
+    def _dense_fit(self: Any, X: Any, strategy: Any, missing_values: Any, fill_value: Any) -> Any:
+        nan_marker = isinstance(missing_values, float) and math.isnan(missing_values)
+        if strategy != "median" or not nan_marker or getattr(X, "dtype", None) is None or X.dtype.kind != "f":
+            return original(self, X, strategy, missing_values, fill_value)
+        missing = np.isnan(X)
+        self._fit_indicator(missing)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # all-missing columns
+            median = np.nanmedian(X, axis=0) if missing.any() else np.median(X, axis=0)
+        median = np.asarray(median, dtype="float64")
+        median[missing.all(axis=0)] = 0 if self.keep_empty_features else np.nan
+        return median
+
+    with _FAST_MEDIAN_LOCK:
+        SimpleImputer._dense_fit = _dense_fit
+        try:
+            yield
+        finally:
+            SimpleImputer._dense_fit = original
 
 
 def drop_missing_target(frame: pd.DataFrame, target: str) -> tuple[pd.DataFrame, int]:

@@ -184,11 +184,13 @@ def _fit_and_score(
     train_idx, test_idx, stratified = split_rows(y, options.test_size, classify, notes)
     X_train, X_test = X.iloc[train_idx], X.iloc[test_idx]
     y_train, y_test = y[train_idx], y[test_idx]
+    del X  # the split holds copies; the whole table need not be held a second time while fitting
 
     fit_started = time.monotonic()
     preprocessor = preprocess.build_preprocessor(roles, plan.scale_numeric)
     try:
-        Xt_train = preprocessor.fit_transform(X_train)
+        with preprocess.fast_median_imputation():
+            Xt_train = preprocessor.fit_transform(X_train)
     except ValueError as exc:
         raise JobError(f"The feature columns could not be prepared for training: {first_line(exc)}") from exc
     if Xt_train.shape[1] == 0:
@@ -224,7 +226,7 @@ def _fit_and_score(
     progress(90, "Measuring feature importance", "evaluating")
     sources = preprocess.output_feature_sources(preprocessor, roles)
     importances, method = evaluate.feature_importances(
-        pipeline, X_test, y_test, sources, options.feature_columns, "accuracy" if classify else "r2"
+        model, Xt_test, y_test, sources, options.feature_columns, "accuracy" if classify else "r2"
     )
     return {
         "pipeline": pipeline,
