@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +129,9 @@ def _child_main(
         conn.send(("progress", (percent, message, stage), None))
 
     try:
-        conn.send(_call_handler(target, params, JobContext(settings, sink, job_id=job_id)))
+        with _blas_threads(getattr(settings, "blas_threads", None)):
+            outcome = _call_handler(target, params, JobContext(settings, sink, job_id=job_id))
+        conn.send(outcome)
     except BaseException as exc:  # e.g. a result that cannot be pickled
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
@@ -139,6 +141,21 @@ def _child_main(
         if own_scratch:
             os.chdir("/")
             shutil.rmtree(scratch, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def _blas_threads(limit: int | None) -> Iterator[None]:
+    """Cap the BLAS threads of this job process (see ``JobSettings.blas_threads``); None: no cap."""
+    if not limit:
+        yield
+        return
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on it; without it the libraries keep their default
+        yield
+        return
+    with threadpool_limits(limits=limit, user_api="blas"):
+        yield
 
 
 def _peak_rss_bytes() -> int | None:

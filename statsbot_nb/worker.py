@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import logging
+import os
 import time
 from collections import OrderedDict, deque
 from collections.abc import Mapping
@@ -97,6 +98,8 @@ class Worker(Driver):
         if insecure_ws and self.url.startswith("ws://") and not is_loopback_url(self.url):
             log.warning("--insecure-ws: the token and results go to %s unencrypted", self.url)
         self._proxy = None if is_loopback_url(self.url) else proxy_for(self.url)
+        if settings.blas_threads is None:  # share the cores between the job slots (see JobSettings)
+            settings = dataclasses.replace(settings, blas_threads=max(1, (os.cpu_count() or 1) // max_jobs))
         self.settings = settings
         self.machine_id = machine_id or default_machine_id()
         self.max_jobs = max_jobs

@@ -115,3 +115,11 @@ def mark_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 # quick jobs for the fault tests: the same handler in a thread and in its own process
 TEST_ACTIONS["mark"] = ActionSpec("jobfuncs:mark_job", isolated=False)
 TEST_ACTIONS["mark_proc"] = ActionSpec("jobfuncs:mark_job", isolated=True)
+
+
+def blas_threads_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """The BLAS libraries this job process sees and their thread counts (``JobSettings.blas_threads``)."""
+    import numpy  # noqa: F401  (loads numpy's BLAS, so threadpoolctl can see it)
+    from threadpoolctl import threadpool_info
+
+    return {"blas": [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]}

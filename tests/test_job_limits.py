@@ -251,3 +251,23 @@ def test_limits_reach_job_settings_from_cli_and_connect(home: Path):
 def test_the_limits_in_words():
     settings = JobSettings(home=Path("/h"), max_job_memory_bytes=4 * 2**30, max_job_seconds=None)
     assert describe_limits(settings) == "4096 MB of memory, no time limit (--max-job-memory, --max-job-seconds)"
+
+
+# -- BLAS threads per job ---------------------------------------------------------------------------------
+
+
+async def test_job_processes_share_the_cores_between_the_job_slots(tmp_path: Path):
+    cores = os.cpu_count() or 1
+    capped = await ProcessRunner().run(
+        "jobfuncs:blas_threads_job", {}, JobSettings(home=tmp_path, blas_threads=1), lambda *a: None
+    )
+    assert capped["blas"] and all(n == 1 for n in capped["blas"])
+    if cores > 1 and not any(os.environ.get(v) for v in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS")):
+        free = await ProcessRunner().run("jobfuncs:blas_threads_job", {}, JobSettings(home=tmp_path), lambda *a: None)
+        assert all(n == cores for n in free["blas"])  # no cap: the library's default
+    from statsbot_nb.worker import Worker
+
+    worker = Worker("t", "ws://127.0.0.1:1/ws", settings=JobSettings(home=tmp_path), max_jobs=2, journal=False)
+    assert worker.settings.blas_threads == max(1, cores // 2)
+    own = JobSettings(home=tmp_path, blas_threads=cores)
+    assert Worker("t", "ws://127.0.0.1:1/ws", settings=own, journal=False).settings.blas_threads == cores
