@@ -14,9 +14,33 @@ import re
 import sys
 from pathlib import Path
 
-from harness import OURS, Peer, Row, alternate, make_table, median, ratio_row, seconds, train_params
+from harness import (
+    NOTES,
+    OURS,
+    Peer,
+    Row,
+    alternate,
+    make_table,
+    median,
+    ratio_row,
+    seconds,
+    stage_profile,
+    train_params,
+)
 
 PLAIN = Path(__file__).with_name("plain_train.py")
+#: The progress message that starts each stage of a ``train`` job (ml/train.py), and its label.
+STAGES = {
+    "Checking": "start-up (dispatch to the handler)",
+    "Reading": "reading",
+    "Read ": "checking the target",
+    "Preparing": "preprocessing",
+    "Fitting": "fitting",
+    "Evaluating": "scoring",
+    "Measuring": "importances and artefacts",
+    "Saving": "saving",
+    "Saved": "sending the result",
+}
 
 
 async def plain(table: Path, model_type: str, n_estimators: int = 10, n_jobs: int = -1) -> dict[str, float]:
@@ -55,9 +79,11 @@ async def run(root: Path, rounds: int, smoke: bool, upstream: str | None) -> lis
     rows: list[Row] = []
     plain_peaks: list[float] = []
     async with Peer("ours-train", OURS, root, data) as peer:
+        logistic_marks: list[list[tuple[float, str]]] = []
 
         async def ours_logistic() -> float:
-            return (await peer.job("train", train_params(table, "logistic")))[0]
+            logistic_marks.append([])
+            return (await peer.job("train", train_params(table, "logistic"), marks=logistic_marks[-1]))[0]
 
         async def plain_logistic() -> float:
             out = await plain(table, "logistic")
@@ -65,6 +91,11 @@ async def run(root: Path, rounds: int, smoke: bool, upstream: str | None) -> lis
             return out["seconds"]
 
         s = await alternate(rounds, {"ours": ours_logistic, "plain": plain_logistic})
+        NOTES.append(
+            f"train logistic {rows_n:,} rows, ours: "
+            + stage_profile(logistic_marks[1:] or logistic_marks, STAGES)
+            + f"; the plain script: {seconds(median(s['plain']))} in all"
+        )
         rows.append(
             ratio_row(f"train logistic, {rows_n:,} x 20, vs plain script", s["ours"], s["plain"], "plain script", 1.05)
         )

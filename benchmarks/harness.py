@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import os
 import shlex
 import statistics
@@ -139,12 +140,23 @@ class Peer:
         await self.server.close()
 
     async def job(
-        self, action: str, params: dict[str, Any] | None = None, timeout: float = 900
+        self, action: str, params: dict[str, Any] | None = None, timeout: float = 900, marks: list | None = None
     ) -> tuple[float, JobResult]:
-        """Run one job; seconds from queueing it to holding its result, and the result."""
+        """Run one job; seconds from queueing it to holding its result, and the result.
+
+        ``marks``, when given, receives ``(seconds since queueing, progress message)`` for every progress
+        frame and ``(seconds, "result")`` at the end: where the time went, as the server saw it.
+        """
         started = time.perf_counter()
-        result = await self.server.run_job(action, params or {}, timeout=timeout)
+
+        def on_progress(_handle: Any, _percent: float, message: str) -> None:
+            if marks is not None:
+                marks.append((time.perf_counter() - started, message))
+
+        result = await self.server.run_job(action, params or {}, timeout=timeout, on_progress=on_progress)
         elapsed = time.perf_counter() - started
+        if marks is not None:
+            marks.append((elapsed, "result"))
         if not result.success:
             raise RuntimeError(f"{self.name}: {action} failed: {result.error}")
         return elapsed, result
@@ -172,6 +184,26 @@ async def alternate(
             if i >= warmup:
                 samples[name].append(value)
     return samples
+
+
+#: Lines printed under the table (profiles of where the time went), appended by the case modules.
+NOTES: list[str] = []
+
+
+def stage_profile(runs: list[list[tuple[float, str]]], names: dict[str, str]) -> str:
+    """Median seconds between the progress messages that start each stage (``names``: message prefix ->
+    stage label), from a list of runs' ``marks`` (see :meth:`Peer.job`)."""
+    spans: dict[str, list[float]] = {}
+    for marks in runs:
+        points = [(0.0, "dispatch")]
+        for at, message in marks:
+            label = next((v for k, v in names.items() if message.startswith(k)), None)
+            if label and label != points[-1][1]:
+                points.append((at, label))
+        points.append((marks[-1][0], "result"))
+        for (t0, label), (t1, _) in itertools.pairwise(points):
+            spans.setdefault(label, []).append(t1 - t0)
+    return ", ".join(f"{label} {seconds(median(v))}" for label, v in spans.items())
 
 
 def median(values: Sequence[float]) -> float:

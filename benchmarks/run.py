@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from harness import Row
+from harness import NOTES, Row
 
 CASES = ("train", "small", "loop")
 
@@ -87,6 +87,9 @@ async def main(argv: list[str] | None = None) -> int:
             rows.extend(await module.run(root, rounds, args.smoke, args.upstream))
     print(f"\nMachine: {machine()}; {rounds} round(s); {time.monotonic() - started:.0f} s.\n")
     print(table(rows))
+    if NOTES:
+        print("\nWhere the time goes (medians, as the server saw it):\n")
+        print("\n".join(f"- {line}" for line in NOTES))
     missed = [r.case for r in rows if r.met is False]
     if missed and not args.smoke:
         print(f"\n{len(missed)} target(s) not met.")

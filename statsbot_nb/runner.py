@@ -59,6 +59,7 @@ PRELOAD = (
     "statsbot_nb.handlers.predict",
     "statsbot_nb.handlers.files",
     "matplotlib.backends.backend_agg",
+    "statsbot_nb.ml.warm",  # scikit-learn's estimators, metrics and preprocessing, xgboost, lightgbm
 )
 
 

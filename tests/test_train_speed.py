@@ -129,3 +129,37 @@ def test_library_versions_need_no_scan_of_every_package(monkeypatch: pytest.Monk
     for name, module in (("xgboost", "xgboost"), ("tensorflow", "tensorflow")):
         if found[name] is not None:  # installed under its own name or the -cpu build
             assert found[name] != "unknown", module
+
+
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), k=st.integers(2, 5))
+def test_one_call_gives_the_three_label_metrics_scikit_learn_gives(data: st.DataObject, k: int) -> None:
+    from sklearn.metrics import f1_score, precision_score, recall_score
+
+    from statsbot_nb.ml.evaluate import classification_metrics
+
+    n = data.draw(st.integers(1, 40))
+    y_true = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    y_pred = np.array(data.draw(st.lists(st.integers(0, k - 1), min_size=n, max_size=n)))
+    kwargs: dict[str, Any] = {"zero_division": 0}
+    kwargs.update(
+        {"average": "binary", "pos_label": 1} if k == 2 else {"average": "weighted", "labels": list(range(k))}
+    )
+    got = classification_metrics(y_true, y_pred, None, k)
+    assert got["precision"] == pytest.approx(precision_score(y_true, y_pred, **kwargs), abs=1e-12)
+    assert got["recall"] == pytest.approx(recall_score(y_true, y_pred, **kwargs), abs=1e-12)
+    assert got["f1"] == pytest.approx(f1_score(y_true, y_pred, **kwargs), abs=1e-12)
+
+
+def test_the_forkserver_preload_warms_what_jobs_use() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, statsbot_nb.ml.warm as w; print(all(m in sys.modules for m in w.MODULES if m not in w.preload()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == "True"
+    from statsbot_nb.runner import PRELOAD
+
+    assert "statsbot_nb.ml.warm" in PRELOAD
