@@ -163,3 +163,22 @@ def test_the_forkserver_preload_warms_what_jobs_use() -> None:
     from statsbot_nb.runner import PRELOAD
 
     assert "statsbot_nb.ml.warm" in PRELOAD
+
+
+def test_a_few_rows_are_predicted_on_one_thread_and_the_setting_is_restored() -> None:
+    from sklearn.ensemble import RandomForestClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from statsbot_nb.ml.predict import FEW_ROWS, _one_thread_for_few_rows
+
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(200, 3)), rng.integers(0, 2, 200)
+    model = Pipeline([("s", StandardScaler()), ("m", RandomForestClassifier(n_estimators=8, n_jobs=2))]).fit(X, y)
+    expected = model.predict_proba(X[:5])
+    with _one_thread_for_few_rows(model, 5):
+        assert model.steps[-1][1].n_jobs == 1
+        assert np.array_equal(model.predict_proba(X[:5]), expected)
+    assert model.steps[-1][1].n_jobs == 2
+    with _one_thread_for_few_rows(model, FEW_ROWS):
+        assert model.steps[-1][1].n_jobs == 2  # many rows: the threads pay off
