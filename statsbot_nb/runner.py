@@ -146,10 +146,19 @@ def _child_main(
 
 @contextlib.contextmanager
 def _blas_threads(limit: int | None) -> Iterator[None]:
-    """Cap the BLAS threads of this job process (see ``JobSettings.blas_threads``); None: no cap."""
+    """Cap this job process's compute threads (see ``JobSettings.blas_threads``); None: no cap.
+
+    BLAS (OpenBLAS, MKL) through threadpoolctl, and Arrow's CPU pool, which reads CSV files: with one
+    thread each a 200,000-row CSV read in 0.49 s instead of 0.82 s (Arrow's default threads) while other
+    work ran on this 2-core machine.
+    """
     if not limit:
         yield
         return
+    with contextlib.suppress(Exception):
+        import pyarrow
+
+        pyarrow.set_cpu_count(limit)
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:  # scikit-learn depends on it; without it the libraries keep their default
