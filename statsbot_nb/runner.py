@@ -28,7 +28,7 @@ import sys
 import tempfile
 import threading
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,9 +130,7 @@ def _child_main(
         conn.send(("progress", (percent, message, stage), None))
 
     try:
-        with _blas_threads(getattr(settings, "blas_threads", None)):
-            outcome = _call_handler(target, params, JobContext(settings, sink, job_id=job_id))
-        conn.send(outcome)
+        conn.send(_call_handler(target, params, JobContext(settings, sink, job_id=job_id, own_process=True)))
     except BaseException as exc:  # e.g. a result that cannot be pickled
         conn.send(("crash", describe_crash(exc), traceback.format_exc()))
     finally:
@@ -142,30 +140,6 @@ def _child_main(
         if own_scratch:
             os.chdir("/")
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def _blas_threads(limit: int | None) -> Iterator[None]:
-    """Cap this job process's compute threads (see ``JobSettings.blas_threads``); None: no cap.
-
-    BLAS (OpenBLAS, MKL) through threadpoolctl, and Arrow's CPU pool, which reads CSV files: with one
-    thread each a 200,000-row CSV read in 0.49 s instead of 0.82 s (Arrow's default threads) while other
-    work ran on this 2-core machine.
-    """
-    if not limit:
-        yield
-        return
-    with contextlib.suppress(Exception):
-        import pyarrow
-
-        pyarrow.set_cpu_count(limit)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn depends on it; without it the libraries keep their default
-        yield
-        return
-    with threadpool_limits(limits=limit, user_api="blas"):
-        yield
 
 
 def _peak_rss_bytes() -> int | None:

@@ -118,8 +118,9 @@ TEST_ACTIONS["mark_proc"] = ActionSpec("jobfuncs:mark_job", isolated=True)
 
 
 def blas_threads_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
-    """The BLAS libraries this job process sees and their thread counts (``JobSettings.blas_threads``)."""
+    """The BLAS thread counts this job process has after ``ctx.limit_threads()``, as training starts."""
     import numpy  # noqa: F401  (loads numpy's BLAS, so threadpoolctl can see it)
     from threadpoolctl import threadpool_info
 
+    ctx.limit_threads()
     return {"blas": [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]}

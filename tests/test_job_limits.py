@@ -271,3 +271,13 @@ async def test_job_processes_share_the_cores_between_the_job_slots(tmp_path: Pat
     assert worker.settings.blas_threads == max(1, cores // 2)
     own = JobSettings(home=tmp_path, blas_threads=cores)
     assert Worker("t", "ws://127.0.0.1:1/ws", settings=own, journal=False).settings.blas_threads == cores
+
+
+def test_a_handler_called_in_this_process_leaves_its_threads_alone(tmp_path: Path):
+    from threadpoolctl import threadpool_info
+
+    from statsbot_nb.context import JobContext
+
+    before = [info["num_threads"] for info in threadpool_info()]
+    JobContext(JobSettings(home=tmp_path, blas_threads=1)).limit_threads()  # a notebook or test calling a handler
+    assert [info["num_threads"] for info in threadpool_info()] == before

@@ -77,6 +77,7 @@ def open_source(
 def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """``predict`` job handler: returns the success ``data`` of PROTOCOL.md (plus ``model_id``, ``notes``)."""
     req = PredictRequest.parse(params)
+    ctx.limit_threads()
     ctx.progress(1, "Loading the model", "loading")
     predictor = ml_predict.load_predictor(ctx.settings.models_dir, req.model_id)
     notes = _compare_features(req.feature_columns, predictor.features)

@@ -121,6 +121,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     """``train`` job handler: returns the success ``data`` of PROTOCOL.md (plus ``display_name``)."""
     req = parse_request(params)
     options = req.options
+    ctx.limit_threads()
     ctx.progress(1, "Checking the request", "loading")
     plan = early_plan(options)
     with policy(ctx.settings).open_readable(req.file_path) as table:
