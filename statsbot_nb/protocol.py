@@ -28,11 +28,13 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 # ---------------------------------------------------------------- Strict JSON
 
 
-def dumps(message: Mapping[str, Any]) -> str:
-    """Encode one message as a strict JSON text frame."""
+def dumps(message: Mapping[str, Any], *, clean: bool = False) -> str:
+    """Encode one message as a strict JSON text frame (``clean``: it is strict JSON already, as is)."""
     # ASCII escapes: a lone surrogate echoed from a server string (an action name, a path) would make the
     # UTF-8 encoding of the frame fail and take the connection down on every reconnect.
-    return json.dumps(to_strict_json(message), allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+    return json.dumps(
+        message if clean else to_strict_json(message), allow_nan=False, ensure_ascii=True, separators=(",", ":")
+    )
 
 
 def _reject_constant(name: str) -> Any:
@@ -259,7 +261,8 @@ def encode_result_ok(job_id: str, data: Mapping[str, Any]) -> str:
     clean = to_strict_json(dict(data))
     if not clean:
         clean = {"ok": True}
-    return dumps({"type": "result", "job_id": job_id, "success": True, "data": clean})
+    message = {"type": "result", "job_id": to_strict_json(job_id), "success": True, "data": clean}
+    return dumps(message, clean=True)
 
 
 def encode_result_error(job_id: str, error: str, *, cancelled: bool = False) -> str:

@@ -11,7 +11,6 @@ from typing import Any
 
 from ..context import JobContext
 from ..ml import store
-from ..strictjson import to_strict_json
 from .params import Params, custom_name
 
 
@@ -48,7 +47,7 @@ def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
     ``model_selection_prompt``), so an absent key gets its default where a null would fail.
     """
-    models = to_strict_json(store.list_models(ctx.settings.models_dir))
+    models = store.list_models(ctx.settings.models_dir, copy=False)  # kept entries: read, never changed
     return {"models": [{k: v for k, v in entry.items() if v is not None} for entry in models]}
 
 

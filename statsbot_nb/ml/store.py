@@ -29,6 +29,7 @@ import os
 import pickle
 import secrets
 import shutil
+import threading
 import time
 from datetime import datetime
 from pathlib import Path
@@ -36,6 +37,7 @@ from typing import Any
 
 from .. import atomic
 from ..errors import JobError
+from ..strictjson import to_strict_json
 from .safeload import load_artefacts, load_model, trust_model
 from .storefiles import (
     _STALE_TMP_SECONDS,
@@ -59,29 +61,85 @@ from .storefiles import (
 )
 
 
-def list_models(store: Path) -> list[dict[str, Any]]:
-    """Every model in the store, newest first, with the fields today's bot reads.
+def list_models(store: Path, *, copy: bool = True) -> list[dict[str, Any]]:
+    """Every model in the store, newest first, with the fields today's bot reads (strict JSON values).
 
-    Models made by older workers may lack fields; they are listed with what they have.
+    Models made by older workers may lack fields; they are listed with what they have. Each model's entry
+    is read from its ``metadata.json`` once and kept (see :class:`_Listing`) until that file changes, so
+    listing a store of many models costs a folder listing and one ``stat`` per model. The entries are
+    the caller's own copies; with ``copy=False`` they are the kept ones, which the caller must not change.
     """
-    if not store.is_dir():
-        return []
-    models: list[dict[str, Any]] = []
-    for folder in store.iterdir():
-        if not folder.is_dir() or folder.is_symlink() or not MODEL_ID_RE.fullmatch(folder.name):
-            continue
-        meta = read_metadata(folder)
-        if meta is None:
-            continue
-        entry = {key: meta.get(key) for key in LISTED_FIELDS}
-        entry["model_id"] = folder.name
-        if not entry.get("display_name"):
-            entry["display_name"] = entry.get("custom_name") or folder.name
-        if isinstance(meta.get("metrics"), dict):
-            entry["metrics"] = meta["metrics"]
-        models.append(entry)
-    models.sort(key=lambda m: (_created_key(m.get("created_at")), m["model_id"]), reverse=True)
-    return models
+    entries = _LISTING.entries(store)
+    return [_copy_entry(entry) for entry in entries] if copy else list(entries)
+
+
+#: What identifies one version of a ``metadata.json``: a rewrite (always a new file, renamed into place)
+#: changes the inode, an edit in place the times or the size.
+StatKey = tuple[int, int, int, int, int]
+
+
+class _Listing:
+    """The listed entry of every model folder, kept per store with the :data:`StatKey` of the
+    ``metadata.json`` it was read from.
+
+    Each listing lists the store folder anew (models added, removed or renamed by any process show at
+    once) and ``lstat`` s each ``metadata.json``; only a file whose key changed is read again. The key is
+    taken before the read, so a file replaced during the read is read again next time, never kept stale.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._stores: dict[str, dict[str, tuple[StatKey, dict[str, Any] | None, float]]] = {}
+
+    def entries(self, store: Path) -> list[dict[str, Any]]:
+        """The store's entries, newest first (shared: copy before changing one)."""
+        try:
+            scan = list(os.scandir(store))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        with self._lock:
+            known = self._stores.get(str(store), {})
+        fresh: dict[str, tuple[StatKey, dict[str, Any] | None, float]] = {}
+        for item in scan:
+            name = item.name
+            if not MODEL_ID_RE.fullmatch(name) or not item.is_dir(follow_symlinks=False):
+                continue
+            try:
+                st = os.stat(os.path.join(item.path, METADATA_FILE), follow_symlinks=False)
+            except OSError:
+                continue  # no metadata.json (yet): not a model
+            key = (st.st_ino, st.st_dev, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+            cached = known.get(name)
+            fresh[name] = cached if cached is not None and cached[0] == key else (key, *_entry(Path(item.path)))
+        with self._lock:
+            self._stores[str(store)] = fresh
+        listed = [(created, name, entry) for name, (_, entry, created) in fresh.items() if entry is not None]
+        listed.sort(key=lambda t: (t[0], t[1]), reverse=True)
+        return [entry for _, _, entry in listed]
+
+
+def _entry(folder: Path) -> tuple[dict[str, Any] | None, float]:
+    """A model folder's listed entry (None when its metadata is unreadable) and its sort key."""
+    meta = read_metadata(folder)
+    if meta is None:
+        return None, float("-inf")
+    entry = {key: meta.get(key) for key in LISTED_FIELDS}
+    entry["model_id"] = folder.name
+    if not entry.get("display_name"):
+        entry["display_name"] = entry.get("custom_name") or folder.name
+    if isinstance(meta.get("metrics"), dict):
+        entry["metrics"] = meta["metrics"]
+    return to_strict_json(entry), _created_key(entry.get("created_at"))
+
+
+def _copy_entry(value: Any) -> Any:
+    """A copy of a strict JSON value (every dict and list copied; the rest is immutable)."""
+    if isinstance(value, dict):
+        return {k: _copy_entry(v) if isinstance(v, (dict, list)) else v for k, v in value.items()}
+    return [_copy_entry(v) if isinstance(v, (dict, list)) else v for v in value]
+
+
+_LISTING = _Listing()
 
 
 # -- creating and saving ------------------------------------------------------------------------------
