@@ -8,7 +8,8 @@ forking never happens from the threaded notebook kernel itself. Where forkserver
 (Windows, macOS default) ``spawn`` is used.
 
 Progress travels over a pipe; a small reader thread per job hands each message to the event loop with
-``call_soon_threadsafe``, so the loop never blocks on the child.
+``call_soon_threadsafe``, so the loop never blocks on the child. Processes are started ahead of the job
+that will use them (one job each, see :mod:`.jobproc`), and a result is handed on as soon as it arrives.
 
 Per-job limits, the scratch folders and the job's process group are :mod:`.jobguard`'s.
 """
@@ -17,36 +18,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import multiprocessing
 import multiprocessing.connection
 import os
 import shutil
-import signal
-import sys
-import tempfile
 import threading
-import traceback
-from collections.abc import Callable
+import time
+import types
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 from .context import JobContext, JobSettings
 from .errors import JobCancelled, JobError
-from .jobguard import (
-    SCRATCH_PREFIX,
-    WATCH_INTERVAL,
-    Watchdog,
-    die_with_parent,
-    kill_job_process,
-    make_scratch,
-    sweep_scratch,
-)
+from .jobguard import WATCH_INTERVAL, Watchdog, kill_job_process, make_scratch, sweep_scratch
+from .jobproc import Connection, JobOrder, Message, Standby, StandbyPool, call_handler, describe_crash, resolve_target
+
+__all__ = ["PRELOAD", "ProcessRunner", "ThreadRunner", "describe_crash", "resolve_target"]
 
 log = logging.getLogger("statsbot_nb.runner")
 
 ProgressCallback = Callable[[float, str, str], None]
+
+#: Seconds a job process may take to exit after sending its outcome before it (and its group) is killed.
+REAP_GRACE = 10.0
 
 #: Modules imported once in the forkserver so each job process starts warm. Callers above the runner add
 #: their own job modules through ``ProcessRunner(preload=...)`` (the model browser adds its renderer), so
@@ -63,93 +59,26 @@ PRELOAD = (
 )
 
 
-def resolve_target(target: str) -> Callable[[dict[str, Any], JobContext], dict[str, Any]]:
-    """Import ``"package.module:function"`` and return the function."""
-    module_name, _, func_name = target.partition(":")
-    module = importlib.import_module(module_name)
-    func = getattr(module, func_name)
-    if not callable(func):
-        raise TypeError(f"{target} is not callable")
-    return func  # type: ignore[no-any-return]
+def main_module_names() -> list[str]:
+    """What a new job process imports to stand in for this process's ``__main__`` (multiprocessing re-runs
+    the main module in every child it starts): preloaded in the forkserver, a child finds it imported.
 
-
-def describe_crash(exc: BaseException) -> str:
-    """A sentence for an unexpected exception inside a handler (details stay in the local log)."""
-    if isinstance(exc, MemoryError):
-        return "The job ran out of memory; try a smaller file or fewer columns."
-    return (
-        f"The job failed with an unexpected error ({type(exc).__name__}: {str(exc)[:200]}); "
-        "the full details are in the worker's local log."
-    )
-
-
-def _call_handler(target: str, params: dict[str, Any], ctx: JobContext) -> tuple[str, Any, Any]:
-    """Run a handler and turn its outcome into a message tuple (shared by both runners)."""
-    try:
-        data = resolve_target(target)(params, ctx)
-    except JobCancelled as exc:
-        return ("cancelled", str(exc), None)
-    except JobError as exc:
-        return ("error", str(exc), None)
-    except Exception as exc:
-        return ("crash", describe_crash(exc), traceback.format_exc())
-    if not isinstance(data, dict):
-        return ("crash", "The job handler returned no result data.", f"{target} returned {type(data)}")
-    return ("result", data, None)
-
-
-def _child_main(
-    target: str,
-    params: dict[str, Any],
-    settings: JobSettings,
-    conn: multiprocessing.connection.Connection,
-    job_id: str = "",
-    scratch: str = "",
-    with_parent: bool = False,
-) -> None:
-    """Entry point of a job process: run the handler, stream progress, send one outcome.
-
-    ``scratch`` is the job's private folder, made (and later removed) by the parent: the working folder
-    and the temporary folder of everything the job runs, so a library option that writes a bare file
-    name or a temporary file lands there and is deleted even if this process is killed. Handlers resolve
-    paths against ``settings.cwd``, not the process's working folder.
+    A main run by name (``python -m statsbot_nb.cli``, a notebook's ``ipykernel_launcher``) is re-run by
+    that name: measured, re-running ``statsbot_nb.cli`` (the worker, websockets, asyncio) cost 45 ms of
+    every job process. A main run from a path (the ``statsbot-worker`` script) is re-run from its file; what
+    it imported from this package is preloaded.
     """
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
-    if hasattr(os, "setpgid"):
-        with contextlib.suppress(OSError):
-            os.setpgid(0, 0)  # lead a group, so a kill reaches the processes this job starts too
-    if with_parent and sys.platform.startswith("linux"):
-        die_with_parent()
-    own_scratch = not scratch
-    scratch = scratch or tempfile.mkdtemp(prefix=SCRATCH_PREFIX)
-    os.chdir(scratch)
-    os.environ["TMPDIR"] = scratch
-    tempfile.tempdir = scratch
+    import __main__
 
-    def sink(percent: float, message: str, stage: str) -> None:
-        conn.send(("progress", (percent, message, stage), None))
-
-    try:
-        conn.send(_call_handler(target, params, JobContext(settings, sink, job_id=job_id, own_process=True)))
-    except BaseException as exc:  # e.g. a result that cannot be pickled
-        conn.send(("crash", describe_crash(exc), traceback.format_exc()))
-    finally:
-        with contextlib.suppress(Exception):
-            conn.send(("peak", _peak_rss_bytes(), None))
-        conn.close()
-        if own_scratch:
-            os.chdir("/")
-            shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _peak_rss_bytes() -> int | None:
-    """This process's peak resident memory in bytes (``ru_maxrss``: KiB on Linux, bytes on macOS)."""
-    try:
-        import resource
-    except ImportError:  # Windows
-        return None
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)
+    name = getattr(getattr(__main__, "__spec__", None), "name", None)
+    if name:
+        return [] if name == "__main__" or name.endswith(".__main__") else [name]
+    names: list[str] = []
+    for value in list(vars(__main__).values()):
+        module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
+        if isinstance(module, str) and module.startswith("statsbot_nb") and module not in names:
+            names.append(module)
+    return names
 
 
 def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, Any]:
@@ -163,25 +92,52 @@ def _outcome(kind: str, payload: Any, details: Any, target: str) -> dict[str, An
     raise JobError(payload)
 
 
+def _pump(output: Connection, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Message]) -> None:
+    """Hand every message of a job process to the loop (a thread: the loop never blocks on the child)."""
+    try:
+        while True:
+            msg = output.recv()
+            loop.call_soon_threadsafe(queue.put_nowait, msg)
+    except (EOFError, OSError):
+        pass
+    except Exception as exc:  # an unpicklable message: report it as a crash
+        loop.call_soon_threadsafe(queue.put_nowait, ("crash", describe_crash(exc), repr(exc)))
+    finally:
+        output.close()
+        try:
+            loop.call_soon_threadsafe(queue.put_nowait, ("eof", None, None))
+        except RuntimeError:  # loop closed
+            pass
+
+
 class ProcessRunner:
-    """Runs each job in a fresh process; cancelling the awaiting task kills that process."""
+    """Runs each job in a process of its own; cancelling the awaiting task kills that process.
+
+    After :meth:`warm_up`, ``warm`` processes wait started ahead (:class:`~statsbot_nb.jobproc.StandbyPool`),
+    so a job skips the process start; without it (a runner made for one job) each job starts its own.
+    A job's result is returned as soon as its process sends it; the process is reaped and its scratch
+    folder removed in the background.
+    """
 
     def __init__(
         self,
         start_method: str | None = None,
         preload: tuple[str, ...] = PRELOAD,
         watch_interval: float = WATCH_INTERVAL,
+        warm: int = 2,
     ) -> None:
         self.watch_interval = watch_interval
         methods = multiprocessing.get_all_start_methods()
         method = start_method or ("forkserver" if "forkserver" in methods else "spawn")
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
-            self._ctx.set_forkserver_preload(list(preload))
+            self._ctx.set_forkserver_preload([*preload, *main_module_names()])
+        self._pool = StandbyPool(self._ctx, warm)
         self._procs: set[multiprocessing.process.BaseProcess] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     def warm_up(self) -> None:
-        """Start the forkserver (blocking, seconds: call it from a thread) so the first job starts fast.
+        """Start the forkserver and the processes kept ahead (blocking, seconds: call it from a thread).
 
         Also sweeps scratch folders left by workers that were killed (see :func:`sweep_scratch`).
         """
@@ -192,6 +148,7 @@ class ProcessRunner:
             from multiprocessing import forkserver
 
             forkserver.ensure_running()
+        self._pool.fill()
 
     async def run(
         self,
@@ -206,118 +163,163 @@ class ProcessRunner:
         Raises :class:`JobError` (a sentence) on failure, :class:`JobCancelled` if the handler cancelled,
         and kills the process if the awaiting task is cancelled.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[tuple[str, Any, Any]] = asyncio.Queue()
         scratch = make_scratch()
         try:
-            return await self._run(target, params, settings, on_progress, job_id, loop, queue, scratch)
-        finally:
-            await asyncio.to_thread(shutil.rmtree, scratch, True)
-
-    async def _run(
-        self,
-        target: str,
-        params: dict[str, Any],
-        settings: JobSettings,
-        on_progress: ProgressCallback,
-        job_id: str,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[tuple[str, Any, Any]],
-        scratch: Path,
-    ) -> dict[str, Any]:
-        reader, writer = self._ctx.Pipe(duplex=False)
-        with_parent = self._ctx.get_start_method() == "forkserver"
-        proc = self._ctx.Process(
-            target=_child_main,
-            args=(target, params, settings, writer, job_id, str(scratch), with_parent),
-            name=f"statsbot-job-{target.rpartition(':')[2]}",
-        )
-        starter = asyncio.ensure_future(asyncio.to_thread(proc.start))
-        try:
-            await asyncio.shield(starter)  # a cancel must not leave a half-started process behind
+            standby = await self._launch(JobOrder(target, params, settings, job_id, str(scratch)))
         except BaseException:
-            with contextlib.suppress(BaseException):
-                await starter
-            if proc.pid is not None:
-                kill_job_process(proc)
-                await asyncio.to_thread(proc.join, 5)
-            reader.close()
-            writer.close()
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
             raise
-        writer.close()
-        self._procs.add(proc)
+        self._procs.add(standby.proc)
+        try:
+            kind, payload, details = await self._follow(standby, settings, on_progress, job_id, target)
+        except BaseException:
+            await self._reap(standby.proc, kill=True, scratch=scratch)
+            self._refill()
+            raise
+        # The scratch folder goes before the outcome is handed on (usually empty: one call on the loop); the
+        # process, which only exits from here on, is reaped in the background.
+        try:
+            os.rmdir(scratch)
+        except OSError:
+            await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+        self._later(self._reap(standby.proc, scratch=scratch))
+        self._refill()
+        return _outcome(kind, payload, details, target)
+
+    async def _launch(self, order: JobOrder) -> Standby:
+        """A process that has received ``order``: one started ahead if there is one, else a new one."""
+        standby = self._pool.take()
+        for attempt in (1, 2):
+            if standby is None:
+                starter = asyncio.ensure_future(asyncio.to_thread(self._pool.start))
+                try:
+                    standby = await asyncio.shield(starter)  # a cancel must not leave a process behind
+                except BaseException:
+                    with contextlib.suppress(BaseException):
+                        (await starter).close()
+                    raise
+            sender = asyncio.ensure_future(asyncio.to_thread(standby.orders.send, order))
+            try:
+                await asyncio.shield(sender)
+            except (BrokenPipeError, ConnectionError, EOFError) as exc:  # it died while waiting: start anew
+                standby.close()
+                standby = None
+                if attempt == 2:
+                    raise JobError("The job's process could not be started; try again.") from exc
+                continue
+            except BaseException:
+                with contextlib.suppress(BaseException):
+                    await sender
+                standby.close()
+                raise
+            finally:
+                if standby is not None:
+                    with contextlib.suppress(OSError):
+                        standby.orders.close()
+            break
+        assert standby is not None
+        return standby
+
+    async def _follow(
+        self, standby: Standby, settings: JobSettings, on_progress: ProgressCallback, job_id: str, target: str
+    ) -> Message:
+        """Relay progress until the job's outcome (returned at once) or its process's end without one."""
+        proc = standby.proc
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Message] = asyncio.Queue()
         watchdog = Watchdog(
             proc,
             getattr(settings, "max_job_memory_bytes", None),
             getattr(settings, "max_job_seconds", None),
             interval=self.watch_interval,
         ).start()
-
-        def pump() -> None:
-            try:
-                while True:
-                    msg = reader.recv()
-                    loop.call_soon_threadsafe(queue.put_nowait, msg)
-            except (EOFError, OSError):
-                pass
-            except Exception as exc:  # an unpicklable message: report it as a crash
-                loop.call_soon_threadsafe(queue.put_nowait, ("crash", describe_crash(exc), repr(exc)))
-            finally:
-                reader.close()
-                try:
-                    loop.call_soon_threadsafe(queue.put_nowait, ("eof", None, None))
-                except RuntimeError:  # loop closed
-                    pass
-
-        threading.Thread(target=pump, name="statsbot-job-pipe", daemon=True).start()
-        outcome: tuple[str, Any, Any] | None = None
+        threading.Thread(
+            target=_pump, args=(standby.output, loop, queue), name="statsbot-job-pipe", daemon=True
+        ).start()
         try:
             while True:
                 kind, payload, details = await queue.get()
                 if kind == "progress":
                     on_progress(*payload)
-                elif kind == "eof":
-                    break
                 elif kind == "peak":
                     if payload:
                         log.info("Job %s (%s) peak memory %.0f MB", job_id, target, payload / 2**20)
-                elif outcome is None:
-                    outcome = (kind, payload, details)
+                elif kind == "eof":
+                    break
+                elif kind == "result" or watchdog.reason is None:  # a result that arrived counts
+                    return (kind, payload, details)
             await asyncio.to_thread(proc.join)
-        except BaseException:
-            if proc.is_alive():
-                kill_job_process(proc)
-            await asyncio.shield(asyncio.to_thread(proc.join, 5))
-            raise
         finally:
             watchdog.stop()
-            self._procs.discard(proc)
-        if watchdog.reason is not None and (outcome is None or outcome[0] != "result"):
+        if watchdog.reason is not None:
             log.warning("Job %s (%s) stopped: %s", job_id, target, watchdog.reason)
             raise JobError(watchdog.reason)
-        if outcome is None:
-            code = proc.exitcode
-            how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
-            log.error("Job process for %s %s without a result", target, how)
-            raise JobError(
-                f"The job's process {how} before finishing (out of memory or killed?); "
-                "the worker is still running and will take new jobs."
-            )
-        return _outcome(*outcome, target)
+        code = proc.exitcode
+        how = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited ({code})"
+        log.error("Job process for %s %s without a result", target, how)
+        raise JobError(
+            f"The job's process {how} before finishing (out of memory or killed?); "
+            "the worker is still running and will take new jobs."
+        )
+
+    async def _reap(
+        self, proc: multiprocessing.process.BaseProcess, kill: bool = False, scratch: Path | None = None
+    ) -> None:
+        """Wait for a job process to end (killing it, and what it started, if asked or if it lingers past
+        :data:`REAP_GRACE` seconds after its outcome), then remove its scratch folder."""
+        try:
+            if kill and proc.is_alive():
+                kill_job_process(proc)
+            await asyncio.shield(asyncio.to_thread(proc.join, 5 if kill else REAP_GRACE))
+            if proc.is_alive():
+                kill_job_process(proc)
+                await asyncio.shield(asyncio.to_thread(proc.join, 5))
+        finally:
+            self._procs.discard(proc)
+            if scratch is not None:
+                await asyncio.shield(asyncio.to_thread(shutil.rmtree, scratch, True))
+
+    def _refill(self) -> None:
+        """Start the processes taken since the last refill, once a job has ended: starting one while a job
+        runs (a fork, then finding the BLAS libraries) took CPU from that job on a machine of two cores."""
+        if self._pool.enabled:
+            self._later(asyncio.to_thread(self._pool.fill))
+
+    def _later(self, work: Awaitable[Any]) -> None:
+        """Run ``work`` in the background, keeping a reference until it is done."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     def shutdown(self) -> None:
-        """Kill any job process still running (used when the worker stops)."""
+        """Kill any job process still running and those waiting for a job (used when the worker stops)."""
+        self._pool.close()
         for proc in list(self._procs):
             if proc.is_alive():
                 kill_job_process(proc)
+
+
+#: Light handlers that only read the worker's own model store. While their last run was quicker than
+#: :data:`INLINE_LIMIT` they run on the event loop itself: handing a ~0.05 ms listing to a thread and back
+#: (two thread wake-ups and the GIL changing hands) cost 0.1-0.4 ms, most of a listing's time to result.
+INLINE = frozenset({"statsbot_nb.handlers.models:list_models"})
+#: Seconds; a run slower than this (the first listing reads every metadata.json) sends the next to a thread.
+INLINE_LIMIT = 0.002
 
 
 class ThreadRunner:
     """Runs quick, light handlers (the model store's listing and renames) in a thread; they cannot be killed.
 
     Nothing that parses a user's file belongs here: such actions are ``isolated`` (see :mod:`.jobs`), so
-    a hostile file costs a job process that limits bound and a cancel kills, never the worker.
+    a hostile file costs a job process that limits bound and a cancel kills, never the worker. The
+    ``inline`` targets run on the loop while they stay quick (see :data:`INLINE`), so the loop waits at
+    most one slow run (a store whose every model changed at once) before the next goes to a thread again.
     """
+
+    def __init__(self, inline: frozenset[str] = INLINE, limit: float = INLINE_LIMIT) -> None:
+        self._inline = inline
+        self._limit = limit
+        self._last: dict[str, float] = {}  # target -> seconds its last run took (inline or in a thread)
 
     async def run(
         self,
@@ -327,13 +329,23 @@ class ThreadRunner:
         on_progress: ProgressCallback,
         job_id: str = "",
     ) -> dict[str, Any]:
-        """Run ``target(params, ctx)`` in a worker thread and return its result data."""
+        """Run ``target(params, ctx)`` (in a worker thread, or inline while quick) and return its result data."""
         loop = asyncio.get_running_loop()
+        if target in self._inline and self._last.get(target, self._limit) < self._limit:
+            ctx = JobContext(settings, on_progress, job_id=job_id)
+            kind, payload, details = self._timed(target, params, ctx)
+            return _outcome(kind, payload, details, target)
 
         def sink(percent: float, message: str, stage: str) -> None:
             loop.call_soon_threadsafe(on_progress, percent, message, stage)
 
-        kind, payload, details = await asyncio.to_thread(
-            _call_handler, target, params, JobContext(settings, sink, job_id=job_id)
-        )
+        ctx = JobContext(settings, sink, job_id=job_id)
+        kind, payload, details = await asyncio.to_thread(self._timed, target, params, ctx)
         return _outcome(kind, payload, details, target)
+
+    def _timed(self, target: str, params: dict[str, Any], ctx: JobContext) -> Message:
+        started = time.perf_counter()
+        try:
+            return call_handler(target, params, ctx)
+        finally:
+            self._last[target] = time.perf_counter() - started
