@@ -9,6 +9,7 @@ job tasks on the runners, timers, events for observers. It decides nothing itsel
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sqlite3
 import time
@@ -50,6 +51,9 @@ from .link import Link
 
 log = logging.getLogger(__name__)
 
+#: Seconds a server's confirmation may wait to be written with the next journal record (see ``_journal``).
+CONFIRM_DELAY = 0.5
+
 
 class Driver:
     """Event-in, action-out plumbing around a :class:`WorkerCore` (the attributes are set by the Worker)."""
@@ -71,6 +75,7 @@ class Driver:
     _claimed_for: int | None
     _claim_retry_at: float
     _retry_flush: asyncio.TimerHandle | None
+    _lazy_flush: asyncio.TimerHandle | None
     _process_runner: Any
     _thread_runner: Any
     _confirm_timeout: float
@@ -259,35 +264,50 @@ class Driver:
             return Existing("unknown", None, owner_alive=True)
 
     def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
-        """Write one record; one that fails is kept and written again after the next write that succeeds."""
+        """Write one record; one that fails is kept and written again after the next write that succeeds.
+
+        A confirmation waits (up to :data:`CONFIRM_DELAY` s) to share the next record's commit: lost with the
+        process, it only makes the next worker re-send a result the server has (dropped there as a duplicate),
+        and it cost a commit per small job. A job's start and a result about to leave are written at once."""
         if self.journal is None or self._journal_broken:
             return
         self._unwritten.pop(action.job_id, None)
         self._unwritten[action.job_id] = action
         while len(self._unwritten) > 10000:
             self._unwritten.popitem(last=False)
+        if isinstance(action, JournalConfirmed):
+            if self._lazy_flush is None:
+                self._lazy_flush = asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._flush_journal)
+            return
         self._flush_journal()
 
     def _flush_journal(self) -> None:
+        """Write every pending record, several in one transaction (one commit)."""
         journal = self.journal
-        if journal is None or self._journal_broken:
+        if self._lazy_flush is not None:
+            self._lazy_flush.cancel()
+            self._lazy_flush = None
+        if journal is None or self._journal_broken or not self._unwritten:
             return
         journal.set_user(self.core.user_id)
-        while self._unwritten:
-            job_id, action = next(iter(self._unwritten.items()))
-            try:
-                if isinstance(action, JournalStarted):
-                    journal.started(job_id)
-                elif isinstance(action, JournalResult):
-                    journal.result(job_id, action.frame)
-                else:
-                    journal.confirmed(job_id)
-            except (sqlite3.Error, OSError) as exc:
-                self._journal_failed("write", exc)
-                if self._retry_flush is None:  # try again soon, not only when the next write comes
-                    self._retry_flush = asyncio.get_running_loop().call_later(2.0, self._flush_again)
-                return
-            del self._unwritten[job_id]
+        pending = list(self._unwritten.items())
+        try:
+            with journal.batch() if len(pending) > 1 else contextlib.nullcontext():
+                for job_id, action in pending:
+                    if isinstance(action, JournalStarted):
+                        journal.started(job_id)
+                    elif isinstance(action, JournalResult):
+                        journal.result(job_id, action.frame)
+                    else:
+                        journal.confirmed(job_id)
+        except (sqlite3.Error, OSError) as exc:
+            self._journal_failed("write", exc)
+            if self._retry_flush is None:  # try again soon, not only when the next write comes
+                self._retry_flush = asyncio.get_running_loop().call_later(2.0, self._flush_again)
+            return
+        for job_id, action in pending:
+            if self._unwritten.get(job_id) is action:
+                del self._unwritten[job_id]
 
     def _flush_again(self) -> None:
         self._retry_flush = None
@@ -366,7 +386,7 @@ class Driver:
             self._process_runner.shutdown()
         self._feed(Ended())
         if self.journal is not None:
-            self._flush_journal()  # a write that failed earlier gets a last chance
+            self._flush_journal()  # confirmations waiting, and a write that failed earlier, get a last chance
             self.journal.close()
         if self.ledger is not None:
             self.ledger.close()

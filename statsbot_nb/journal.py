@@ -23,6 +23,7 @@ import os
 import sqlite3
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -316,6 +317,18 @@ class Journal:
     def result(self, job_id: str, frame: str) -> None:
         """``job_id`` has a result the server has not confirmed yet (recorded before it is sent)."""
         self._set(job_id, "answered", frame)
+
+    @contextlib.contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the records written inside one transaction: one commit for all (or none on an error)."""
+        db = self._require()
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        db.execute("COMMIT")
 
     def confirmed(self, job_id: str) -> None:
         """The server has ``job_id``'s result: keep only the id (the frame may hold table rows)."""

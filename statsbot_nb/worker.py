@@ -132,6 +132,7 @@ class Worker(Driver):
         self._claimed_for = None
         self._claim_retry_at = 0.0
         self._retry_flush = None
+        self._lazy_flush = None
         self._process_runner = process_runner or ProcessRunner()
         self._thread_runner = thread_runner or ThreadRunner()
         self._confirm_timeout = confirm_timeout

@@ -201,7 +201,9 @@ class JobDecisions:
                 record.status, record.stage, record.started_at = "running", "starting", now
                 out.append(JournalStarted(record.job_id))
                 out.append(Publish(JobStarted(record.job_id, record.action)))
-                self._progress(record, 0.0, f"Started {record.action}", "starting", now, out)
+                # A light job (the store's listing, a rename) answers within milliseconds: its start is
+                # shown locally, and the server gets only the result, as from today's worker.
+                self._progress(record, 0.0, f"Started {record.action}", "starting", now, out, send=isolated)
                 spec = self.config.actions[record.action]
                 params = self._params.pop(record.job_id, record.params)
                 out.append(StartJob(record.job_id, record.action, params, spec))
@@ -213,13 +215,20 @@ class JobDecisions:
         self._progress(record, event.percent, event.message, event.stage, now, out)
 
     def _progress(
-        self, record: JobRecord, percent: float, message: str, stage: str, now: float, out: list[Action]
+        self,
+        record: JobRecord,
+        percent: float,
+        message: str,
+        stage: str,
+        now: float,
+        out: list[Action],
+        send: bool = True,
     ) -> None:
         record.progress, record.message, record.stage = percent, message, stage
         elapsed = now - (record.started_at if record.started_at is not None else now)
         record.eta = elapsed * (100.0 - percent) / percent if 1.0 <= percent < 100.0 else None
         out.append(Publish(JobProgress(record.job_id, record.action, percent, stage, message, record.eta)))
-        if self._phase == "ready":
+        if self._phase == "ready" and send:
             frame = protocol.encode_progress(record.job_id, percent, message, status=stage)
             out.append(SendFrame(self._conn, frame, "progress", record.job_id))
 
