@@ -564,3 +564,16 @@ def test_ask_before_running_holds_each_job_until_the_user_answers() -> None:
     h.job("g")
     h.feed(AskChanged(False))  # switching asking off lets what waits run
     assert "g" not in h.core.awaiting_approval
+
+
+def test_a_light_job_sends_only_its_result_and_a_heavy_one_says_it_started() -> None:
+    """A listing answers in milliseconds: its start is shown locally (an event) but not sent; today's worker
+    sends none for it either. A heavy job's start still reaches the server at once."""
+    h = Harness()
+    h.connect()
+    light = h.job("j1", "light")
+    assert [a for a in light if isinstance(a, SendFrame)] == []
+    assert any(isinstance(a, Publish) and getattr(a.event, "stage", "") == "starting" for a in light)
+    (frame,) = [json.loads(a.frame) for a in h.job("j2", "heavy") if isinstance(a, SendFrame)]
+    assert frame["type"] == "progress" and frame["job_id"] == "j2"
+    assert [r["job_id"] for r in _results(h.feed(JobEnded("j1", "ok", data={"models": []})))] == ["j1"]
