@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from .errors import BadJobError, ProtocolError
-from .strictjson import to_strict_json
+from .strictjson import EncodedList, encode, to_strict_json
 
 PROTOCOL_VERSION = 2
 #: Today's server accepts frames up to 10 GiB; its ``save_file`` jobs carry whole tables.
@@ -29,12 +29,9 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 
 def dumps(message: Mapping[str, Any], *, clean: bool = False) -> str:
-    """Encode one message as a strict JSON text frame (``clean``: it is strict JSON already, as is)."""
-    # ASCII escapes: a lone surrogate echoed from a server string (an action name, a path) would make the
-    # UTF-8 encoding of the frame fail and take the connection down on every reconnect.
-    return json.dumps(
-        message if clean else to_strict_json(message), allow_nan=False, ensure_ascii=True, separators=(",", ":")
-    )
+    """Encode one message as a strict JSON text frame (``clean``: it is strict JSON already, as is); ASCII
+    escapes, see :func:`~statsbot_nb.strictjson.encode` (a lone surrogate would take the connection down)."""
+    return json.dumps(message, allow_nan=False, ensure_ascii=True, separators=(",", ":")) if clean else encode(message)
 
 
 def _reject_constant(name: str) -> Any:
@@ -258,11 +255,15 @@ def encode_progress(job_id: str, progress: float, message: str, status: str = "r
 
 def encode_result_ok(job_id: str, data: Mapping[str, Any]) -> str:
     """A successful result. ``data`` must be a non-empty object (today's server rejects an empty one)."""
-    clean = to_strict_json(dict(data))
-    if not clean:
+    encoded = {str(k): v.text for k, v in data.items() if isinstance(v, EncodedList)}
+    clean = to_strict_json({k: v for k, v in data.items() if not isinstance(v, EncodedList)})
+    if not clean and not encoded:
         clean = {"ok": True}
-    message = {"type": "result", "job_id": to_strict_json(job_id), "success": True, "data": clean}
-    return dumps(message, clean=True)
+    text = dumps({"type": "result", "job_id": to_strict_json(job_id), "success": True, "data": clean}, clean=True)
+    if encoded:  # "data" is the last member: its pre-encoded values go at the end of its object
+        parts = [f"{json.dumps(k, ensure_ascii=True)}:{v}" for k, v in encoded.items()]
+        text = text[:-2] + ("," if clean else "") + ",".join(parts) + text[-2:]
+    return text
 
 
 def encode_result_error(job_id: str, error: str, *, cancelled: bool = False) -> str:

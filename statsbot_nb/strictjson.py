@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import decimal
+import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import PurePath
@@ -65,3 +66,24 @@ def to_strict_json(value: Any, unknown: Callable[[Any], str] = str) -> Any:
     if callable(item):
         return to_strict_json(item(), unknown)
     return unknown(value)
+
+
+def encode(value: Any) -> str:
+    """``value`` as strict JSON text, the way frames are written: converted first, ASCII escapes (a lone
+    surrogate echoed from a server string would make a frame's UTF-8 encoding fail), no spaces."""
+    return json.dumps(to_strict_json(value), allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+
+
+class EncodedList(list):  # type: ignore[type-arg]
+    """A list of strict JSON values that also carries its JSON text (``text``, as :func:`encode` writes it).
+
+    Built once by whoever made the items (the model listing keeps each entry's text until the entry
+    changes), so a frame embeds the text instead of converting and encoding every item again: for a
+    listing of 50 models that was 2.5 ms of each ``list_models``. The items must not change afterwards.
+    """
+
+    __slots__ = ("text",)
+
+    def __init__(self, items: list[Any], texts: list[str]) -> None:
+        super().__init__(items)
+        self.text = "[" + ",".join(texts) + "]"

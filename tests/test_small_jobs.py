@@ -8,6 +8,7 @@ light-job path must fall back to a thread when a run is slow.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -266,3 +267,27 @@ async def test_confirmations_share_a_later_commit_and_are_all_written_by_the_tim
         assert journal.counts() == {"confirmed": 4}
     finally:
         journal.close()
+
+
+def test_a_listing_frame_carries_the_same_json_as_encoding_the_listing_anew(tmp_path: Path) -> None:
+    """The listing's entries are encoded once and spliced into the result frame: the frame must parse to
+    exactly what encoding the same data from scratch gives, through changes to the store."""
+    from statsbot_nb import protocol
+    from statsbot_nb.handlers.models import list_models
+    from statsbot_nb.strictjson import to_strict_json
+
+    settings = JobSettings(home=tmp_path)
+    ctx = JobContext(settings)
+    for n in range(3):
+        _save(settings.models_dir, n, name=f"m{n}é")  # a non-ASCII name travels as an escape
+    for step in range(3):
+        data = list_models({}, ctx)
+        frame = protocol.encode_result_ok("j1", {**data, "note": "x"})
+        assert frame.isascii()
+        expected = {"type": "result", "job_id": "j1", "success": True, "data": {**to_strict_json(data), "note": "x"}}
+        assert json.loads(frame) == expected
+        assert len(json.loads(frame)["data"]["models"]) == 3
+        store.rename_model(settings.models_dir, data["models"][0]["model_id"], f"renamed {step}")
+    assert json.loads(protocol.encode_result_ok("j2", list_models({}, ctx)))["data"]["models"][0]["display_name"] == (
+        "renamed 2"
+    )

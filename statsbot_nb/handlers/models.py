@@ -6,11 +6,13 @@ functions of :mod:`statsbot_nb.ml.store`, which reads no wire dict.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Any
 
 from ..context import JobContext
 from ..ml import store
+from ..strictjson import EncodedList, encode
 from .params import Params, custom_name
 
 
@@ -47,8 +49,25 @@ def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
     ``model_selection_prompt``), so an absent key gets its default where a null would fail.
     """
-    models = store.list_models(ctx.settings.models_dir, copy=False)  # kept entries: read, never changed
-    return {"models": [{k: v for k, v in entry.items() if v is not None} for entry in models]}
+    entries = store.list_models(ctx.settings.models_dir, copy=False)  # kept entries: read, never changed
+    with _LOCK:
+        known, fresh = _WIRE, {}
+        for entry in entries:
+            hit = known.get(id(entry))
+            if hit is None or hit[0] is not entry:
+                wire = {k: v for k, v in entry.items() if v is not None}
+                hit = (entry, wire, encode(wire))
+            fresh[id(entry)] = hit
+        _WIRE.clear()
+        _WIRE.update(fresh)
+    hits = [fresh[id(entry)] for entry in entries]
+    return {"models": EncodedList([wire for _, wire, _ in hits], [text for _, _, text in hits])}
+
+
+#: Each kept store entry's wire form and its JSON text, by the entry's identity (the entry is held, so
+#: its id stays its own); an entry the store re-read is a new object and is encoded anew.
+_WIRE: dict[int, tuple[dict[str, Any], dict[str, Any], str]] = {}
+_LOCK = threading.Lock()
 
 
 def delete_model(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
