@@ -93,10 +93,14 @@ class Driver:
     # ------------------------------------------------------------------ feeding the core
 
     def _begin(self) -> None:
-        """Open the journal and start connecting (once)."""
+        """Open the journal, warm the job processes up (seconds, in a thread: the forkserver's imports, the
+        processes kept ahead; the CLI's ``run()`` used to skip it) and start connecting (once)."""
         if self._began:
             return
         self._began = True
+        warm_up = getattr(self._process_runner, "warm_up", None)
+        if callable(warm_up):
+            self._spawn(asyncio.to_thread(warm_up))
         if self.journal is not None:
             try:
                 self.journal.open()

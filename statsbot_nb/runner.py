@@ -60,23 +60,20 @@ PRELOAD = (
 
 
 def main_module_names() -> list[str]:
-    """What a new job process imports to stand in for this process's ``__main__`` (multiprocessing re-runs
-    the main module in every child it starts): preloaded in the forkserver, a child finds it imported.
-
-    A main run by name (``python -m statsbot_nb.cli``, a notebook's ``ipykernel_launcher``) is re-run by
-    that name: measured, re-running ``statsbot_nb.cli`` (the worker, websockets, asyncio) cost 45 ms of
-    every job process. A main run from a path (the ``statsbot-worker`` script) is re-run from its file; what
-    it imported from this package is preloaded.
+    """What a new job process should find imported for this process's ``__main__``: multiprocessing re-runs
+    the main module in every child it starts (by name for ``python -m statsbot_nb.cli`` or a notebook's
+    ``ipykernel_launcher``, from its file for the ``statsbot-worker`` script), and what that main imported
+    from this package (the worker, websockets, asyncio) cost 45 ms of every job process when the forkserver
+    did not have it. The main module itself is not preloaded (runpy warns when it re-runs a module that is
+    already imported).
     """
     import __main__
 
-    name = getattr(getattr(__main__, "__spec__", None), "name", None)
-    if name:
-        return [] if name == "__main__" or name.endswith(".__main__") else [name]
+    own = getattr(getattr(__main__, "__spec__", None), "name", None)
     names: list[str] = []
     for value in list(vars(__main__).values()):
         module = value.__name__ if isinstance(value, types.ModuleType) else getattr(value, "__module__", None)
-        if isinstance(module, str) and module.startswith("statsbot_nb") and module not in names:
+        if isinstance(module, str) and module.startswith("statsbot_nb") and module not in (own, *names):
             names.append(module)
     return names
 

@@ -211,9 +211,6 @@ class Worker(Driver):
             self._loop = asyncio.get_running_loop()
             self._begin()
             self._main_task = self._loop.create_task(self._run_quietly(), name="statsbot-worker")
-            warm_up = getattr(self._process_runner, "warm_up", None)
-            if callable(warm_up):  # start the forkserver now (seconds, off the loop): first job starts fast
-                self._spawn(asyncio.to_thread(warm_up))
         return self._main_task
 
     def disconnect(self) -> concurrent.futures.Future[None] | asyncio.Future[None]:

@@ -291,3 +291,22 @@ def test_a_listing_frame_carries_the_same_json_as_encoding_the_listing_anew(tmp_
     assert json.loads(protocol.encode_result_ok("j2", list_models({}, ctx)))["data"]["models"][0]["display_name"] == (
         "renamed 2"
     )
+
+
+async def test_a_worker_awaited_with_run_warms_its_job_processes_up(reference: JobServer, make_worker) -> None:
+    """The CLI awaits ``run()``; it used to skip the warm-up that ``start()`` did, so its first job started
+    the forkserver (seconds) and no process was ever kept ahead."""
+    warmed = threading.Event()
+
+    class Spy(ThreadRunner):
+        def warm_up(self) -> None:
+            warmed.set()
+
+    worker = make_worker(reference.url, reference.issue_token(), process_runner=Spy())
+    task = asyncio.ensure_future(worker.run())
+    try:
+        await worker.wait_connected(timeout=30)
+        assert await asyncio.to_thread(warmed.wait, 10)
+    finally:
+        await worker.stop()
+        await asyncio.wait_for(task, 30)
