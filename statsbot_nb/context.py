@@ -112,12 +112,15 @@ class JobContext:
         min_interval: float = 0.2,
         job_id: str = "",
         own_process: bool = False,
+        limiter: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         #: The server's id of the job (empty outside a worker); names files a job must never overwrite.
         self.job_id = job_id
         #: True in a job process of its own (the runner's), where process-wide settings are the job's to set.
         self.own_process = own_process
+        #: How this process caps its threads, when its runner has a quicker way (``statsbot_nb.jobwarm``).
+        self._limiter = limiter
         self._sink = sink
         self._min_interval = min_interval
         self._last_sent = 0.0
@@ -135,6 +138,9 @@ class JobContext:
         """
         limit = self.settings.blas_threads
         if not self.own_process or not limit:
+            return
+        if self._limiter is not None:
+            self._limiter(limit)
             return
         with contextlib.suppress(Exception):
             import pyarrow

@@ -89,43 +89,6 @@ def peak_rss_bytes() -> int | None:
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
 
-class BlasThreads:
-    """Caps the compute threads of this job process (``JobSettings.blas_threads``; None: the libraries' default).
-
-    Finding the BLAS libraries (threadpoolctl walks every loaded library) took 15-45 ms in a fresh process,
-    so a standby does it while it waits (:meth:`discover`) and the order only sets the number (0.02 ms).
-    No restore: the process ends with its job.
-    """
-
-    def __init__(self) -> None:
-        self._controller: Any = None
-
-    def discover(self) -> None:
-        """Find the BLAS libraries loaded now (scikit-learn depends on threadpoolctl; without it, nothing)."""
-        try:
-            from threadpoolctl import ThreadpoolController
-
-            self._controller = ThreadpoolController()
-        except Exception:  # a cap is an optimisation: never a reason for a job to fail
-            self._controller = None
-
-    def cap(self, limit: int | None) -> None:
-        """Set every BLAS library's thread count, and Arrow's CPU pool (which reads CSV files: with one
-        thread each a 200,000-row CSV read in 0.49 s instead of 0.82 s while other work ran on 2 cores), to
-        ``limit`` (nothing for None)."""
-        if not limit:
-            return
-        with contextlib.suppress(Exception):
-            import pyarrow
-
-            pyarrow.set_cpu_count(limit)
-        if self._controller is None:
-            self.discover()
-        with contextlib.suppress(Exception):
-            if self._controller is not None:
-                self._controller.limit(limits=limit, user_api="blas")
-
-
 @dataclass(frozen=True)
 class JobOrder:
     """What a standby is sent: the handler, its parameters and settings, the job id, its scratch folder."""
@@ -150,8 +113,6 @@ def standby_main(orders: Connection, conn: Connection, with_parent: bool = False
             os.setpgid(0, 0)
     if with_parent and sys.platform.startswith("linux"):
         die_with_parent()
-    blas = BlasThreads()
-    blas.discover()
     try:
         order = orders.recv()
     except (EOFError, OSError):
@@ -159,10 +120,10 @@ def standby_main(orders: Connection, conn: Connection, with_parent: bool = False
         return
     finally:
         orders.close()
-    run_order(order, conn, blas)
+    run_order(order, conn)
 
 
-def run_order(order: JobOrder, conn: Connection, blas: BlasThreads) -> None:
+def run_order(order: JobOrder, conn: Connection) -> None:
     """Run one job in this process: its scratch folder is the working and temporary folder of everything
     it runs (made and removed by the parent, so a bare file name a library writes lands there and goes
     even if this process is killed); handlers resolve paths against ``settings.cwd``."""
@@ -174,8 +135,10 @@ def run_order(order: JobOrder, conn: Connection, blas: BlasThreads) -> None:
         conn.send(("progress", (percent, message, stage), None))
 
     try:
-        blas.cap(getattr(order.settings, "blas_threads", None))
-        outcome = call_handler(order.target, order.params, JobContext(order.settings, sink, job_id=order.job_id))
+        from . import jobwarm  # imported by the forkserver already: its BLAS controller comes with the fork
+
+        ctx = JobContext(order.settings, sink, job_id=order.job_id, own_process=True, limiter=jobwarm.limit_threads)
+        outcome = call_handler(order.target, order.params, ctx)
     except BaseException as exc:  # pragma: no cover - call_handler catches Exception; this is SystemExit & co
         outcome = ("crash", describe_crash(exc), traceback.format_exc())
     try:

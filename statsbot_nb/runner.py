@@ -56,6 +56,7 @@ PRELOAD = (
     "statsbot_nb.handlers.files",
     "matplotlib.backends.backend_agg",
     "statsbot_nb.ml.warm",  # scikit-learn's estimators, metrics and preprocessing, xgboost, lightgbm
+    "statsbot_nb.jobwarm",  # the BLAS libraries those loaded, found once (after them)
 )
 
 

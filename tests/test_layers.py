@@ -47,7 +47,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("statsbot_nb.paths", "statsbot_nb.settings"),
     ("statsbot_nb.ml", "statsbot_nb.ml."),
     ("statsbot_nb.handlers", "statsbot_nb.handlers."),
-    ("statsbot_nb.jobs", "statsbot_nb.runner", "statsbot_nb.jobguard", "statsbot_nb.jobproc"),
+    ("statsbot_nb.jobs", "statsbot_nb.runner", "statsbot_nb.jobguard", "statsbot_nb.jobproc", "statsbot_nb.jobwarm"),
     (
         "statsbot_nb.protocol",
         "statsbot_nb.events",
