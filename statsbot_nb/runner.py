@@ -56,6 +56,8 @@ PRELOAD = (
     "statsbot_nb.handlers.files",
     "matplotlib.backends.backend_agg",
     "statsbot_nb.ml.warm",  # scikit-learn's estimators, metrics and preprocessing, xgboost, lightgbm
+    "pandas.io.formats.csvs",  # every predict writes a CSV; imported on first use in each job process
+    "encodings.utf_8_sig",  # reading a CSV that may start with a byte-order mark
     "statsbot_nb.jobwarm",  # the BLAS libraries those loaded, found once (after them)
 )
 
