@@ -2,17 +2,20 @@
 
 :class:`Driver` is the asyncio half of :class:`~statsbot_nb.worker.Worker`: it hands every event to the
 pure core (:mod:`statsbot_nb.core`) with the current time and carries out what comes back — journal writes
-(before a job starts, before a result leaves), frames through the connection's :class:`~statsbot_nb.link.Link`,
-job tasks on the runners, timers, events for observers. It decides nothing itself.
+(a job's reservation at once, before it starts; the other records on the recorder's thread,
+:mod:`statsbot_nb.recorder`, with a result frame held back until its record is written), frames through
+the connection's :class:`~statsbot_nb.link.Link`, job tasks on the runners, timers, events for observers.
+It decides nothing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -47,6 +50,7 @@ from .events import EventBus, LogLine
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
+from .recorder import JournalWriter, Recorder
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +69,17 @@ class Driver:
     _proxy: str | None
     _journal_broken: bool
     _journal_warned: float
-    _unwritten: OrderedDict[str, JournalStarted | JournalResult | JournalConfirmed]
+    _records: Recorder  # the journal's writes, off the loop
+    _journal_writer: JournalWriter | None
     _inbox: deque[Event]
     _draining: bool
     _claimed_for: int | None
     _claim_retry_at: float
-    _retry_flush: asyncio.TimerHandle | None
     _process_runner: Any
     _thread_runner: Any
     _confirm_timeout: float
     _tasks: dict[str, asyncio.Task[None]]
+    _progress_due: dict[str, JobProgressed]
     _background: set[asyncio.Task[Any]]
     _timers: set[asyncio.TimerHandle]
     _links: dict[int, tuple[Link, asyncio.Task[None]]]
@@ -101,6 +106,8 @@ class Driver:
             else:
                 if self.journal.note:
                     self.events.publish(LogLine("warning", self.journal.note))
+                failed = functools.partial(self._journal_failed, "write")
+                self._journal_writer = JournalWriter(self.journal, self._records, lambda: self.core.user_id, failed)
         self._feed(Start())
 
     def _feed(self, event: Event) -> None:
@@ -141,7 +148,7 @@ class Driver:
             due = time.monotonic() >= self._claim_retry_at
             if self.journal is not None and not self._journal_broken and conn != self._claimed_for and due:
                 try:
-                    self._inbox.append(self.journal.claim(self.core.user_id))
+                    self._inbox.append(self._records.call(self.journal.claim, self.core.user_id))
                     self._claimed_for = conn
                 except (sqlite3.Error, OSError) as exc:  # tried again on a later event, not before 2 s
                     self._claim_retry_at = time.monotonic() + 2.0
@@ -157,8 +164,9 @@ class Driver:
         for action in actions:
             if isinstance(action, SendFrame | SendPing):
                 entry = self._links.get(action.conn)
-                if entry is not None:
-                    entry[0].send(action)
+                if entry is not None:  # a result waits for its journal record to be written
+                    writer = self._journal_writer
+                    entry[0].send(action, after=writer.barrier(action) if writer is not None else None)
             elif isinstance(action, Publish):
                 self.events.publish(action.event)
             elif isinstance(action, Log):
@@ -227,10 +235,12 @@ class Driver:
         if self.ledger is None:
             return
         action = self.ledger.action_of(frame.job_id)
-        if action is None and frame.job_id is not None:
-            record = self.core.jobs.get(frame.job_id)
-            action = record.action if record is not None else None
-        self.ledger.record(frame.frame, frame.job_id, action)
+        record = self.core.jobs.get(frame.job_id) if frame.job_id is not None else None
+        if action is None and record is not None:
+            action = record.action
+        # The result's data, while this worker holds it, spares the ledger parsing a large frame again.
+        data = record.result if frame.kind == "result" and record is not None and record.status == "done" else None
+        self.ledger.record(frame.frame, frame.job_id, action, data)
 
     def _schedule(self, action: ScheduleTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -251,47 +261,21 @@ class Driver:
         """
         if self.journal is None or self._journal_broken:
             return None  # no journal at all: this worker's memory is all there is
-        self.journal.set_user(self.core.user_id)
         try:
-            return self.journal.reserve(action.job_id, action.action)
+            return self._records.call(self._reserve_now, action)
         except (sqlite3.Error, OSError) as exc:
             self._journal_failed("record a job", exc)
             return Existing("unknown", None, owner_alive=True)
 
+    def _reserve_now(self, action: ReserveJob) -> Existing | None:
+        assert self.journal is not None
+        self.journal.set_user(self.core.user_id)
+        return self.journal.reserve(action.job_id, action.action)
+
     def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
-        """Write one record; one that fails is kept and written again after the next write that succeeds."""
-        if self.journal is None or self._journal_broken:
-            return
-        self._unwritten.pop(action.job_id, None)
-        self._unwritten[action.job_id] = action
-        while len(self._unwritten) > 10000:
-            self._unwritten.popitem(last=False)
-        self._flush_journal()
-
-    def _flush_journal(self) -> None:
-        journal = self.journal
-        if journal is None or self._journal_broken:
-            return
-        journal.set_user(self.core.user_id)
-        while self._unwritten:
-            job_id, action = next(iter(self._unwritten.items()))
-            try:
-                if isinstance(action, JournalStarted):
-                    journal.started(job_id)
-                elif isinstance(action, JournalResult):
-                    journal.result(job_id, action.frame)
-                else:
-                    journal.confirmed(job_id)
-            except (sqlite3.Error, OSError) as exc:
-                self._journal_failed("write", exc)
-                if self._retry_flush is None:  # try again soon, not only when the next write comes
-                    self._retry_flush = asyncio.get_running_loop().call_later(2.0, self._flush_again)
-                return
-            del self._unwritten[job_id]
-
-    def _flush_again(self) -> None:
-        self._retry_flush = None
-        self._flush_journal()
+        """Write one record (off the loop); one that fails is kept and written again with the next ones."""
+        if self._journal_writer is not None:
+            self._journal_writer.add(action)
 
     def _journal_failed(self, what: str, exc: BaseException) -> None:
         """Tell the user (at most once a minute); the worker goes on, and keeps trying to write."""
@@ -320,7 +304,7 @@ class Driver:
     async def _run_job(self, action: StartJob) -> None:
         runner = self._process_runner if action.spec.isolated else self._thread_runner
         job_id = action.job_id
-        progress: Callable[[float, str, str], None] = lambda p, m, s: self._feed(  # noqa: E731
+        progress: Callable[[float, str, str], None] = lambda p, m, s: self._progress(  # noqa: E731
             JobProgressed(job_id, p, m, s)
         )
         try:
@@ -339,7 +323,21 @@ class Driver:
             )
             ended = JobEnded(job_id, "error", error=error)
         self._tasks.pop(job_id, None)
+        self._feed_progress(job_id)  # the last report before the result
         self._feed(ended)
+
+    def _progress(self, event: JobProgressed) -> None:
+        """A job reported progress: fed to the core on the loop's next turn, only the newest report of each
+        job since the last turn (a chatty job's backlog becomes one event, not one stall of thousands)."""
+        first = event.job_id not in self._progress_due
+        self._progress_due[event.job_id] = event
+        if first:
+            asyncio.get_running_loop().call_soon(self._feed_progress, event.job_id)
+
+    def _feed_progress(self, job_id: str) -> None:
+        event = self._progress_due.pop(job_id, None)
+        if event is not None:
+            self._feed(event)
 
     # ------------------------------------------------------------------ ending
 
@@ -365,9 +363,10 @@ class Driver:
         if hasattr(self._process_runner, "shutdown"):
             self._process_runner.shutdown()
         self._feed(Ended())
+        if self._journal_writer is not None:
+            await self._journal_writer.settle()  # a write that failed earlier gets a last chance
         if self.journal is not None:
-            self._flush_journal()  # a write that failed earlier gets a last chance
-            self.journal.close()
+            self._records.call(self.journal.close)
         if self.ledger is not None:
             self.ledger.close()
         self._ended.set()

@@ -30,9 +30,13 @@ _JOB_ID_RE = re.compile(r"^[A-Za-z0-9_.:\-]{1,128}$")
 
 def dumps(message: Mapping[str, Any]) -> str:
     """Encode one message as a strict JSON text frame."""
-    # ASCII escapes: a lone surrogate echoed from a server string (an action name, a path) would make the
-    # UTF-8 encoding of the frame fail and take the connection down on every reconnect.
-    return json.dumps(to_strict_json(message), allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+    return _dump_strict(to_strict_json(message))
+
+
+def _dump_strict(message: dict[str, Any]) -> str:
+    """A message of plain JSON types as frame text (ASCII escapes: a lone surrogate echoed from a server
+    string would make the frame's UTF-8 encoding fail and take the connection down on every reconnect)."""
+    return json.dumps(message, allow_nan=False, ensure_ascii=True, separators=(",", ":"))
 
 
 def _reject_constant(name: str) -> Any:
@@ -256,10 +260,8 @@ def encode_progress(job_id: str, progress: float, message: str, status: str = "r
 
 def encode_result_ok(job_id: str, data: Mapping[str, Any]) -> str:
     """A successful result. ``data`` must be a non-empty object (today's server rejects an empty one)."""
-    clean = to_strict_json(dict(data))
-    if not clean:
-        clean = {"ok": True}
-    return dumps({"type": "result", "job_id": job_id, "success": True, "data": clean})
+    clean = to_strict_json(dict(data)) or {"ok": True}  # plain JSON now: not converted a second time
+    return _dump_strict({"type": "result", "job_id": job_id, "success": True, "data": clean})
 
 
 def encode_result_error(job_id: str, error: str, *, cancelled: bool = False) -> str:
