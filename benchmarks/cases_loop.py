@@ -283,7 +283,7 @@ async def run(root: Path, rounds: int, smoke: bool, upstream: str | None) -> lis
 
         async def burst_and_flood() -> None:
             flood = asyncio.ensure_future(srv.jobs("flood", {"count": 1_000 if smoke else 5_000}))
-            for _ in range(2 if smoke else 5):
+            for _ in range(2 if smoke else 10):
                 await srv.jobs("list_models", count=50)
                 await asyncio.sleep(0.05)
             await flood
