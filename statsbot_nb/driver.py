@@ -2,15 +2,16 @@
 
 :class:`Driver` is the asyncio half of :class:`~statsbot_nb.worker.Worker`: it hands every event to the
 pure core (:mod:`statsbot_nb.core`) with the current time and carries out what comes back — journal writes
-(a job's reservation at once, before it starts; the other records on the recorder's thread,
-:mod:`statsbot_nb.recorder`, with a result frame held back until its record is written), frames through
-the connection's :class:`~statsbot_nb.link.Link`, job tasks on the runners, timers, events for observers.
-It decides nothing itself.
+on the recorder's thread (:mod:`statsbot_nb.recorder`: a job starts once its reservation is answered, a
+result frame leaves once its record is written), frames through the connection's
+:class:`~statsbot_nb.link.Link`, job tasks on the runners, timers, events for observers. It decides
+nothing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import functools
 import logging
 import sqlite3
@@ -50,7 +51,7 @@ from .events import EventBus, LogLine
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
-from .recorder import JournalWriter, Recorder
+from .recorder import JournalWriter, Recorder, call_soon
 
 log = logging.getLogger(__name__)
 
@@ -172,7 +173,7 @@ class Driver:
             elif isinstance(action, Log):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, ReserveJob):
-                self._inbox.append(JobReserved(action.job_id, self._reserve(action)))
+                self._reserve(action)
             elif isinstance(action, JournalStarted | JournalResult | JournalConfirmed):
                 self._journal(action)
             elif isinstance(action, StartJob):
@@ -253,24 +254,33 @@ class Driver:
         handle = loop.call_later(action.delay, fire)
         self._timers.add(handle)
 
-    def _reserve(self, action: ReserveJob) -> Existing | None:
-        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands.
+    def _reserve(self, action: ReserveJob) -> None:
+        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands; the
+        answer is fed to the core as :class:`JobReserved` once the recorder's thread has it (a burst of
+        jobs makes a burst of commits, which must not hold the loop; the core waits for each answer).
 
         A journal that cannot answer right now (locked, disk trouble) answers "unknown": the core holds the
         job and asks again, rather than risk running a job another worker of this home already runs.
         """
-        if self.journal is None or self._journal_broken:
-            return None  # no journal at all: this worker's memory is all there is
-        try:
-            return self._records.call(self._reserve_now, action)
-        except (sqlite3.Error, OSError) as exc:
-            self._journal_failed("record a job", exc)
-            return Existing("unknown", None, owner_alive=True)
+        if self.journal is None or self._journal_broken:  # no journal: this worker's memory is all there is
+            self._inbox.append(JobReserved(action.job_id, None))
+            return
+        loop = asyncio.get_running_loop()
+        asking = self._records.submit(self._reserve_now, self.journal, self.core.user_id, action)
+        asking.add_done_callback(lambda f: call_soon(loop, self._reserved, action.job_id, f))
 
-    def _reserve_now(self, action: ReserveJob) -> Existing | None:
-        assert self.journal is not None
-        self.journal.set_user(self.core.user_id)
-        return self.journal.reserve(action.job_id, action.action)
+    def _reserve_now(self, journal: Journal, user_id: int | None, action: ReserveJob) -> Existing | None:
+        with self._records.lock:  # (the recorder's thread)
+            journal.set_user(user_id)
+            return journal.reserve(action.job_id, action.action)
+
+    def _reserved(self, job_id: str, asking: concurrent.futures.Future[Existing | None]) -> None:
+        try:
+            existing = asking.result()
+        except (sqlite3.Error, OSError, RuntimeError) as exc:  # RuntimeError: the journal was closed
+            self._journal_failed("record a job", exc)
+            existing = Existing("unknown", None, owner_alive=True)
+        self._feed(JobReserved(job_id, existing))
 
     def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
         """Write one record (off the loop); one that fails is kept and written again with the next ones."""
@@ -366,6 +376,7 @@ class Driver:
         if self._journal_writer is not None:
             await self._journal_writer.settle()  # a write that failed earlier gets a last chance
         if self.journal is not None:
+            await asyncio.wrap_future(self._records.submit(lambda: None))  # the reservations asked so far
             self._records.call(self.journal.close)
         if self.ledger is not None:
             self.ledger.close()

@@ -8,18 +8,20 @@ instead: one thread that writes in the order it was handed work, while the loop 
 the GIL as it writes). (The ledger's rows stay on the loop: a row is a few dozen bytes, written in tens of
 microseconds, and readers rely on a frame's row being there once the frame was written.)
 
-What must stay true is the journal's contract: a result is recorded before it is sent. The driver keeps it
-by holding a result frame back until the batch that carries its record is written
+What must stay true is the journal's contract: a job is reserved before it starts, and a result is
+recorded before it is sent. Reservations run on the recorder's thread too, and the core starts a job only
+once its answer is back; a result frame is held back until the batch that carries its record is written
 (:meth:`JournalWriter.barrier`); a record that fails stays and is written again with the next batch, or
-after :data:`RETRY_S`. Questions whose answer the worker needs at once (is this job id new? what did ended
-workers leave?) run on the loop under the recorder's lock (:meth:`Recorder.call`), so they never interleave
-with a write on the journal's one connection, and wait only for a write in progress, not for the queue.
+after :data:`RETRY_S`. What ended workers left is read once per connection on the loop, under the
+recorder's lock (:meth:`Recorder.call`), so it never interleaves with a write on the journal's one
+connection and waits only for a write in progress, not for the queue.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import sqlite3
 import threading
 from collections import OrderedDict
@@ -102,7 +104,7 @@ class JournalWriter:
         self._flushing = done = done or loop.create_future()
         batch = list(self.unwritten.values())
         writing = self.recorder.submit(self._write, self._user_id(), batch)
-        writing.add_done_callback(lambda f: loop.call_soon_threadsafe(self._written, batch, f))
+        writing.add_done_callback(lambda f: call_soon(loop, self._written, batch, f))
 
     def _write(self, user_id: int | None, batch: list[JournalRecord]) -> tuple[int, BaseException | None]:
         """(Recorder thread.) Write ``batch`` in order up to its first failure: how many, and the failure."""
@@ -158,3 +160,9 @@ class JournalWriter:
         self.flush()
         while self._flushing is not None:
             await asyncio.shield(self._flushing)
+
+
+def call_soon(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """``callback(*args)`` on ``loop`` from another thread; nothing once the loop is closed."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
