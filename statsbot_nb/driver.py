@@ -2,18 +2,21 @@
 
 :class:`Driver` is the asyncio half of :class:`~statsbot_nb.worker.Worker`: it hands every event to the
 pure core (:mod:`statsbot_nb.core`) with the current time and carries out what comes back — journal writes
-(before a job starts, before a result leaves), frames through the connection's :class:`~statsbot_nb.link.Link`,
-job tasks on the runners, timers, events for observers. It decides nothing itself.
+on the recorder's thread (:mod:`statsbot_nb.recorder`: a job starts once its reservation is answered, a
+result frame leaves once its record is written), frames through the connection's
+:class:`~statsbot_nb.link.Link`, job tasks on the runners, timers, events for observers. It decides
+nothing itself.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import concurrent.futures
+import functools
 import logging
 import sqlite3
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -48,11 +51,9 @@ from .events import EventBus, LogLine
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
+from .recorder import JournalWriter, Recorder, call_soon
 
 log = logging.getLogger(__name__)
-
-#: Seconds a server's confirmation may wait to be written with the next journal record (see ``_journal``).
-CONFIRM_DELAY = 0.5
 
 
 class Driver:
@@ -69,17 +70,17 @@ class Driver:
     _proxy: str | None
     _journal_broken: bool
     _journal_warned: float
-    _unwritten: OrderedDict[str, JournalStarted | JournalResult | JournalConfirmed]
+    _records: Recorder  # the journal's writes, off the loop
+    _journal_writer: JournalWriter | None
     _inbox: deque[Event]
     _draining: bool
     _claimed_for: int | None
     _claim_retry_at: float
-    _retry_flush: asyncio.TimerHandle | None
-    _lazy_flush: asyncio.TimerHandle | None
     _process_runner: Any
     _thread_runner: Any
     _confirm_timeout: float
     _tasks: dict[str, asyncio.Task[None]]
+    _progress_due: dict[str, JobProgressed]
     _background: set[asyncio.Task[Any]]
     _timers: set[asyncio.TimerHandle]
     _links: dict[int, tuple[Link, asyncio.Task[None]]]
@@ -110,6 +111,8 @@ class Driver:
             else:
                 if self.journal.note:
                     self.events.publish(LogLine("warning", self.journal.note))
+                failed = functools.partial(self._journal_failed, "write")
+                self._journal_writer = JournalWriter(self.journal, self._records, lambda: self.core.user_id, failed)
         self._feed(Start())
 
     def _feed(self, event: Event) -> None:
@@ -150,7 +153,7 @@ class Driver:
             due = time.monotonic() >= self._claim_retry_at
             if self.journal is not None and not self._journal_broken and conn != self._claimed_for and due:
                 try:
-                    self._inbox.append(self.journal.claim(self.core.user_id))
+                    self._inbox.append(self._records.call(self.journal.claim, self.core.user_id))
                     self._claimed_for = conn
                 except (sqlite3.Error, OSError) as exc:  # tried again on a later event, not before 2 s
                     self._claim_retry_at = time.monotonic() + 2.0
@@ -166,14 +169,15 @@ class Driver:
         for action in actions:
             if isinstance(action, SendFrame | SendPing):
                 entry = self._links.get(action.conn)
-                if entry is not None:
-                    entry[0].send(action)
+                if entry is not None:  # a result waits for its journal record to be written
+                    writer = self._journal_writer
+                    entry[0].send(action, after=writer.barrier(action) if writer is not None else None)
             elif isinstance(action, Publish):
                 self.events.publish(action.event)
             elif isinstance(action, Log):
                 log.log(action.level, "%s", action.message)
             elif isinstance(action, ReserveJob):
-                self._inbox.append(JobReserved(action.job_id, self._reserve(action)))
+                self._reserve(action)
             elif isinstance(action, JournalStarted | JournalResult | JournalConfirmed):
                 self._journal(action)
             elif isinstance(action, StartJob):
@@ -236,10 +240,12 @@ class Driver:
         if self.ledger is None:
             return
         action = self.ledger.action_of(frame.job_id)
-        if action is None and frame.job_id is not None:
-            record = self.core.jobs.get(frame.job_id)
-            action = record.action if record is not None else None
-        self.ledger.record(frame.frame, frame.job_id, action)
+        record = self.core.jobs.get(frame.job_id) if frame.job_id is not None else None
+        if action is None and record is not None:
+            action = record.action
+        # The result's data, while this worker holds it, spares the ledger parsing a large frame again.
+        data = record.result if frame.kind == "result" and record is not None and record.status == "done" else None
+        self.ledger.record(frame.frame, frame.job_id, action, data)
 
     def _schedule(self, action: ScheduleTimer) -> None:
         loop = asyncio.get_running_loop()
@@ -252,70 +258,38 @@ class Driver:
         handle = loop.call_later(action.delay, fire)
         self._timers.add(handle)
 
-    def _reserve(self, action: ReserveJob) -> Existing | None:
-        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands.
+    def _reserve(self, action: ReserveJob) -> None:
+        """Ask the journal whether ``action.job_id`` is new (None: run it) or how it already stands; the
+        answer is fed to the core as :class:`JobReserved` once the recorder's thread has it (a burst of
+        jobs makes a burst of commits, which must not hold the loop; the core waits for each answer).
 
         A journal that cannot answer right now (locked, disk trouble) answers "unknown": the core holds the
         job and asks again, rather than risk running a job another worker of this home already runs.
         """
-        if self.journal is None or self._journal_broken:
-            return None  # no journal at all: this worker's memory is all there is
-        self.journal.set_user(self.core.user_id)
+        if self.journal is None or self._journal_broken:  # no journal: this worker's memory is all there is
+            self._inbox.append(JobReserved(action.job_id, None))
+            return
+        loop = asyncio.get_running_loop()
+        asking = self._records.submit(self._reserve_now, self.journal, self.core.user_id, action)
+        asking.add_done_callback(lambda f: call_soon(loop, self._reserved, action.job_id, f))
+
+    def _reserve_now(self, journal: Journal, user_id: int | None, action: ReserveJob) -> Existing | None:
+        with self._records.lock:  # (the recorder's thread)
+            journal.set_user(user_id)
+            return journal.reserve(action.job_id, action.action)
+
+    def _reserved(self, job_id: str, asking: concurrent.futures.Future[Existing | None]) -> None:
         try:
-            return self.journal.reserve(action.job_id, action.action)
-        except (sqlite3.Error, OSError) as exc:
+            existing = asking.result()
+        except (sqlite3.Error, OSError, RuntimeError) as exc:  # RuntimeError: the journal was closed
             self._journal_failed("record a job", exc)
-            return Existing("unknown", None, owner_alive=True)
+            existing = Existing("unknown", None, owner_alive=True)
+        self._feed(JobReserved(job_id, existing))
 
     def _journal(self, action: JournalStarted | JournalResult | JournalConfirmed) -> None:
-        """Write one record; one that fails is kept and written again after the next write that succeeds.
-
-        A confirmation waits (up to :data:`CONFIRM_DELAY` s) to share the next record's commit: lost with the
-        process, it only makes the next worker re-send a result the server has (dropped there as a duplicate),
-        and it cost a commit per small job. A job's start and a result about to leave are written at once."""
-        if self.journal is None or self._journal_broken:
-            return
-        self._unwritten.pop(action.job_id, None)
-        self._unwritten[action.job_id] = action
-        while len(self._unwritten) > 10000:
-            self._unwritten.popitem(last=False)
-        if isinstance(action, JournalConfirmed):
-            if self._lazy_flush is None:
-                self._lazy_flush = asyncio.get_running_loop().call_later(CONFIRM_DELAY, self._flush_journal)
-            return
-        self._flush_journal()
-
-    def _flush_journal(self) -> None:
-        """Write every pending record, several in one transaction (one commit)."""
-        journal = self.journal
-        if self._lazy_flush is not None:
-            self._lazy_flush.cancel()
-            self._lazy_flush = None
-        if journal is None or self._journal_broken or not self._unwritten:
-            return
-        journal.set_user(self.core.user_id)
-        pending = list(self._unwritten.items())
-        try:
-            with journal.batch() if len(pending) > 1 else contextlib.nullcontext():
-                for job_id, action in pending:
-                    if isinstance(action, JournalStarted):
-                        journal.started(job_id)
-                    elif isinstance(action, JournalResult):
-                        journal.result(job_id, action.frame)
-                    else:
-                        journal.confirmed(job_id)
-        except (sqlite3.Error, OSError) as exc:
-            self._journal_failed("write", exc)
-            if self._retry_flush is None:  # try again soon, not only when the next write comes
-                self._retry_flush = asyncio.get_running_loop().call_later(2.0, self._flush_again)
-            return
-        for job_id, action in pending:
-            if self._unwritten.get(job_id) is action:
-                del self._unwritten[job_id]
-
-    def _flush_again(self) -> None:
-        self._retry_flush = None
-        self._flush_journal()
+        """Write one record (off the loop); one that fails is kept and written again with the next ones."""
+        if self._journal_writer is not None:
+            self._journal_writer.add(action)
 
     def _journal_failed(self, what: str, exc: BaseException) -> None:
         """Tell the user (at most once a minute); the worker goes on, and keeps trying to write."""
@@ -344,7 +318,7 @@ class Driver:
     async def _run_job(self, action: StartJob) -> None:
         runner = self._process_runner if action.spec.isolated else self._thread_runner
         job_id = action.job_id
-        progress: Callable[[float, str, str], None] = lambda p, m, s: self._feed(  # noqa: E731
+        progress: Callable[[float, str, str], None] = lambda p, m, s: self._progress(  # noqa: E731
             JobProgressed(job_id, p, m, s)
         )
         try:
@@ -363,7 +337,21 @@ class Driver:
             )
             ended = JobEnded(job_id, "error", error=error)
         self._tasks.pop(job_id, None)
+        self._feed_progress(job_id)  # the last report before the result
         self._feed(ended)
+
+    def _progress(self, event: JobProgressed) -> None:
+        """A job reported progress: fed to the core on the loop's next turn, only the newest report of each
+        job since the last turn (a chatty job's backlog becomes one event, not one stall of thousands)."""
+        first = event.job_id not in self._progress_due
+        self._progress_due[event.job_id] = event
+        if first:
+            asyncio.get_running_loop().call_soon(self._feed_progress, event.job_id)
+
+    def _feed_progress(self, job_id: str) -> None:
+        event = self._progress_due.pop(job_id, None)
+        if event is not None:
+            self._feed(event)
 
     # ------------------------------------------------------------------ ending
 
@@ -389,9 +377,11 @@ class Driver:
         if hasattr(self._process_runner, "shutdown"):
             self._process_runner.shutdown()
         self._feed(Ended())
+        if self._journal_writer is not None:
+            await self._journal_writer.settle()  # a write that failed earlier gets a last chance
         if self.journal is not None:
-            self._flush_journal()  # confirmations waiting, and a write that failed earlier, get a last chance
-            self.journal.close()
+            await asyncio.wrap_future(self._records.submit(lambda: None))  # the reservations asked so far
+            self._records.call(self.journal.close)
         if self.ledger is not None:
             self.ledger.close()
         self._ended.set()

@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .strictjson import to_strict_json
+
 log = logging.getLogger(__name__)
 
 LEDGER_FILE = "ledger.sqlite3"
@@ -108,28 +110,51 @@ def _labels_in_columns(columns: object) -> int:
     return sum(1 for c in columns if isinstance(c, str) and c.startswith("proba_") and not c.startswith("proba_#"))
 
 
-def classify(frame: str, action: str | None) -> FrameSummary:
+#: Result fields of table rows (only their length is read), and the other fields :func:`classify` reads.
+_ROW_FIELDS = ("dataframe", "dataframe_sample")
+_READ_FIELDS = ("predictions_sample", "dataset_stats", "columns", "dataframe_columns", "output_file")
+
+
+def as_sent(data: object) -> dict[str, Any] | None:
+    """The fields of a result's ``data`` that :func:`classify` reads, as its frame carries them (strict JSON),
+    without converting the table rows; None when they could differ (then the frame itself is parsed)."""
+    if not isinstance(data, dict) or any(not isinstance(data.get(n, []), list | None) for n in _ROW_FIELDS):
+        return None
+    sent = {n: to_strict_json(data[n]) for n in _READ_FIELDS if n in data}
+    sent.update({n: data[n] for n in _ROW_FIELDS if n in data})
+    return sent
+
+
+def classify(
+    frame: str, action: str | None, data: Mapping[str, Any] | None = None, job_id: str | None = None
+) -> FrameSummary:
     """Parse a frame the worker sends and name the fields that carry user data, for ``action``.
 
     The classes follow what each action's result means (PROTOCOL.md): ``predictions_sample`` holds
     predicted values; ``class_distribution`` keys and ``quartiles`` are target values (labels); a
     numbered ``#1`` key (strict) is not; ``dataframe``/``dataframe_sample`` are table rows; ``proba_<label>``
     column names carry labels. An auth frame is summarised without reading its token.
+
+    ``data`` (with ``job_id``): the ``data`` object a successful result frame was encoded from, when the
+    caller still holds it; the frame is then not parsed again (a ``load_data`` result can be many MB).
     """
     size = len(frame.encode("utf-8"))
-    try:
-        message = json.loads(frame)
-    except ValueError:
-        return FrameSummary("unreadable", None, size)
-    if not isinstance(message, dict):
-        return FrameSummary("unreadable", None, size)
-    kind = str(message.get("type", "?"))
-    job_id = message.get("job_id") if isinstance(message.get("job_id"), str) else None
-    if kind == "auth":
-        return FrameSummary("auth (token withheld)", None, size)
-    data = message.get("data")
-    if kind != "result" or not isinstance(data, dict):
-        return FrameSummary(kind, job_id, size)
+    kind = "result"
+    data = as_sent(data) if data is not None else None
+    if data is None:
+        try:
+            message = json.loads(frame)
+        except ValueError:
+            return FrameSummary("unreadable", None, size)
+        if not isinstance(message, dict):
+            return FrameSummary("unreadable", None, size)
+        kind = str(message.get("type", "?"))
+        job_id = message.get("job_id") if isinstance(message.get("job_id"), str) else None
+        if kind == "auth":
+            return FrameSummary("auth (token withheld)", None, size)
+        data = message.get("data")
+        if kind != "result" or not isinstance(data, dict):
+            return FrameSummary(kind, job_id, size)
     uses: list[FieldUse] = []
     sample = data.get("predictions_sample")
     if isinstance(sample, list) and sample:
@@ -285,10 +310,20 @@ class Ledger:
             entry = self._jobs.get(job_id)
         return entry[0] if entry else None
 
-    def record(self, frame: str, job_id: str | None = None, action: str | None = None) -> FrameSummary:
-        """Record one frame that was written to the server; returns what was recorded."""
+    def record(
+        self,
+        frame: str,
+        job_id: str | None = None,
+        action: str | None = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> FrameSummary:
+        """Record one frame that was written to the server; returns what was recorded.
+
+        ``data``: for a successful result of ``job_id``, the data it was encoded from (see :func:`classify`).
+        """
         action = action or self.action_of(job_id)
-        summary = classify(frame, action)
+        data = as_sent(data) if data is not None and job_id is not None else None  # else: parse the frame
+        summary = classify(frame, action, data, job_id)
         job_id = job_id or summary.job_id
         if summary.frame == "auth (token withheld)":
             action = None
@@ -296,9 +331,9 @@ class Ledger:
             now = self._clock()
             entry = self._jobs.get(job_id or "")
             if entry and entry[1] and summary.frame == "result":
-                with contextlib.suppress(ValueError):
-                    data = json.loads(frame).get("data") or {}
-                    self.watch.filtered_output(data.get("output_file"), now)
+                with contextlib.suppress(ValueError, AttributeError):
+                    sent = data if data is not None else json.loads(frame).get("data") or {}
+                    self.watch.filtered_output(sent.get("output_file"), now)
             warning = self._warnings.pop(job_id, None) if summary.frame == "result" and job_id else None
             if warning is None and job_id:
                 warning = self._warnings.get(job_id)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from websockets.asyncio.client import ClientConnection, connect
@@ -30,6 +31,12 @@ _WS_LOG = logging.getLogger("statsbot_nb.websockets")
 _WS_LOG.setLevel(logging.INFO)
 
 Outgoing = SendFrame | SendPing
+#: The reader and the writer give the event loop a turn at least this often while they work through a backlog.
+YIELD_S = 0.005
+#: A frame longer than this leaves in fragments of this many characters, the loop getting a turn between
+#: two: compressing (permessage-deflate) a 20 MB result in one piece held the loop for over a second. Any
+#: WebSocket peer reassembles fragments into the one message; smaller frames leave whole, as before.
+FRAGMENT_CHARS = 64 * 1024
 
 
 #: The largest frame the worker reads (a ``save_file`` job carries a whole table). Today's server allows 10 GiB;
@@ -87,12 +94,13 @@ class Link:
         #: is not reported, and a result re-sent after a reconnect is reported each time it is written.
         self._on_written = on_written
         self._ws: ClientConnection | None = None
-        self._queue: asyncio.Queue[Outgoing] = asyncio.Queue()
+        self._queue: asyncio.Queue[tuple[Outgoing, asyncio.Future[None] | None]] = asyncio.Queue()
         self._waiters: set[asyncio.Task[None]] = set()
 
-    def send(self, item: Outgoing) -> None:
-        """Queue a frame (or a confirming ping) behind everything queued before it."""
-        self._queue.put_nowait(item)
+    def send(self, item: Outgoing, after: asyncio.Future[None] | None = None) -> None:
+        """Queue a frame (or a confirming ping) behind everything queued before it; with ``after``, it (and
+        so everything queued behind it) leaves once that future is done (its journal record is written)."""
+        self._queue.put_nowait((item, after))
 
     async def drain(self, timeout: float) -> None:
         """Wait up to ``timeout`` seconds for the queued frames to be written."""
@@ -114,8 +122,12 @@ class Link:
                 self._ws = ws
                 writer = asyncio.get_running_loop().create_task(self._writer(ws))
                 self._feed(ConnectionOpened(self.conn))
-                async for frame in ws:
+                turn = time.monotonic()
+                async for frame in ws:  # frames already received are handed over without a pause: take one
                     self._feed(FrameReceived(self.conn, frame))
+                    if time.monotonic() - turn > YIELD_S:
+                        await asyncio.sleep(0)
+                        turn = time.monotonic()
         except asyncio.CancelledError:
             pass
         except Exception as exc:
@@ -147,17 +159,28 @@ class Link:
         self._feed(lost)
 
     async def _writer(self, ws: ClientConnection) -> None:
-        """The only writer of the connection: frames leave in the order the core decided them."""
+        """The only writer of the connection: frames leave in the order the core decided them.
+
+        A queue of many frames is written without the loop otherwise getting a turn (neither taking a queued
+        item nor a send that fits the buffer waits), so the writer lets it have one every :data:`YIELD_S`.
+        """
+        turn = time.monotonic()
         while True:
-            item = await self._queue.get()
+            if time.monotonic() - turn > YIELD_S:
+                await asyncio.sleep(0)
+                turn = time.monotonic()
+            item, after = await self._queue.get()
             try:
+                if after is not None:
+                    await asyncio.shield(after)
                 if isinstance(item, SendPing):
                     pong = await ws.ping()
                     waiter = asyncio.get_running_loop().create_task(self._await_pong(item.ping, pong))
                     self._waiters.add(waiter)
                     waiter.add_done_callback(self._waiters.discard)
                 else:
-                    await ws.send(item.frame)
+                    frame = item.frame
+                    await ws.send(_fragments(frame) if len(frame) > FRAGMENT_CHARS else frame)
                     if self._on_written is not None:
                         try:
                             self._on_written(item)
@@ -175,3 +198,10 @@ class Link:
         except (ConnectionClosed, asyncio.TimeoutError, RuntimeError):
             return  # stays pending; re-sent after the next connect
         self._feed(PongReceived(self.conn, ping))
+
+
+async def _fragments(frame: str) -> AsyncIterator[str]:
+    """``frame`` in pieces of :data:`FRAGMENT_CHARS`, giving the loop a turn after each."""
+    for start in range(0, len(frame), FRAGMENT_CHARS):
+        yield frame[start : start + FRAGMENT_CHARS]
+        await asyncio.sleep(0)

@@ -22,7 +22,7 @@ import dataclasses
 import logging
 import os
 import time
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -34,6 +34,7 @@ from .core import (
     REJECTED_HINT,
     AskChanged,
     CoreConfig,
+    JobProgressed,
     JobRecord,
     StopRequested,
     WorkerCore,
@@ -46,6 +47,7 @@ from .journal import Journal
 from .ledgerdb import Ledger
 from .link import DEFAULT_MAX_FRAME_BYTES, Link, connect_options
 from .privacy import describe
+from .recorder import Recorder
 from .retry import Backoff, proxy_for
 from .runner import ProcessRunner, ThreadRunner
 
@@ -126,17 +128,17 @@ class Worker(Driver):
         self.ledger: Ledger | None = ledger or None
         self._journal_broken = False
         self._journal_warned = -1e9
-        self._unwritten = OrderedDict()
+        self._records = Recorder("statsbot-journal")
+        self._journal_writer = None
         self._inbox = deque()
         self._draining = False
         self._claimed_for = None
         self._claim_retry_at = 0.0
-        self._retry_flush = None
-        self._lazy_flush = None
         self._process_runner = process_runner or ProcessRunner()
         self._thread_runner = thread_runner or ThreadRunner()
         self._confirm_timeout = confirm_timeout
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._progress_due: dict[str, JobProgressed] = {}
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._links: dict[int, tuple[Link, asyncio.Task[None]]] = {}

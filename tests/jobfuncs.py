@@ -87,12 +87,21 @@ def scratch_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"cwd": os.getcwd()}
 
 
+def chatty_job(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """Report progress ``count`` times as fast as it can; two alternating stages, so the context drops none."""
+    count = int(params.get("count", 5000))
+    for i in range(count):
+        ctx.progress(100.0 * (i + 1) / count, f"step {i + 1}/{count}", ("fitting", "scoring")[i % 2])
+    return {"count": count}
+
+
 TEST_ACTIONS = {
     **ACTIONS,
     "alloc": ActionSpec("jobfuncs:alloc_job", isolated=True),
     "scratch": ActionSpec("jobfuncs:scratch_job", isolated=True),
     "sleep": ActionSpec("jobfuncs:sleep_job", isolated=True),
     "burn": ActionSpec("jobfuncs:burn_cpu", isolated=True),
+    "chatty": ActionSpec("jobfuncs:chatty_job", isolated=True),
     "die": ActionSpec("jobfuncs:die_job", isolated=True),
     "boom": ActionSpec("jobfuncs:raise_job", isolated=True),
     "write_relative": ActionSpec("jobfuncs:write_relative", isolated=True),

@@ -59,7 +59,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.core",
         "statsbot_nb.core.",
     ),
-    ("statsbot_nb.link", "statsbot_nb.driver"),
+    ("statsbot_nb.link", "statsbot_nb.driver", "statsbot_nb.recorder"),
     ("statsbot_nb.worker", "statsbot_nb.server", "statsbot_nb.server."),
     (
         "statsbot_nb",

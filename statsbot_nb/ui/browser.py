@@ -53,6 +53,8 @@ class ModelBrowser:
         self.entries: list[dict[str, Any]] = []
         self._runner = ProcessRunner(preload=(*PRELOAD, RENDER_MODULE))
         self._pending: set[asyncio.Future[Any]] = set()
+        self._busy: set[str] = set()
+        self._waiting: dict[str, tuple[Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]], Any]] = {}
         self.task = W.Dropdown(options=[ALL, "regression", "classification"], value=ALL, description="Task")
         self.model_type = W.Dropdown(options=[ALL], value=ALL, description="Type")
         self.models = W.Select(options=[], rows=8, layout=W.Layout(width="100%"))
@@ -109,20 +111,31 @@ class ModelBrowser:
             except StatsbotError as exc:
                 return str(exc)
 
-        self._schedule(lambda loop: asyncio.ensure_future(run(), loop=loop), apply)
+        self._schedule(lambda loop: asyncio.ensure_future(run(), loop=loop), apply, slot=handler)
 
     def _png(self, handler: str, params: dict[str, Any], apply: Callable[[bytes | str], None]) -> None:
         """Draw a PNG in a job process; ``apply`` gets the bytes or an error sentence."""
         self._in_process(handler, params, lambda r: apply(bytes(r["png"]) if isinstance(r, dict) else r))
 
     def _schedule(
-        self, start: Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]], apply: Callable[[Any], None]
+        self,
+        start: Callable[[asyncio.AbstractEventLoop], asyncio.Future[Any]],
+        apply: Callable[[Any], None],
+        slot: str | None = None,
     ) -> None:
+        """Start the work on the main loop and apply its result there. With a ``slot`` (a kind of drawing),
+        one runs at a time: a request made meanwhile waits, and a newer one replaces it, so a user clicking
+        fast never piles up job processes (each result is applied only if still wanted)."""
         loop = session.main_loop()
 
         def schedule() -> None:
+            if slot is not None and slot in self._busy:
+                self._waiting[slot] = (start, apply)
+                return
             future = start(loop)
             self._pending.add(future)
+            if slot is not None:
+                self._busy.add(slot)
 
             def done(fut: asyncio.Future[Any]) -> None:
                 self._pending.discard(fut)
@@ -130,6 +143,10 @@ class ModelBrowser:
                     apply(fut.result())
                 except Exception:
                     log.exception("The model browser failed to update")
+                if slot is not None:
+                    self._busy.discard(slot)
+                    if slot in self._waiting:
+                        self._schedule(*self._waiting.pop(slot), slot=slot)
 
             future.add_done_callback(done)
 

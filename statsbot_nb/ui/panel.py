@@ -10,6 +10,7 @@ read, so a saved or nbclient-executed notebook never contains the token.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import logging
 import os
@@ -28,7 +29,7 @@ from ..ledgerview import read_rows
 from ..privacy import DEFAULT_LEVEL, LEVELS, describe
 from ..worker import Worker
 from . import text
-from .rows import ApprovalRow, JobRow
+from .rows import ApprovalRow, JobRow, JobRows
 from .sent import sent_html, warning_html
 
 log = logging.getLogger("statsbot_nb.panel")
@@ -54,7 +55,6 @@ class ControlPanel:
         self.refreshes = 0
         self._unsubscribe: Any = None
         self._refresh_pending = False
-        self._rows: dict[str, JobRow] = {}
         self._approvals: dict[str, ApprovalRow] = {}
         self._extra_dirs: list[str] = []
         self._build()
@@ -109,6 +109,7 @@ class ControlPanel:
         self.warning.add_class("statsbot-warning")
 
         self.progress_box = W.VBox()
+        self.job_rows = JobRows(self._cancel)
         self.log = W.HTML()
         self.log.add_class("statsbot-log")
         connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url, self.status])
@@ -143,6 +144,7 @@ class ControlPanel:
         self.sent = W.HTML()
         self.sent.add_class("statsbot-sent")
         self._sent_read = 0.0
+        self._sent_reading: asyncio.Future[str] | None = None
         self.add_tab("Sent to the server", W.VBox([self.sent]))
         self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
         self.widget.add_class("statsbot-panel")
@@ -252,17 +254,23 @@ class ControlPanel:
         self.folders.options = list(self._extra_dirs)
         self.privacy.value = worker.settings.privacy
         self.ask.value = worker.core.asking
-        for row in self._rows.values():
-            row.box.close()
-        self._rows.clear()
+        self.job_rows.clear()
         self._refresh()
 
+    @property
+    def _rows(self) -> dict[str, JobRow]:
+        """Job id -> the row showing it."""
+        return self.job_rows.rows
+
     def _on_event(self, event: Event) -> None:
+        self._refresh_in(self.refresh_interval)
+
+    def _refresh_in(self, delay: float) -> None:
         if self._refresh_pending:
             return
         self._refresh_pending = True
         loop = session.main_loop()
-        loop.call_soon_threadsafe(loop.call_later, self.refresh_interval, self._refresh)
+        loop.call_soon_threadsafe(loop.call_later, delay, self._refresh)
 
     def _show_status(self, state: str, message: str) -> None:
         colour = _STATE_COLOURS.get(state, "#57606a")
@@ -289,32 +297,38 @@ class ControlPanel:
             self._approvals.pop(job_id).box.close()
         waiting_ids = {j.job_id for j in waiting}
         running = [j for j in worker.jobs.values() if j.status in ("queued", "running") and j.job_id not in waiting_ids]
-        for job in running:
-            row = self._rows.get(job.job_id)
-            if row is None:
-                row = self._rows[job.job_id] = JobRow(job, self._cancel)
-            row.update(job)
-        for job_id in [j for j in self._rows if j not in {r.job_id for r in running}]:
-            self._rows.pop(job_id).box.close()
-        boxes = [row.box for row in self._approvals.values()] + [row.box for row in self._rows.values()]
+        rows, again = self.job_rows.show(running, time.time())
+        if again is not None:
+            self._refresh_in(again)
+        boxes = [row.box for row in self._approvals.values()] + rows
         if list(self.progress_box.children) != boxes:
             self.progress_box.children = boxes
         self.log.value = self._log_html(worker)
         warnings = worker.ledger.warnings if worker.ledger is not None else ()
         self.warning.value = warning_html(warnings[-1][1]) if warnings else ""
-        if time.monotonic() - self._sent_read >= 1.0:
-            self.refresh_sent()
+        if time.monotonic() - self._sent_read >= 1.0 and self._sent_reading is None:
+            self._sent_read = time.monotonic()  # read in a thread: a busy disk must not stall the kernel's loop
+            self._sent_reading = session.main_loop().run_in_executor(None, self._sent_html, self._home())
+            self._sent_reading.add_done_callback(self._sent_done)
+
+    def _sent_done(self, reading: asyncio.Future[str]) -> None:
+        self._sent_reading = None
+        if not reading.cancelled():
+            self.sent.value = reading.result()
+
+    def _home(self) -> Path | None:
+        return self.worker.settings.home if self.worker is not None else None
 
     def refresh_sent(self) -> None:
         """Show the newest frames of the ledger (the worker's home, else the default StatsBot home)."""
         self._sent_read = time.monotonic()
-        home = self.worker.settings.home if self.worker is not None else None
+        self.sent.value = self._sent_html(self._home())
+
+    def _sent_html(self, home: Path | None) -> str:
         try:
-            rows = read_rows(home, limit=self.max_sent_rows)
+            return sent_html(read_rows(home, limit=self.max_sent_rows))
         except Exception as exc:  # a panel never shows a traceback
-            self.sent.value = f"<i>The ledger could not be read: {html.escape(str(exc))}</i>"
-            return
-        self.sent.value = sent_html(rows)
+            return f"<i>The ledger could not be read: {html.escape(str(exc))}</i>"
 
     def _log_html(self, worker: Worker) -> str:
         finished = [j for j in worker.jobs.values() if j.finished][::-1]
