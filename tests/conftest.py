@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import extras
 import pytest
 from jobfuncs import TEST_ACTIONS
 from legacy_server import LegacyServer
@@ -18,6 +19,27 @@ from statsbot_nb.server import JobServer
 from statsbot_nb.worker import Worker
 
 FAST_BACKOFF = Backoff(initial=0.05, factor=2.0, cap=0.5, jitter=0.5)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "extra(library): needs an optional library (tests/extras.py); skipped without it, failed in CI"
+    )
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    for mark in item.iter_markers("extra"):
+        for library in mark.args:
+            extras.require(library)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which model types this run left untested for a missing extra, and how to install it."""
+    lines = extras.summary()
+    if lines:
+        terminalreporter.section("optional extras")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

@@ -310,8 +310,8 @@ async def test_a_linear_template_trains_as_the_regression_it_was_saved_as(start_
     assert "Q1=" in bot_template_training(result) and any("regression model" in n for n in result["notes"])
 
 
+@pytest.mark.extra("lightgbm")
 async def test_lightgbm_training_takes_the_bots_native_names(start_bot, data_dir: Path) -> None:
-    pytest.importorskip("lightgbm")
     bot = await start_bot()
     path = data_dir / "customers.csv"
     customers().to_csv(path, index=False)
@@ -338,8 +338,8 @@ async def test_lightgbm_training_takes_the_bots_native_names(start_bot, data_dir
     assert "Class yes" in bot_guided_training(result, "classification")
 
 
+@pytest.mark.extra("keras")
 async def test_keras_training_takes_the_bots_architecture(start_bot, data_dir: Path) -> None:
-    pytest.importorskip("tensorflow")
     bot = await start_bot()
     path = data_dir / "customers.csv"
     customers().to_csv(path, index=False)

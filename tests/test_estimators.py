@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 
+import extras
 import pytest
 
 from statsbot_nb.errors import JobError
@@ -13,7 +15,6 @@ from statsbot_nb.ml.estimators import build_estimator
 HAS_XGB = importlib.util.find_spec("xgboost") is not None
 HAS_LGBM = importlib.util.find_spec("lightgbm") is not None
 HAS_CATBOOST = importlib.util.find_spec("catboost") is not None
-HAS_KERAS = importlib.util.find_spec("keras") is not None and importlib.util.find_spec("tensorflow") is not None
 
 
 def test_capabilities_list_installed_types_and_versions() -> None:
@@ -77,15 +78,14 @@ def test_sklearn_types_build_the_right_estimator(model_type: str, task: str, cls
         assert params["poly__degree"] == 2
 
 
-@pytest.mark.skipif(not (HAS_XGB and HAS_LGBM), reason="xgboost and lightgbm are needed")
 @pytest.mark.parametrize(
     ("model_type", "task", "cls_name"),
     [
-        ("xgboost_regression", "regression", "XGBRegressor"),
-        ("xgboost_binary_classification", "classification", "XGBClassifier"),
-        ("xgboost_multiclass", "classification", "XGBClassifier"),
-        ("lightgbm_regression", "regression", "LGBMRegressor"),
-        ("lightgbm_multiclass", "classification", "LGBMClassifier"),
+        extras.param("xgboost_regression", "regression", "XGBRegressor"),
+        extras.param("xgboost_binary_classification", "classification", "XGBClassifier"),
+        extras.param("xgboost_multiclass", "classification", "XGBClassifier"),
+        extras.param("lightgbm_regression", "regression", "LGBMRegressor"),
+        extras.param("lightgbm_multiclass", "classification", "LGBMClassifier"),
     ],
 )
 def test_boosting_libraries_pick_regressor_by_name(model_type: str, task: str, cls_name: str) -> None:
@@ -117,7 +117,8 @@ def test_unknown_model_type_is_a_sentence(bad: object) -> None:
     ("model_type", "hidden", "package"),
     [
         ("catboost_regression", ("catboost",), "catboost"),
-        ("keras_classification", ("keras", "tensorflow"), "tensorflow"),
+        ("keras_classification", ("keras",), "keras jax"),
+        ("keras_classification", ("jax", "tensorflow", "torch"), "keras jax"),  # Keras with no backend
     ],
 )
 def test_missing_optional_library_names_the_pip_package(model_type: str, hidden: tuple[str, ...], package: str) -> None:
@@ -140,18 +141,19 @@ def test_missing_optional_library_names_the_pip_package(model_type: str, hidden:
         "except JobError as exc:\n"
         "    print(exc)\n"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    env = {k: v for k, v in os.environ.items() if k != "KERAS_BACKEND"}  # else the user's choice counts
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert "listed False" in out
     assert f"pip install {package}" in out and f"{model_type} needs the" in out
 
 
-@pytest.mark.skipif(not HAS_CATBOOST, reason="catboost is an optional extra ([boost])")
+@pytest.mark.extra("catboost")
 def test_catboost_builds_when_installed() -> None:
     plan = build_estimator("catboost_regression", "regression", {"iterations": 20})
     assert plan.family == "catboost" and plan.estimator.get_params()["iterations"] == 20
 
 
-@pytest.mark.skipif(not HAS_KERAS, reason="keras is an optional extra ([keras])")
+@pytest.mark.extra("keras")
 def test_keras_builds_when_installed() -> None:
     plan = build_estimator("keras_classification", "classification", {"epochs": 5, "hidden_layers": [16]})
     assert plan.family == "keras" and plan.scale_numeric
@@ -170,7 +172,7 @@ def test_unknown_hyperparameter_lists_valid_names() -> None:
         assert name in msg
 
 
-@pytest.mark.skipif(not HAS_XGB, reason="xgboost is needed")
+@pytest.mark.extra("xgboost")
 def test_unknown_hyperparameter_for_xgboost_lists_its_names() -> None:
     with pytest.raises(JobError, match=r"valid names are: .*learning_rate.*max_depth"):
         build_estimator("xgboost_regression", "regression", {"n_trees": 3})  # `seed` is xgboost's own name
@@ -254,7 +256,7 @@ def test_type_checks_use_the_librarys_own_defaults() -> None:
         build_estimator("mlp_classification", "classification", {"max_iter": None})
 
 
-@pytest.mark.skipif(not HAS_XGB, reason="xgboost is needed")
+@pytest.mark.extra("xgboost")
 def test_a_nan_default_takes_numbers_only() -> None:
     """xgboost's `missing` defaults to NaN: null would pass fitting and fail only when scoring."""
     with pytest.raises(JobError, match=r"'missing' .* must be a number"):

@@ -2,15 +2,15 @@
 
 Both comm routes are covered: JupyterLab's ``commsOverSubshells`` setting on (``perCommTarget``, the default:
 widget messages go to a kernel subshell) and off (``disabled``: they go to the main shell while a cell awaits).
-Needs Debian's ``chromium`` and the ``playwright`` and ``jupyterlab`` packages (never a downloaded browser):
-without them the test is skipped locally and fails under CI (``$CI`` set), where ``.ci/run`` installs them.
+Needs the ``playwright`` and ``jupyterlab`` packages (the ``[browser]`` extra) and Debian's ``chromium`` (never a
+downloaded browser): without them the test is skipped locally and fails under CI (``$CI`` set), where
+``.ci/run`` installs them.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import json
 import os
 import secrets
@@ -22,6 +22,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import extras
 import pytest
 
 from statsbot_nb.server import JobServer
@@ -207,11 +208,9 @@ class Lab:
 @pytest.fixture
 def browser_env(home: Path) -> dict[str, str]:
     """The environment for lab, its kernel and chromium: a temporary HOME/STATSBOT_HOME and no proxies."""
+    extras.require("browser")  # playwright and jupyterlab: the [browser] extra
     if shutil.which("chromium") is None:
         _require("Debian's chromium (apt-get install chromium)")
-    for module in ("playwright", "jupyterlab"):
-        if importlib.util.find_spec(module) is None:
-            _require(f"the {module} package")
     env = {k: v for k, v in os.environ.items() if k not in PROXY_VARS and not k.startswith("STATSBOT_")}
     env["STATSBOT_HOME"] = str(home)
     return env

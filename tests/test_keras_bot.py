@@ -11,7 +11,6 @@ the multiclass template always has a 2-unit softmax output. The dicts below copy
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -26,10 +25,7 @@ from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import store
 from statsbot_nb.ml.estimators import build_estimator
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("keras") is None or importlib.util.find_spec("tensorflow") is None,
-    reason="keras is an optional extra ([keras])",
-)
+pytestmark = pytest.mark.extra("keras")
 
 FEATURES = ["x1", "x2", "city"]  # the city category one-hot encodes into several input columns
 

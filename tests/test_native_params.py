@@ -7,7 +7,6 @@ checks that the value reached the fitted library model under the library's own n
 
 from __future__ import annotations
 
-import importlib.util
 import inspect
 import json
 import os
@@ -26,8 +25,7 @@ from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import hyperparams
 from statsbot_nb.ml.estimators import build_estimator
 
-HAS = {lib: importlib.util.find_spec(lib) is not None for lib in ("xgboost", "lightgbm", "catboost")}
-needs = {lib: pytest.mark.skipif(not ok, reason=f"{lib} is an optional extra ([boost])") for lib, ok in HAS.items()}
+needs = {lib: pytest.mark.extra(lib) for lib in ("xgboost", "lightgbm", "catboost")}
 
 # /work/bot/src/engines/trainers/lightgbm_templates.py, get_binary_classification_template() (also
 # get_regression_template(); get_template() returns it for medium data and balanced optimisation).

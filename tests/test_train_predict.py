@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import pickle
 from pathlib import Path
 from typing import Any
 
+import extras
 import numpy as np
 import pandas as pd
 import pytest
@@ -20,7 +20,6 @@ from statsbot_nb.handlers.predict import predict
 from statsbot_nb.handlers.train import train
 from statsbot_nb.ml import store
 
-HAS_BOOST = all(importlib.util.find_spec(m) is not None for m in ("xgboost", "lightgbm"))
 FEATURES = ["x1", "x2", "city"]
 
 REGRESSION_TYPES = [
@@ -48,12 +47,13 @@ CLASSIFICATION_TYPES = [
     ("mlp", "grade"),
     ("mlp_classification", "label"),
 ]
-BOOST_REGRESSION = ["xgboost_regression", "lightgbm_regression"]
+# skipped (and listed at the end of the run) without the [boost] extra
+BOOST_REGRESSION = [extras.param("xgboost_regression"), extras.param("lightgbm_regression")]
 BOOST_CLASSIFICATION = [
-    ("xgboost_binary_classification", "label"),
-    ("xgboost_multiclass", "grade"),
-    ("lightgbm_binary_classification", "label"),
-    ("lightgbm_multiclass", "grade"),
+    extras.param("xgboost_binary_classification", "label"),
+    extras.param("xgboost_multiclass", "grade"),
+    extras.param("lightgbm_binary_classification", "label"),
+    extras.param("lightgbm_multiclass", "grade"),
 ]
 
 
@@ -151,7 +151,7 @@ def check_prediction_file(env: Env, model_id: str, fmt: str, labels: set[str] | 
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-@pytest.mark.parametrize("model_type", REGRESSION_TYPES + (BOOST_REGRESSION if HAS_BOOST else []))
+@pytest.mark.parametrize("model_type", REGRESSION_TYPES + BOOST_REGRESSION)
 def test_every_regression_type_trains_and_predicts(env: Env, model_type: str, fmt: str) -> None:
     path = write(make_frame(), env.data, "train", fmt)
     data = train(train_params(path, model_type, "y", "regression"), env.ctx)
@@ -169,7 +169,7 @@ def test_every_regression_type_trains_and_predicts(env: Env, model_type: str, fm
 
 
 @pytest.mark.parametrize("fmt", ["csv", "parquet"])
-@pytest.mark.parametrize(("model_type", "target"), CLASSIFICATION_TYPES + (BOOST_CLASSIFICATION if HAS_BOOST else []))
+@pytest.mark.parametrize(("model_type", "target"), CLASSIFICATION_TYPES + BOOST_CLASSIFICATION)
 def test_every_classification_type_trains_and_predicts(env: Env, model_type: str, target: str, fmt: str) -> None:
     path = write(make_frame(), env.data, "train", fmt)
     data = train(train_params(path, model_type, target, "classification"), env.ctx)
@@ -211,9 +211,9 @@ def test_progress_moves_during_a_forest_fit(env: Env) -> None:
     assert env.events[-1][0] == 100
 
 
-@pytest.mark.skipif(not HAS_BOOST, reason="xgboost and lightgbm are needed")
 @pytest.mark.parametrize(
-    "model_type", ["xgboost_regression", "lightgbm_regression", "gradient_boosting", "mlp_regression"]
+    "model_type",
+    [extras.param("xgboost_regression"), extras.param("lightgbm_regression"), "gradient_boosting", "mlp_regression"],
 )
 def test_progress_is_reported_from_inside_boosting_and_epochs(env: Env, model_type: str) -> None:
     path = write(make_frame(), env.data, "train", "csv")
@@ -281,8 +281,9 @@ def test_metadata_artefacts_and_headless_compatibility(env: Env) -> None:
     assert store.list_models(env.settings.models_dir)[0]["display_name"] == "Churn v1"
 
 
-@pytest.mark.skipif(not HAS_BOOST, reason="xgboost and lightgbm are needed")
-@pytest.mark.parametrize("model_type", ["xgboost_multiclass", "lightgbm_multiclass", "mlp", "svm"])
+@pytest.mark.parametrize(
+    "model_type", [extras.param("xgboost_multiclass"), extras.param("lightgbm_multiclass"), "mlp", "svm"]
+)
 def test_saved_pickles_hold_no_statsbot_objects(env: Env, model_type: str) -> None:
     path = write(make_frame(), env.data, "train", "csv")
     data = train(train_params(path, model_type, "grade", "classification"), env.ctx)
@@ -344,7 +345,7 @@ def test_text_target_for_regression_is_a_sentence(env: Env) -> None:
         train(train_params(path, "linear", "label", "regression"), env.ctx)
 
 
-@pytest.mark.skipif(not HAS_BOOST, reason="xgboost is needed")
+@pytest.mark.extra("xgboost")
 def test_library_fit_errors_become_sentences(env: Env) -> None:
     path = write(make_frame(), env.data, "train", "csv")
     with pytest.raises(JobError, match=r"xgboost_regression could not be trained with these settings") as err:

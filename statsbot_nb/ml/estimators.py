@@ -55,7 +55,7 @@ _SKLEARN_TYPES: dict[str, tuple[str, tuple[str, ...], bool]] = {
 }
 # Prefix families: <prefix>_<anything>; a regressor when the name contains "regression".
 _PREFIX_LIBRARIES = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "keras": "keras"}
-_PIP_NAMES = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "keras": "tensorflow"}
+_PIP_NAMES = {"xgboost": "xgboost", "lightgbm": "lightgbm", "catboost": "catboost", "keras": "keras jax"}
 _EXAMPLE_SUFFIXES = {
     REGRESSION: ("regression",),
     CLASSIFICATION: ("binary_classification", "multiclass"),
@@ -100,8 +100,10 @@ def _has(module: str) -> bool:
 
 
 def _keras_installed() -> bool:
-    """Keras with TensorFlow, the backend ``keras_*`` models are built on (``pip install tensorflow``)."""
-    return _has("keras") and _has("tensorflow")
+    """Keras with a backend to run on (JAX, TensorFlow or PyTorch: :mod:`.kerasbackend` picks one)."""
+    from .kerasbackend import keras_backend
+
+    return _has("keras") and keras_backend() is not None
 
 
 @functools.lru_cache(maxsize=1)

@@ -19,7 +19,6 @@ The architecture is untrusted input: it is read into plain, checked values by
 
 from __future__ import annotations
 
-import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -28,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from .kerasbackend import import_keras
 from .kerasspec import (
     DEFAULT_HIDDEN,
     INITIALIZERS,
@@ -49,14 +49,6 @@ from .kerasspec import (
 )
 
 Report = Callable[[float, str], None]
-
-
-def _keras() -> Any:
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up chatter in the worker's output
-    import keras
-
-    return keras
 
 
 def _dense(X: Any) -> np.ndarray:
@@ -165,7 +157,7 @@ class _KerasNet(BaseEstimator):
     def fit(self, X: Any, y: Any, report: Report | None = None) -> _KerasNet:
         """Train for ``epochs`` epochs, calling ``report(fraction, message)`` after each."""
         spec = self.check_params()
-        keras = _keras()
+        keras = import_keras()
         seed = int(self.random_state)
         keras.utils.set_random_seed(seed)
         X = _dense(X)
@@ -278,7 +270,7 @@ class _KerasNet(BaseEstimator):
         blob = state.pop("_keras_bytes", None)
         self.__dict__.update(state)
         if blob is not None:
-            keras = _keras()
+            keras = import_keras()
             with tempfile.TemporaryDirectory(prefix="statsbot-keras-") as folder:
                 path = Path(folder) / "model.keras"
                 path.write_bytes(blob)
