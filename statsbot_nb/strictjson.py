@@ -68,10 +68,12 @@ def to_strict_json(value: Any, unknown: Callable[[Any], str] = str) -> Any:
     return unknown(value)
 
 
-def encode(value: Any) -> str:
-    """``value`` as strict JSON text, the way frames are written: converted first, ASCII escapes (a lone
-    surrogate echoed from a server string would make a frame's UTF-8 encoding fail), no spaces."""
-    return json.dumps(to_strict_json(value), allow_nan=False, ensure_ascii=True, separators=(",", ":"))
+def encode(value: Any, *, clean: bool = False) -> str:
+    """``value`` as strict JSON text, the way frames are written: converted first (unless ``clean``: it is
+    made of plain JSON types already), ASCII escapes (a lone surrogate echoed from a server string would
+    make a frame's UTF-8 encoding fail), no spaces."""
+    plain = value if clean else to_strict_json(value)
+    return json.dumps(plain, allow_nan=False, ensure_ascii=True, separators=(",", ":"))
 
 
 class EncodedList(list):  # type: ignore[type-arg]

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from statsbot_nb import protocol
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import AccessDenied, JobError
 from statsbot_nb.handlers import files
@@ -249,6 +250,25 @@ def test_load_data_caps_rows(data_dir: Path) -> None:
     out = files.load_data({"file_path": "big.csv"}, ctx)
     assert out["rows"] == files.LOAD_DATA_MAX_ROWS == len(out["dataframe"])
     assert out["truncated"] is True and out["dataframe"][-1] == {"i": files.LOAD_DATA_MAX_ROWS - 1}
+
+
+def test_load_data_rows_leave_as_text_made_in_the_job(data_dir: Path) -> None:
+    """The rows' JSON text is made by the handler (in the job process) and spliced into the frame, which
+    reads back exactly as encoding the rows anew would: NaN as null, dates as text, escapes kept."""
+    ctx, _ = make_ctx(data_dir, share=True)
+    frame = pd.DataFrame(
+        {
+            "n": [1.5, float("nan"), 3.0],
+            "when": pd.to_datetime(["2024-01-02", None, "2024-03-04"]),
+            "name": ["Zoë", 'say "hi"', "\u2028 line"],
+        }
+    )
+    frame.to_parquet(data_dir / "cells.parquet")
+    out = files.load_data({"file_path": "cells.parquet"}, ctx)
+    wire = json.loads(protocol.encode_result_ok("j1", out))["data"]
+    fresh = json.loads(protocol.dumps({"data": {**out, "dataframe": list(out["dataframe"])}}))["data"]
+    assert wire == fresh and wire["dataframe"][1] == {"n": None, "when": None, "name": 'say "hi"'}
+    assert protocol.encode_result_ok("j1", out).isascii()
 
 
 # -- save_file -----------------------------------------------------------------------------------------
