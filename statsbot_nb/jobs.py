@@ -22,15 +22,23 @@ from .ml.headline import headline_text
 
 @dataclass(frozen=True)
 class ActionSpec:
-    """How to run one action: the handler's import path and whether it needs its own process."""
+    """How to run one action: the handler's import path, whether it needs its own process, and whether the
+    journal keeps it.
+
+    ``journaled=False`` is for read-only actions whose answer is the store as it is now (``list_models``):
+    running one twice is harmless and a restart has nothing of the user's to keep, so the journal's two
+    commits (a third of a listing's time to result) are skipped. Such a job is still kept in memory until the
+    server confirms its result, and a repeated id is still answered, not re-run, while this worker lives.
+    """
 
     target: str
     isolated: bool
+    journaled: bool = True
 
 
 ACTIONS: dict[str, ActionSpec] = {
     # quick: a thread is enough, and they must answer while heavy jobs hold every process slot
-    "list_models": ActionSpec("statsbot_nb.handlers.models:list_models", isolated=False),
+    "list_models": ActionSpec("statsbot_nb.handlers.models:list_models", isolated=False, journaled=False),
     "delete_model": ActionSpec("statsbot_nb.handlers.models:delete_model", isolated=False),
     "set_model_name": ActionSpec("statsbot_nb.handlers.models:set_model_name", isolated=False),
     # parses a user's file (the header of an .xlsx means its whole shared-strings table): a process, so

@@ -27,6 +27,7 @@ from statsbot_nb.core import (
     JobReserved,
     JournalConfirmed,
     JournalResult,
+    JournalStarted,
     Log,
     OpenConnection,
     PongReceived,
@@ -50,6 +51,7 @@ from statsbot_nb.retry import Backoff
 ACTIONS = {
     "heavy": ActionSpec("tests:heavy", isolated=True),
     "light": ActionSpec("tests:light", isolated=False),
+    "read": ActionSpec("tests:read", isolated=False, journaled=False),
 }
 TOKEN = "one-time-token"
 
@@ -281,6 +283,29 @@ def test_a_forgotten_finished_job_is_refused_with_a_sentence(monkeypatch: pytest
     assert _started(out) == []
     (result,) = _results(out)
     assert result["success"] is False and "already ran" in result["error"]
+
+
+def test_a_read_only_job_runs_without_journal_actions_and_a_repeat_is_answered_not_rerun() -> None:
+    h = Harness()
+    h.connect()
+    out = h.job("r1", "read")
+    assert _started(out) == ["r1"]
+    journal_kinds = (ReserveJob, JournalStarted, JournalResult, JournalConfirmed)
+    out += h.feed(JobEnded("r1", "ok", data={"models": []}))
+    out += h.feed(FrameReceived(h.conn, protocol.encode_ack("r1")))
+    assert [a for a in out if isinstance(a, journal_kinds)] == []
+    assert _results(out) == [{"type": "result", "job_id": "r1", "success": True, "data": {"models": []}}]
+    again = h.job("r1", "read")  # answered from memory, as any job is
+    assert _started(again) == [] and _results(again) == _results(out)
+    # a journaled job in the same session still gets every record
+    out = h.job("j1", "light") + h.feed(JobEnded("j1", "ok", data={}))
+    out += h.feed(FrameReceived(h.conn, protocol.encode_ack("j1")))
+    assert [type(a) for a in out if isinstance(a, journal_kinds)] == [
+        ReserveJob,
+        JournalStarted,
+        JournalResult,
+        JournalConfirmed,
+    ]
 
 
 def test_heavy_jobs_wait_for_a_slot_and_light_jobs_do_not_wait_for_heavy_ones() -> None:

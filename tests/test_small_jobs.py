@@ -241,6 +241,12 @@ async def test_a_quick_light_handler_runs_on_the_loop_and_a_slow_run_sends_the_n
 # ---------------------------------------------------------------------------------------------- the journal
 
 
+async def journaled_job(reference: JobServer) -> None:
+    """A light job the journal keeps (a rename of a model that does not exist: a failed result, journaled)."""
+    result = await reference.run_job("set_model_name", {"model_id": "no_such_model", "custom_name": "x"}, timeout=30)
+    assert not result.success and "no_such_model" in (result.error or "")
+
+
 async def test_confirmations_are_written_off_the_loop_and_all_by_the_time_the_worker_stops(
     reference: JobServer, make_worker
 ) -> None:
@@ -248,7 +254,7 @@ async def test_confirmations_are_written_off_the_loop_and_all_by_the_time_the_wo
     worker.start()
     await worker.wait_connected(timeout=30)
     for _ in range(3):
-        assert (await reference.run_job("list_models", {}, timeout=30)).success
+        await journaled_job(reference)
     deadline = time.monotonic() + 10
     while worker.pending_results:  # the server's acks arrived
         assert time.monotonic() < deadline, "no ack"
@@ -258,7 +264,7 @@ async def test_confirmations_are_written_off_the_loop_and_all_by_the_time_the_wo
     while worker.journal.counts().get("confirmed", 0) < 3:  # written by the recorder, with no new job
         assert time.monotonic() < deadline, worker.journal.counts()
         await asyncio.sleep(0.02)
-    assert (await reference.run_job("list_models", {}, timeout=30)).success
+    await journaled_job(reference)
     journal = worker.journal
     await worker.stop()
     journal.open()
@@ -266,6 +272,28 @@ async def test_confirmations_are_written_off_the_loop_and_all_by_the_time_the_wo
         assert journal.counts() == {"confirmed": 4}
     finally:
         journal.close()
+
+
+async def test_a_listing_is_answered_without_the_journal(reference: JobServer, make_worker) -> None:
+    """``list_models`` is read-only: no journal commits on its way (they were a third of its time to result);
+    that a repeated id is still not run twice is the core's (``test_core.py``)."""
+    worker = make_worker(reference.url, reference.issue_token(), process_runner=ThreadRunner())
+    worker.start()
+    await worker.wait_connected(timeout=30)
+    first = await reference.run_job("list_models", {}, timeout=30)
+    assert first.success and first.data == {"models": []}
+    await journaled_job(reference)  # journaled, so the journal has been written meanwhile
+    deadline = time.monotonic() + 10
+    while worker.pending_results:
+        assert time.monotonic() < deadline, "no ack"
+        await asyncio.sleep(0.01)
+    assert worker.journal is not None
+    deadline = time.monotonic() + 5
+    while worker.journal.counts().get("confirmed", 0) < 1:
+        assert time.monotonic() < deadline, worker.journal.counts()
+        await asyncio.sleep(0.02)
+    assert worker.journal.counts() == {"confirmed": 1}  # the rename only
+    await worker.stop()
 
 
 def test_a_listing_frame_carries_the_same_json_as_encoding_the_listing_anew(tmp_path: Path) -> None:

@@ -79,7 +79,9 @@ class JobDecisions:
     def _confirm(self, job_id: str, out: list[Action]) -> None:
         if self.outbox.confirm(job_id):
             out.append(Log(logging.DEBUG, f"Result for {job_id} confirmed"))
-            out.append(JournalConfirmed(job_id))
+            record = self.jobs.get(job_id)
+            if record is None or record.journaled:
+                out.append(JournalConfirmed(job_id))
         else:
             out.append(Log(logging.DEBUG, f"Confirmation for {job_id}, which has no pending result"))
 
@@ -104,12 +106,22 @@ class JobDecisions:
             return
         # The record (kept after the job ends, shown in the panel) holds a bounded copy of the parameters;
         # the full ones (a save_file table can be many MB) live only until the job starts.
-        record = JobRecord(job.job_id, job.action, bounded_params(job.params), accepted_at=now, isolated=spec.isolated)
+        record = JobRecord(
+            job.job_id,
+            job.action,
+            bounded_params(job.params),
+            accepted_at=now,
+            isolated=spec.isolated,
+            journaled=spec.journaled,
+        )
         self._params[job.job_id] = job.params
         self.jobs[job.job_id] = record
         self._active.add(job.job_id)
         self._reserving.add(job.job_id)
-        out.append(ReserveJob(job.job_id, job.action))  # the journal answers with JobReserved
+        if spec.journaled:
+            out.append(ReserveJob(job.job_id, job.action))  # the journal answers with JobReserved
+        else:  # read-only: nothing to reserve, it may run again after a restart
+            self._on_reserved(JobReserved(job.job_id, None), now, out)
 
     def _on_reserved(self, event: JobReserved, now: float, out: list[Action]) -> None:
         """The journal's answer: a new id runs; an id it already holds is answered from there, never re-run."""
@@ -199,7 +211,8 @@ class JobDecisions:
                 record = self.jobs[queue.pop(0)]
                 self._running[isolated] += 1
                 record.status, record.stage, record.started_at = "running", "starting", now
-                out.append(JournalStarted(record.job_id))
+                if record.journaled:
+                    out.append(JournalStarted(record.job_id))
                 out.append(Publish(JobStarted(record.job_id, record.action)))
                 # A light job (the store's listing, a rename) answers within milliseconds: its start is
                 # shown locally, and the server gets only the result, as from today's worker.
@@ -275,7 +288,7 @@ class JobDecisions:
             frame = protocol.encode_result_error(record.job_id, record.error)
         self._active.discard(record.job_id)
         self._params.pop(record.job_id, None)
-        self._send_result(record.job_id, frame, out)
+        self._send_result(record.job_id, frame, out, journal=record.journaled)
         duration = record.duration or 0.0
         if record.status == "done":
             record.message = summarize(record.action, record.result or {})
@@ -361,6 +374,12 @@ class JobDecisions:
         excess = len(self.jobs) - limits.MAX_JOB_RECORDS
         if excess <= 0:
             return
-        for job_id in [j for j, r in self.jobs.items() if r.finished][:excess]:
+        oldest: list[str] = []
+        for job_id, record in self.jobs.items():  # oldest first; stop at the excess (a long session: 10,000s)
+            if record.finished:
+                oldest.append(job_id)
+                if len(oldest) == excess:
+                    break
+        for job_id in oldest:
             del self.jobs[job_id]
             self._remember_forgotten(job_id)

@@ -35,6 +35,7 @@ class JobRecord:
     started_at: float | None = None
     ended_at: float | None = None
     isolated: bool = True
+    journaled: bool = True
     cancel_requested: bool = False
 
     @property
