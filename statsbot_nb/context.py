@@ -66,11 +66,11 @@ class JobSettings:
     runner stops it past either and says which limit did); None means no limit. They live here, not on
     the worker, so every entry point (CLI, ``connect()``, the panel) sets them the same way.
 
-    ``blas_threads`` caps the BLAS threads (OpenBLAS, MKL) of each job process; None leaves the library's
-    default (every core). The worker sets it to its cores divided by its job slots: measured on 2 cores, a
-    logistic regression on 160,000 rows took 0.17-0.34 s with one BLAS thread and 1.8-2.8 s with two while
-    other work ran (OpenBLAS threads spin waiting for a core), which is the normal case when two jobs run at
-    once. Thread counts a job asks for itself (``n_jobs``) are not touched.
+    ``blas_threads`` sets the BLAS threads (OpenBLAS, MKL) of each training and prediction process; None
+    means every core (the libraries' own default). The worker sets it to its cores divided by its job
+    slots: measured on 2 cores, a logistic regression on 160,000 rows took 0.17-0.34 s with one BLAS
+    thread and 1.8-2.8 s with two while other work ran (OpenBLAS threads spin waiting for a core), which is
+    the normal case when two jobs run at once. Thread counts a job asks for itself (``n_jobs``) are not touched.
     """
 
     home: Path
@@ -134,10 +134,11 @@ class JobContext:
         BLAS (OpenBLAS, MKL) through threadpoolctl, and Arrow's CPU pool, which reads CSV files: with one
         thread each, a 200,000-row CSV read in 0.49 s instead of 0.82 s while other work ran on this
         2-core machine. Never restored (the process ends with its job), and not done for jobs that do no
-        arithmetic: setting OpenBLAS's threads costs 15-25 ms in a fresh process.
+        arithmetic: setting OpenBLAS's threads costs 15-25 ms in a fresh process, and more when it starts a
+        thread pool (see ``statsbot_nb.blasenv``).
         """
-        limit = self.settings.blas_threads
-        if not self.own_process or not limit:
+        limit = self.settings.blas_threads or os.cpu_count() or 1  # job processes start at one (blasenv)
+        if not self.own_process:
             return
         if self._limiter is not None:
             self._limiter(limit)

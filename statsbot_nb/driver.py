@@ -46,11 +46,12 @@ from .core import (
     TimerFired,
     WorkerCore,
 )
-from .errors import JobCancelled, JobError, TokenRejectedError
+from .errors import TokenRejectedError
 from .events import EventBus, LogLine
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
+from .outcomes import ended_by
 from .recorder import JournalWriter, Recorder, call_soon
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,8 @@ class Driver:
                 self._journal(action)
             elif isinstance(action, StartJob):
                 self._note_job(action)
+                if self._run_inline(action):
+                    continue
                 task = asyncio.get_running_loop().create_task(
                     self._run_job(action), name=f"statsbot-job-{action.job_id}"
                 )
@@ -315,30 +318,37 @@ class Driver:
 
     # ------------------------------------------------------------------ jobs
 
+    def _progress_of(self, job_id: str) -> Callable[[float, str, str], None]:
+        return lambda p, m, s: self._progress(JobProgressed(job_id, p, m, s))
+
     async def _run_job(self, action: StartJob) -> None:
         runner = self._process_runner if action.spec.isolated else self._thread_runner
         job_id = action.job_id
-        progress: Callable[[float, str, str], None] = lambda p, m, s: self._progress(  # noqa: E731
-            JobProgressed(job_id, p, m, s)
-        )
         try:
-            data = await runner.run(action.spec.target, action.params, self.settings, progress, job_id=job_id)
-            ended = JobEnded(job_id, "ok", data=data)
-        except (asyncio.CancelledError, JobCancelled) as exc:
-            error = str(exc) if isinstance(exc, JobCancelled) and str(exc) else "The job was cancelled."
-            ended = JobEnded(job_id, "cancelled", error=error)
-        except JobError as exc:
-            ended = JobEnded(job_id, "error", error=str(exc))
-        except Exception as exc:
-            log.exception("Job %s (%s) failed inside the worker", job_id, action.action)
-            error = (
-                f"The worker hit an internal error running {action.action} "
-                f"({type(exc).__name__}); details are in the worker's local log."
+            data = await runner.run(
+                action.spec.target, action.params, self.settings, self._progress_of(job_id), job_id=job_id
             )
-            ended = JobEnded(job_id, "error", error=error)
+            ended = JobEnded(job_id, "ok", data=data)
+        except BaseException as exc:
+            ended = ended_by(action, exc)
         self._tasks.pop(job_id, None)
         self._feed_progress(job_id)  # the last report before the result
         self._feed(ended)
+
+    def _run_inline(self, action: StartJob) -> bool:
+        """Run a quick light job (the store's listing) right here, its result fed next with no task and no
+        turn of the loop between (those were a third of a listing's time); False when it is not one."""
+        runner, spec, job_id = self._thread_runner, action.spec, action.job_id
+        if spec.isolated or not hasattr(runner, "runs_inline") or not runner.runs_inline(spec.target):
+            return False
+        try:
+            data = runner.run_inline(spec.target, action.params, self.settings, self._progress_of(job_id), job_id)
+            ended = JobEnded(job_id, "ok", data=data)
+        except Exception as exc:
+            ended = ended_by(action, exc)
+        progress = self._progress_due.pop(job_id, None)  # the last report before the result
+        self._inbox.extend([progress, ended] if progress is not None else [ended])
+        return True
 
     def _progress(self, event: JobProgressed) -> None:
         """A job reported progress: fed to the core on the loop's next turn, only the newest report of each

@@ -36,7 +36,11 @@ def limit_threads(limit: int) -> None:
         pyarrow.set_cpu_count(limit)
     with contextlib.suppress(Exception):
         if CONTROLLER is not None:
-            CONTROLLER.limit(limits=limit, user_api="blas")
+            blas = CONTROLLER.select(user_api="blas")
+            # Setting the number a library already has is not free: OpenBLAS starts its thread pool anew
+            # (threads that spin ~0.1 s each; see statsbot_nb.blasenv). Only a change is made.
+            if any(lib.num_threads != limit for lib in blas.lib_controllers):
+                blas.limit(limits=limit)
         else:
             from threadpoolctl import threadpool_limits
 

@@ -48,6 +48,7 @@ REAP_GRACE = 10.0
 #: their own job modules through ``ProcessRunner(preload=...)`` (the model browser adds its renderer), so
 #: this list names nothing above the runner's layer.
 PRELOAD = (
+    "statsbot_nb.blasenv",  # first, before any library loads: job processes start with one BLAS thread
     "statsbot_nb.jobs",
     "pandas",
     "sklearn",
@@ -331,16 +332,31 @@ class ThreadRunner:
     ) -> dict[str, Any]:
         """Run ``target(params, ctx)`` (in a worker thread, or inline while quick) and return its result data."""
         loop = asyncio.get_running_loop()
-        if target in self._inline and self._last.get(target, self._limit) < self._limit:
-            ctx = JobContext(settings, on_progress, job_id=job_id)
-            kind, payload, details = self._timed(target, params, ctx)
-            return _outcome(kind, payload, details, target)
+        if self.runs_inline(target):
+            return self.run_inline(target, params, settings, on_progress, job_id)
 
         def sink(percent: float, message: str, stage: str) -> None:
             loop.call_soon_threadsafe(on_progress, percent, message, stage)
 
         ctx = JobContext(settings, sink, job_id=job_id)
         kind, payload, details = await asyncio.to_thread(self._timed, target, params, ctx)
+        return _outcome(kind, payload, details, target)
+
+    def runs_inline(self, target: str) -> bool:
+        """Whether the next run of ``target`` happens on the loop (an inline target whose last run was quick)."""
+        return target in self._inline and self._last.get(target, self._limit) < self._limit
+
+    def run_inline(
+        self,
+        target: str,
+        params: dict[str, Any],
+        settings: JobSettings,
+        on_progress: ProgressCallback,
+        job_id: str = "",
+    ) -> dict[str, Any]:
+        """Run ``target(params, ctx)`` here and now, on the caller's thread (the loop; see :meth:`runs_inline`)."""
+        ctx = JobContext(settings, on_progress, job_id=job_id)
+        kind, payload, details = self._timed(target, params, ctx)
         return _outcome(kind, payload, details, target)
 
     def _timed(self, target: str, params: dict[str, Any], ctx: JobContext) -> Message:

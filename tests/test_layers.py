@@ -47,7 +47,14 @@ LAYERS: list[tuple[str, ...]] = [
     ("statsbot_nb.paths", "statsbot_nb.settings"),
     ("statsbot_nb.ml", "statsbot_nb.ml."),
     ("statsbot_nb.handlers", "statsbot_nb.handlers."),
-    ("statsbot_nb.jobs", "statsbot_nb.runner", "statsbot_nb.jobguard", "statsbot_nb.jobproc", "statsbot_nb.jobwarm"),
+    (
+        "statsbot_nb.jobs",
+        "statsbot_nb.runner",
+        "statsbot_nb.jobguard",
+        "statsbot_nb.jobproc",
+        "statsbot_nb.jobwarm",
+        "statsbot_nb.blasenv",
+    ),
     (
         "statsbot_nb.protocol",
         "statsbot_nb.events",
@@ -59,7 +66,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.core",
         "statsbot_nb.core.",
     ),
-    ("statsbot_nb.link", "statsbot_nb.driver", "statsbot_nb.recorder"),
+    ("statsbot_nb.link", "statsbot_nb.driver", "statsbot_nb.recorder", "statsbot_nb.outcomes"),
     ("statsbot_nb.worker", "statsbot_nb.server", "statsbot_nb.server."),
     (
         "statsbot_nb",
