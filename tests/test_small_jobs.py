@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from statsbot_nb import atomic
+from statsbot_nb import atomic, protocol
 from statsbot_nb.context import JobContext, JobSettings
 from statsbot_nb.errors import JobError
 from statsbot_nb.ml import store
@@ -318,6 +318,35 @@ def test_a_listing_frame_carries_the_same_json_as_encoding_the_listing_anew(tmp_
     assert json.loads(protocol.encode_result_ok("j2", list_models({}, ctx)))["data"]["models"][0]["display_name"] == (
         "renamed 2"
     )
+
+
+def test_the_listing_sends_what_the_bot_reads_and_keeps_metrics_local(tmp_path: Path) -> None:
+    """The bot's model picker reads ids, names, types, columns and creation times; metrics stay on this
+    machine (the store's own entries, which the panel uses, keep them)."""
+    from statsbot_nb.handlers.models import list_models
+
+    settings = JobSettings(home=tmp_path)
+    model_id = store.new_model_id(settings.models_dir, "logistic", "classification")
+    meta = {
+        "model_type": "logistic",
+        "task_type": "classification",
+        "created_at": "2026-01-01T00:00:00",
+        "target_column": "y",
+        "feature_columns": ["a", "b"],
+        "metrics": {"accuracy": 0.9},
+    }
+    store.save_model(settings.models_dir, model_id, {"n": 1}, meta)
+    (sent,) = json.loads(protocol.encode_result_ok("j", list_models({}, JobContext(settings))))["data"]["models"]
+    assert sent == {
+        "model_id": model_id,
+        "model_type": "logistic",
+        "task_type": "classification",
+        "created_at": "2026-01-01T00:00:00",
+        "target_column": "y",
+        "feature_columns": ["a", "b"],
+        "display_name": model_id,
+    }
+    assert store.list_models(settings.models_dir)[0]["metrics"] == {"accuracy": 0.9}
 
 
 async def test_a_worker_awaited_with_run_warms_its_job_processes_up(reference: JobServer, make_worker) -> None:

@@ -47,7 +47,8 @@ def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
 
     A field an older worker's model lacks is left out rather than sent as null: the bot reads entries
     with ``model.get(key, default)`` and then uses the value as text (``prediction_messages.py``
-    ``model_selection_prompt``), so an absent key gets its default where a null would fail.
+    ``model_selection_prompt``), so an absent key gets its default where a null would fail. The entries'
+    ``metrics`` stay local (:data:`LOCAL_ONLY`).
     """
     entries = store.list_models(ctx.settings.models_dir, copy=False)  # kept entries: read, never changed
     with _LOCK:
@@ -55,7 +56,7 @@ def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
         for entry in entries:
             hit = known.get(id(entry))
             if hit is None or hit[0] is not entry:
-                wire = {k: v for k, v in entry.items() if v is not None}
+                wire = {k: v for k, v in entry.items() if v is not None and k not in LOCAL_ONLY}
                 hit = (entry, wire, encode(wire))
             fresh[id(entry)] = hit
         _WIRE.clear()
@@ -63,6 +64,11 @@ def list_models(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     hits = [fresh[id(entry)] for entry in entries]
     return {"models": EncodedList([wire for _, wire, _ in hits], [text for _, _, text in hits])}
 
+
+#: Fields of a store entry the listing does not send: the bot's model picker reads ids, names, types, columns
+#: and creation times, never metrics (sent each time, they were 40% of a listing's bytes, and the server's
+#: time to parse them made a 50-model listing slower; the train result and the panel still show them).
+LOCAL_ONLY = frozenset({"metrics"})
 
 #: Each kept store entry's wire form and its JSON text, by the entry's identity (the entry is held, so
 #: its id stays its own); an entry the store re-read is a new object and is encoded anew.
