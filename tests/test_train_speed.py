@@ -182,3 +182,21 @@ def test_a_few_rows_are_predicted_on_one_thread_and_the_setting_is_restored() ->
     assert model.steps[-1][1].n_jobs == 2
     with _one_thread_for_few_rows(model, FEW_ROWS):
         assert model.steps[-1][1].n_jobs == 2  # many rows: the threads pay off
+
+
+@pytest.mark.parametrize("model_type", ["logistic", "random_forest", "svm", "gradient_boosting"])
+def test_predictions_preprocess_once_and_equal_the_pipelines_own(env: JobEnv, model_type: str) -> None:
+    """The predictor runs the pipeline's preprocessing once for both the labels and the probabilities;
+    the answers must be exactly what the stored ``Pipeline.predict`` and ``predict_proba`` give."""
+    from statsbot_nb.ml.predict import PREDICTION_COLUMN, load_predictor
+
+    meta = _train(env, model_type)
+    predictor = load_predictor(env.settings.home / "models", meta["model_id"])
+    frame = _table(60, seed=3).drop(columns=["label"])
+    out = predictor.predict(frame)
+    pipeline = predictor.model
+    X = predictor._features(frame)
+    labels = predictor.label_encoder.inverse_transform(pipeline.predict(X).astype("int64"))
+    assert list(out[PREDICTION_COLUMN]) == list(labels)
+    proba = pipeline.predict_proba(X)
+    assert np.array_equal(out[[f"proba_{label}" for label in predictor.labels]].to_numpy(), proba)
