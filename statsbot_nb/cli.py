@@ -28,13 +28,14 @@ from typing import Any
 from . import __version__
 from .config import (
     logs_dir,
+    remember_once_connected,
     statsbot_home,
     update_config,
 )
 from .context import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_JOB_SECONDS, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
-from .inert import InertFormatter, inert
+from .inert import SHOWN, InertFormatter, NotShown, inert
 from .jobs import describe_job, file_of
 from .privacy import LEVELS, describe
 from .settings import resolve_worker
@@ -137,6 +138,7 @@ def setup_logging(home: Path, verbose: bool) -> Path | None:
     console = logging.StreamHandler(sys.stderr)
     console.setLevel(logging.DEBUG if verbose else logging.WARNING)
     console.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
+    console.addFilter(NotShown())  # state changes are printed as events already
     root.addHandler(console)
     try:
         folder = logs_dir(home)
@@ -230,9 +232,18 @@ def _stop_on_signals(worker: Any, out: Callable[[str], None]) -> None:
 
 
 async def run_worker(
-    args: argparse.Namespace, token: str, url: str, settings: JobSettings, machine_id: str, out: Callable[[str], None]
+    args: argparse.Namespace,
+    token: str,
+    url: str,
+    settings: JobSettings,
+    machine_id: str,
+    out: Callable[[str], None],
+    *,
+    home: Path | None = None,
+    remember: str | None = None,
 ) -> int:
-    """Run the worker until Ctrl-C or a rejected token."""
+    """Run the worker until Ctrl-C or a rejected token; with ``home``, ``url`` (and the token to
+    ``remember``) go to its ``config.json`` once the worker connected."""
     from .worker import Worker
 
     try:
@@ -250,6 +261,8 @@ async def run_worker(
         out(f"Error: {exc}")
         return EXIT_ERROR
     worker.events.subscribe(event_printer(out, args.verbose))
+    if home is not None:
+        remember_once_connected(home, worker.events.subscribe, url, remember)
     asking = asyncio.get_running_loop().create_task(ask_at_terminal(worker, out)) if args.ask else None
     _stop_on_signals(worker, out)
     try:
@@ -308,7 +321,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
                 "/connect in the bot."
             )
             return EXIT_USAGE
-        update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)
+        update_config(home, machine_id=machine_id)  # the URL (and a remembered token) once connected
     except ConfigError as exc:
         out(f"Error: {exc}")
         return EXIT_USAGE
@@ -316,18 +329,17 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
     out(f"Privacy {describe(settings.privacy)}. What was sent: 'statsbot-worker ledger'.")
     limits = f"Per-job limits: {describe_limits(settings)}"
-    logging.getLogger("statsbot_nb.cli").info("%s", limits)  # always in worker.log
+    logging.getLogger("statsbot_nb.cli").info("%s", limits, extra={SHOWN: args.verbose})  # always in worker.log
     if args.verbose:
         out(limits)
     if log_path:
         out(f"Local log: {log_path}")
     try:
-        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out))
+        remember = token if args.remember else None
+        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         code = EXIT_OK
-    if code == EXIT_OK:
-        out("Stopped.")
-    return code
+    return code  # "[stopped] Stopped." was printed with the worker's last state
 
 
 def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
