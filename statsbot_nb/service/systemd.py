@@ -7,9 +7,12 @@ token does not exit at all: the service parks, waiting for ``statsbot-worker log
 so no restart storm can come from it (see :mod:`statsbot_nb.service.runservice`). Exit code 2 (a command
 line the service does not understand, which a restart cannot fix) is excluded from restarts.
 
-Quoting: every ExecStart word is double-quoted with ``\\`` and ``"`` escaped (systemd reads C escapes
+Quoting: every ExecStart argument is double-quoted with ``\\`` and ``"`` escaped (systemd reads C escapes
 inside quotes), ``%`` doubled (specifiers are expanded even inside quotes) and ``$`` doubled (environment
-variables are expanded in arguments).
+variables are expanded in arguments). The executable itself is treated differently by systemd (checked
+with systemd 252): specifiers are expanded there but variables are not, so only ``%`` is doubled; and it
+may not contain a quote or a backslash at all ("Executable name contains special characters"), so an
+interpreter whose path has one is started through ``/usr/bin/env``, where it is an ordinary argument.
 """
 
 from __future__ import annotations
@@ -31,9 +34,16 @@ def quote_word(word: str) -> str:
     return f'"{escaped}"'
 
 
+def quote_executable(path: str) -> str:
+    """The ExecStart executable: quoted, ``%`` doubled, or ``/usr/bin/env`` and the path as an argument."""
+    if any(ch in path for ch in "\"'\\"):
+        return f"/usr/bin/env {quote_word(path)}"
+    return '"' + path.replace("%", "%%") + '"'
+
+
 def render_unit(spec: ServiceSpec) -> str:
     """The unit file's text for ``spec``."""
-    command = " ".join(quote_word(word) for word in spec.argv)
+    command = " ".join([quote_executable(spec.argv[0]), *(quote_word(word) for word in spec.argv[1:])])
     return (
         "# Written by 'statsbot-worker service install'; remove with 'statsbot-worker service uninstall'.\n"
         "# The token is not here: the service reads it from its 0600 file in the StatsBot home.\n"
