@@ -241,7 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         "service' to manage it). The token comes from 'statsbot-worker login', never from here.",
     )
     parser.add_argument("--home", help="the StatsBot home (default: $STATSBOT_HOME or ~/.statsbot)")
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra:  # never echoed: it could be a token someone tried to pass
+        print(f"run-service: {len(extra)} unexpected argument(s) (not shown); see --help.", file=sys.stderr)
+        return EXIT_USAGE
     if args.home:
         os.environ["STATSBOT_HOME"] = args.home
     if sys.stderr is None:  # pythonw.exe: no console
