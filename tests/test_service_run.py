@@ -1,5 +1,6 @@
 """The login service for real: ``login`` through stdin and a terminal, the service parking on a rejected
-token against a real :class:`JobServer`, a clean stop, and a round trip through a real ``systemd --user``.
+token against a real :class:`JobServer`, and a clean stop. The round trip through a real ``systemd --user``
+is in test_service_systemd.py.
 
 Every command runs as a subprocess of the real CLI (``python -m statsbot_nb.cli``). The manager is made
 unreachable for the tests that do not need it (an empty runtime folder, a bus address that does not exist),
@@ -17,76 +18,20 @@ import select
 import signal
 import stat
 import subprocess
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from servicetools import PY
+from servicetools import cli as _cli
+from servicetools import login as _login
+from servicetools import service_env as _env
+from servicetools import wait_state as _wait_state
 
 from statsbot_nb.server import JobServer
 from statsbot_nb.service.spec import current_spec
-from statsbot_nb.service.store import ServiceState, read_state, request_stop
+from statsbot_nb.service.store import read_state, request_stop
 from statsbot_nb.service.systemd import SystemdBackend
-
-PY = sys.executable
-
-
-def _env(home: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower() and not k.startswith("STATSBOT_")}
-    runtime = home.parent / "run-none"
-    runtime.mkdir(mode=0o700, exist_ok=True)
-    env.update(
-        STATSBOT_HOME=str(home),
-        HOME=str(home.parent),
-        XDG_CONFIG_HOME=str(home.parent / ".config"),
-        XDG_RUNTIME_DIR=str(runtime),  # no manager here: systemctl --user cannot reach one
-        DBUS_SESSION_BUS_ADDRESS="unix:path=" + str(runtime / "no-bus"),
-        PYTHONUNBUFFERED="1",
-    )
-    return env
-
-
-def _login(env: dict[str, str], token: str, *args: str, umask: int = 0o022) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [PY, "-m", "statsbot_nb.cli", "login", *args],
-        input=token + "\n",
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=60,
-        umask=umask,
-    )
-
-
-async def _cli(
-    env: dict[str, str], *args: str, stdin: str | None = None, prefix: tuple[str, ...] = (), python: str = PY
-) -> str:
-    """Run the CLI without blocking the loop (the JobServer lives on it); returns its output, asserts exit 0."""
-    proc = await asyncio.create_subprocess_exec(
-        *prefix,
-        python,
-        "-m",
-        "statsbot_nb.cli",
-        *args,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(stdin.encode() if stdin else b""), 90)
-    assert proc.returncode == 0, out.decode() + err.decode()
-    return out.decode() + err.decode()
-
-
-async def _wait_state(home: Path, test: Callable[[ServiceState], bool], timeout: float = 30) -> ServiceState:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = read_state(home)
-        if state is not None and test(state):
-            return state
-        await asyncio.sleep(0.1)
-    raise AssertionError(f"state not reached in {timeout} s; last: {read_state(home)}")
 
 
 def test_login_reads_the_token_from_stdin_and_stores_it_0600(home: Path, tmp_path: Path):
