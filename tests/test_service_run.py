@@ -180,3 +180,36 @@ def test_run_service_refuses_unknown_arguments_with_the_no_restart_code(home: Pa
         env=_env(home),
     )
     assert done.returncode == 2 and "unexpected argument" in done.stderr and "SECRET" not in done.stderr
+
+
+def _readline(proc: subprocess.Popen[str], timeout: float = 20) -> str:
+    assert proc.stdout is not None
+    ready, _, _ = select.select([proc.stdout], [], [], timeout)
+    assert ready, "no line in time"
+    return proc.stdout.readline()
+
+
+def test_logs_shows_the_last_lines_and_follows_new_ones(home: Path):
+    env = _env(home)
+    logs = [PY, "-m", "statsbot_nb.cli", "service", "logs"]
+    empty = subprocess.run(logs, capture_output=True, text=True, env=env, timeout=60)
+    assert empty.returncode == 0 and "No service log yet" in empty.stdout
+    log = home / "logs" / "service.log"
+    log.parent.mkdir(parents=True)
+    log.write_text("".join(f"line {i}\n" for i in range(10)))
+    done = subprocess.run([*logs, "-n", "3"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and done.stdout == "line 7\nline 8\nline 9\n"
+    proc = subprocess.Popen([*logs, "-f", "-n", "1"], stdout=subprocess.PIPE, text=True, env=env)
+    try:
+        assert _readline(proc) == "line 9\n"
+        with log.open("a") as fh:
+            fh.write("line 10\n")
+        assert _readline(proc) == "line 10\n"
+        log.write_text("rotated 1\n")  # a new, shorter file (rotation) is read from its start
+        assert _readline(proc) == "rotated 1\n"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -96,7 +96,10 @@ def login_main(argv: list[str], out: Out, stdin: TextIO | None = None) -> int:
     out(f"Stored the token in {path} (only you can read it; it is never printed).")
     for line in describe_options(options):
         out(f"  {line}")
-    current = status(lines=0, home=home)
+    try:
+        current = status(lines=0, home=home)
+    except StatsbotError:  # the manager cannot be asked: the login is stored all the same
+        return EXIT_OK
     if current.installed and current.running:
         out("The running service picks up this login within a few seconds (running jobs are cancelled).")
     elif current.installed:
