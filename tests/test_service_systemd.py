@@ -156,7 +156,7 @@ async def test_systemd_user_round_trip(manager: Manager, reference: JobServer, h
     assert f"path={python} ;" in shown["ExecStart"] and f"--home {home} ;" in shown["ExecStart"]
     assert first.interpreter == python  # systemd started the interpreter through the odd folder's name
     status = await cli(manager.env, "service", "status", prefix=manager.prefix, python=python)
-    assert f"runs (pid {first.pid}, since" in status and f"as {python}" in status and "connected" in status
+    assert f"runs (pid {first.pid}, since" in status and f", as {python})" in status and "Now: Connected" in status
 
     os.kill(first.pid, signal.SIGKILL)  # a crash: systemd must start it again (RestartSec=5)
 

@@ -168,7 +168,7 @@ def _settle(home: Path, timeout: float = 5.0) -> ServiceStatus:
     """The status once a just-started service has recorded itself (or after ``timeout``)."""
     deadline = time.monotonic() + timeout
     current = status(lines=0, home=home)
-    while time.monotonic() < deadline and current.running and not current.state:
+    while time.monotonic() < deadline and current.running and current.state in ("", "starting"):
         time.sleep(0.2)
         current = status(lines=0, home=home)
     return current

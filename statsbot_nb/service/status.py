@@ -76,7 +76,7 @@ class ServiceStatus:
                 text += f" Also, {NO_LOGIN_ADVICE}."
             return self._with_detail(text)
         who = f"pid {self.pid}, " if self.pid else ""
-        interp = f" as {self.interpreter}" if self.interpreter else ""
+        interp = f", as {self.interpreter}" if self.interpreter else ""
         text = f"The worker service runs ({who}since {when(self.since)}{interp}), installed as a {self.kind}{where}."
         if self.parked:
             if self.parked_reason == "rejected":
@@ -85,8 +85,8 @@ class ServiceStatus:
                 text += f" It is waiting: {NO_LOGIN_ADVICE}."
             else:
                 text += f" It is parked: {self.message} Fix it with 'statsbot-worker login' (the service retries then)."
-        elif self.state:
-            text += f" Worker: {self.state}. {self.message}".rstrip()
+        elif self.message or self.state:
+            text += f" Now: {self.message or self.state}"
         if self.restarts:
             text += f" It was restarted {self.restarts} time(s) after a crash."
         return self._with_detail(text)
