@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -36,6 +37,28 @@ from statsbot_nb.service.store import read_state
 
 SYSTEMD = "/usr/lib/systemd/systemd"
 UNIT = "statsbot-worker.service"
+CGROUPS = Path("/sys/fs/cgroup")
+
+
+def _hierarchies() -> list[Path]:
+    """Every mounted cgroup hierarchy (the unified root alone on a pure cgroup v2 machine)."""
+    if (CGROUPS / "cgroup.controllers").exists():
+        return [CGROUPS]
+    return sorted(p for p in CGROUPS.iterdir() if (p / "cgroup.procs").exists())
+
+
+def _remove_cgroup(name: str) -> None:
+    """Remove the manager's cgroup in every hierarchy (anything left in it goes back to the root first)."""
+    for root in _hierarchies():
+        top = root / name
+        if not top.is_dir():
+            continue
+        for folder in [*sorted((d for d in top.rglob("*") if d.is_dir()), key=lambda d: -len(d.parts)), top]:
+            with contextlib.suppress(OSError):
+                for pid in (folder / "cgroup.procs").read_text().split():
+                    (root / "cgroup.procs").write_text(pid)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 def _why_not() -> str | None:
@@ -80,7 +103,20 @@ async def manager(home: Path) -> AsyncIterator[Manager]:
     env = service_env(home)
     env["XDG_RUNTIME_DIR"] = str(runtime)
     env.pop("DBUS_SESSION_BUS_ADDRESS")
+    # The manager gets a cgroup of its own in every hierarchy: started in the root cgroup, a user manager
+    # run as root moves every process of the machine into its init.scope (and caps their number).
+    cgroup = f"statsbot-test-{secrets.token_hex(4)}"
+    move = "; ".join(
+        f'mkdir -p "{root / cgroup}" && echo $$ > "{root / cgroup}/cgroup.procs" 2>/dev/null' for root in _hierarchies()
+    )
+    required = " && ".join(
+        f'grep -qx $$ "{root / cgroup}/cgroup.procs"'
+        for root in _hierarchies()
+        if root.name in ("systemd", "unified", "cgroup")
+    )
+    before = Path("/proc/1/cgroup").read_text()
     script = (
+        f"{move}; {required or 'true'} || exit 96; "
         "[ -d /run/systemd ] || mkdir -p /run/systemd; "
         "mount -t tmpfs tmpfs /run/systemd && mkdir /run/systemd/system || exit 97; "
         f"exec {SYSTEMD} --user"
@@ -121,6 +157,8 @@ async def manager(home: Path) -> AsyncIterator[Manager]:
         if state_now is not None and pid_alive(state_now.pid) and state_now.state != "stopped":
             os.kill(state_now.pid, signal.SIGKILL)  # a service the manager left behind (started by this test)
         shutil.rmtree(runtime, ignore_errors=True)
+        _remove_cgroup(cgroup)
+    assert Path("/proc/1/cgroup").read_text() == before, "the private manager changed the machine's cgroups"
 
 
 async def _until(check, timeout: float, what: str):  # type: ignore[no-untyped-def]
