@@ -18,6 +18,7 @@ import select
 import signal
 import stat
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -213,3 +214,16 @@ def test_logs_shows_the_last_lines_and_follows_new_ones(home: Path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the systemd backend is Linux's")
+def test_install_without_a_reachable_manager_says_so_and_leaves_nothing(home: Path):
+    env = _env(home)
+    cmd = [PY, "-m", "statsbot_nb.cli", "service"]
+    done = subprocess.run([*cmd, "install"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and done.stdout.startswith("Error: ") and "Traceback" not in done.stderr
+    assert not (Path(env["XDG_CONFIG_HOME"]) / "systemd" / "user" / "statsbot-worker.service").exists()
+    done = subprocess.run([*cmd, "stop"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 1 and "not installed" in done.stdout
+    done = subprocess.run([*cmd, "status"], capture_output=True, text=True, env=env, timeout=60)
+    assert done.returncode == 0 and "not installed" in done.stdout and "no token is stored yet" in done.stdout

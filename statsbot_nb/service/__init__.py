@@ -105,6 +105,8 @@ def stop(home: Path | None = None) -> ServiceStatus:
     """Stop the service cleanly (it is not restarted; it starts again at the next login)."""
     home = statsbot_home() if home is None else home
     backend = _backend(home)
+    if not backend.unit_path.exists():
+        raise ServiceError("The worker service is not installed, so there is nothing to stop.")
     backend.stop()
     return gather(home, backend)
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import ConfigError
+from ..errors import ConfigError, ServiceError
 from .backend import Backend, ManagerView, pid_alive
 from .store import ServiceState, load_login, log_path, read_state, tail
 
@@ -110,7 +110,10 @@ def gather(home: Path, backend: Backend | None, lines: int = 10) -> ServiceStatu
             log_path(home),
             last_lines=last,
         )
-    view = backend.query()
+    try:
+        view = backend.query()
+    except ServiceError as exc:  # the manager's tool is missing or hangs: say so, read the record
+        view = ManagerView(backend.unit_path.exists(), None, detail=str(exc))
     mine = _record_for(view, record)
     running = view.running
     if running is None and record is not None:  # the manager cannot say: trust a live process of ours
