@@ -179,21 +179,24 @@ def _logs(path: Path, lines: int, follow: bool, out: Out) -> int:
     if not path.exists() and not follow:
         out(f"No service log yet ({path}): the service has not run.")
         return EXIT_OK
-    for line in tail(path, max(0, lines)):
+    try:
+        info = path.stat()
+        position, identity = info.st_size, info.st_ino
+    except OSError:
+        position, identity = 0, None
+    for line in tail(path, max(0, lines), end=position):  # up to where following starts: no gap, no repeat
         out(line)
     if not follow:
         return EXIT_OK
     try:
-        _follow(path, out)
+        _follow(path, out, position, identity)
     except KeyboardInterrupt:
         pass
     return EXIT_OK
 
 
-def _follow(path: Path, out: Out, poll: float = 0.5) -> None:
-    """Print lines appended to ``path``; a rotated (replaced) log is reopened from its start."""
-    position = path.stat().st_size if path.exists() else 0
-    identity = path.stat().st_ino if path.exists() else None
+def _follow(path: Path, out: Out, position: int, identity: int | None, poll: float = 0.5) -> None:
+    """Print lines appended to ``path`` after ``position``; a rotated (replaced) log is read from its start."""
     pending = b""
     while True:
         try:

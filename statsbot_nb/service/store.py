@@ -188,16 +188,18 @@ def clear_stop_request(home: Path) -> None:
         stop_path(home).unlink()
 
 
-def tail(path: Path, lines: int = 10, max_bytes: int = 256 * 1024) -> list[str]:
-    """The last ``lines`` lines of a text file ([] when missing), reading at most ``max_bytes`` from its end."""
+def tail(path: Path, lines: int = 10, max_bytes: int = 256 * 1024, end: int | None = None) -> list[str]:
+    """The last ``lines`` lines of a text file ([] when missing), reading at most ``max_bytes`` before ``end``.
+
+    ``end`` (default: the file's size) lets a follower print exactly what comes before the offset it follows from.
+    """
     if lines <= 0:
         return []
     try:
         with open(path, "rb") as fh:
-            fh.seek(0, os.SEEK_END)
-            size = fh.tell()
+            size = fh.seek(0, os.SEEK_END) if end is None else end
             fh.seek(max(0, size - max_bytes))
-            data = fh.read()
+            data = fh.read(size - max(0, size - max_bytes))
     except OSError:
         return []
     text = data.decode("utf-8", errors="replace").splitlines()
