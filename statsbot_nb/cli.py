@@ -6,6 +6,8 @@
     statsbot-worker demo [--dir DIR]      # reference server + worker on loopback, a few real jobs
     statsbot-worker serve [--port 8765]   # the reference server alone
     statsbot-worker trust-model MODEL_ID  # accept a model an older worker saved without a checksum
+    statsbot-worker login                 # store a token for the login service (prompt or stdin, 0600)
+    statsbot-worker service install|uninstall|status|logs|start|stop   # the worker as a login service
 
 The token is never printed or logged; it is written to ``config.json`` (mode 0600) only with ``--remember``.
 """
@@ -41,7 +43,7 @@ from .privacy import LEVELS, describe
 from .settings import resolve_worker
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
-SUBCOMMANDS = ("demo", "serve", "trust-model", "ledger")
+SUBCOMMANDS = ("demo", "serve", "trust-model", "ledger", "login", "service", "run-service")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,8 +51,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statsbot-worker",
         description="Run the StatsBot local worker: jobs from the bot run on this machine's files.",
-        epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', "
-        "'statsbot-worker trust-model ID' (each has --help).",
+        epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', 'statsbot-worker trust-model ID', "
+        "'statsbot-worker login', 'statsbot-worker service' (each has --help).",
     )
     parser.add_argument(
         "--token",
@@ -353,6 +355,13 @@ def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
         return demo_main(argv, out)
     if name == "ledger":
         return _ledger(argv, out)
+    if name in ("login", "service", "run-service"):
+        from .service import cli as service_cli
+        from .service import runservice
+
+        if name == "run-service":
+            return runservice.main(argv)
+        return service_cli.login_main(argv, out) if name == "login" else service_cli.service_main(argv, out)
     from .ml.store import trust_model  # trust-model
 
     parser = argparse.ArgumentParser(

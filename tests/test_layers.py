@@ -75,6 +75,8 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.ui.",
         "statsbot_nb.magics",
         "statsbot_nb.cli",
+        "statsbot_nb.service",
+        "statsbot_nb.service.",
         "statsbot_nb.local",
         "statsbot_nb.session",
         "statsbot_nb.demo",
