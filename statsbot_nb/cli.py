@@ -18,27 +18,24 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import (
-    logs_dir,
     remember_once_connected,
     statsbot_home,
     update_config,
 )
+from .console import event_printer, setup_logging
 from .context import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_JOB_SECONDS, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
-from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
-from .inert import SHOWN, InertFormatter, NotShown, inert
-from .jobs import describe_job, file_of
+from .inert import SHOWN, inert
+from .jobs import describe_job
 from .privacy import LEVELS, describe
 from .settings import resolve_worker
 
@@ -131,59 +128,6 @@ def describe_limits(settings: JobSettings) -> str:
     mem_text = f"{memory / 2**20:.0f} MB of memory" if memory is not None else "no memory limit"
     time_text = f"{seconds:g} s" if seconds is not None else "no time limit"
     return f"{mem_text}, {time_text} (--max-job-memory, --max-job-seconds)"
-
-
-def setup_logging(home: Path, verbose: bool) -> Path | None:
-    """Log to ``<home>/logs/worker.log`` (tracebacks live there) and warnings to stderr."""
-    root = logging.getLogger("statsbot_nb")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    console.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
-    console.addFilter(NotShown())  # state changes are printed as events already
-    root.addHandler(console)
-    try:
-        folder = logs_dir(home)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "worker.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
-        handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        return path
-    except OSError:
-        return None
-
-
-def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event], None]:
-    """Turn worker events into one line each: connection state, and one line per finished job."""
-    files: dict[str, str] = {}
-
-    def on_event(event: Event) -> None:
-        # Everything below that came from the server (action names, paths, ids, sentences) goes through
-        # inert(): no terminal escapes, no forged lines, bounded length.
-        stamp = time.strftime("%H:%M:%S")
-        if isinstance(event, StateChanged):
-            out(f"{stamp} [{event.state}] {inert(event.message, 1000)}")
-        elif event.kind == "accepted":
-            files[event.job_id] = inert(file_of(event.params))  # type: ignore[union-attr]
-            if verbose:
-                out(f"{stamp} job {inert(event.job_id)}: {inert(event.action, 80)} {files[event.job_id]}".rstrip())
-        elif isinstance(event, JobProgress) and verbose:
-            eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
-            out(f"{stamp}   {inert(event.job_id)} {event.progress:5.1f}% {inert(event.message)}{eta}")
-        elif isinstance(event, (JobFinished, JobFailed)):
-            where = files.pop(event.job_id, "")
-            where = f" {where}" if where else ""
-            action = inert(event.action, 80)
-            if isinstance(event, JobFinished):
-                out(f"{stamp} ok     {action}{where}: {inert(event.summary)} ({event.duration:.1f} s)")
-            else:
-                label = "cancel" if event.cancelled else "failed"
-                out(f"{stamp} {label} {action}{where}: {inert(event.error, 1000)} ({event.duration:.1f} s)")
-        elif isinstance(event, LogLine) and (verbose or event.level != "info"):
-            out(f"{stamp} {event.level}: {inert(event.message, 1000)}")
-
-    return on_event
 
 
 async def ask_at_terminal(worker: Any, out: Callable[[str], None]) -> None:

@@ -75,6 +75,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.ui.",
         "statsbot_nb.magics",
         "statsbot_nb.cli",
+        "statsbot_nb.console",
         "statsbot_nb.service",
         "statsbot_nb.service.",
         "statsbot_nb.local",

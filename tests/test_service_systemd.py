@@ -70,6 +70,10 @@ def _why_not() -> str | None:
         return "starting a private systemd --user manager needs root here (unshare -m, mount)"
     if not shutil.which("unshare") or not shutil.which("nsenter"):
         return "unshare/nsenter (util-linux) are not installed"
+    if not (os.environ.get("CI") or os.environ.get("STATSBOT_SYSTEMD_TEST")):
+        # as root it mounts in a private namespace and makes cgroups: not something to do on a developer's
+        # machine unasked (an early version moved every process into a capped cgroup)
+        return "it starts a private systemd --user as root (set STATSBOT_SYSTEMD_TEST=1; CI runs it)"
     return None
 
 

@@ -33,8 +33,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from .. import __version__
-from ..cli import event_printer
 from ..config import statsbot_home
+from ..console import event_printer
 from ..core import REJECTED_HINT
 from ..errors import ConfigError, StatsbotError, TokenRejectedError
 from ..events import Event, StateChanged
