@@ -10,6 +10,7 @@ import os
 import pty
 import re
 import signal
+import socket
 import sys
 import time
 from collections.abc import Callable
@@ -131,6 +132,17 @@ def test_help_is_plain_text_with_the_job_format_the_token_lifetime_and_how_to_st
 def test_a_token_lifetime_that_is_not_positive_is_refused_with_a_sentence(capsys: pytest.CaptureFixture):
     assert worker_main(["serve", "--token-ttl", "0"]) == 2
     assert capsys.readouterr().out == "Error: --token-ttl must be a number of seconds above 0, not 0.\n"
+
+
+def test_a_port_in_use_is_one_sentence(capsys: pytest.CaptureFixture):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        assert worker_main(["serve", "--port", str(port)]) == 1
+    assert capsys.readouterr().out == (
+        f"Cannot listen on 127.0.0.1:{port}: the port is in use (another server? --port 0 picks a free one).\n"
+    )
 
 
 # ---------------------------------------------------------------------------------------------- stopping

@@ -142,7 +142,7 @@ class StdinLines:
                     continue
                 chunk = b""
             if not chunk:
-                if pending:
+                if pending and not self.interactive:  # at a terminal, Enter was never pressed on it
                     self._post(pending.decode("utf-8", "replace"))
                 self._post(None)
                 return
@@ -301,7 +301,10 @@ def main(argv: list[str] | None = None, prog: str = PROG) -> int:
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows), or during start-up
         pass
     except OSError as exc:
-        _say(f"Cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+        why = exc.strerror or str(exc)
+        if exc.errno == errno.EADDRINUSE:
+            why = "the port is in use (another server? --port 0 picks a free one)"
+        _say(f"Cannot listen on {args.host}:{args.port}: {why}.")
         return 1
     finally:
         if previous is not None:
