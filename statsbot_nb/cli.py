@@ -292,7 +292,7 @@ def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
     if name == "serve":
         from .server.cli import main as serve_main
 
-        return serve_main(argv)
+        return serve_main(argv, prog="statsbot-worker serve")
     if name == "demo":
         from .demo import main as demo_main
 
