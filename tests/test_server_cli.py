@@ -332,3 +332,28 @@ async def test_workers_jobs_and_tokens_as_printed(make_worker: Callable[..., Wor
             assert shown == [f"  STATSBOT_TOKEN={token} statsbot-worker --ws-url {served.url}"]
     finally:
         await served.kill()
+
+
+async def test_a_hostile_worker_cannot_write_escapes_or_forge_lines_on_the_terminal():
+    """Everything a worker chooses (its machine id, a close reason, a malformed frame) reaches the terminal
+    as one inert line: no escape sequence, no forged line, on standard output or in a logged warning."""
+    served = await Served.start(asyncio.subprocess.DEVNULL)
+    evil = "evil\x1b[2J\nFORGED"
+    try:
+        async with connect(served.url, proxy=None) as ws:
+            auth = {"type": "auth", "token": served.token, "machine_id": evil, "protocol": 2}
+            await ws.send(json.dumps(auth))
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["success"] is True
+            await served.expect(r"worker joined: machine evil")
+            await ws.send("{not json \x1b[31m")
+            await ws.send(json.dumps({"type": "result", "job_id": "x\x1b]0;title\x07"}))
+            await asyncio.sleep(0.5)
+            await ws.close(4000, "bye\x1b[2J\nFORGED LINE")
+        await served.expect(r"worker left: machine evil")
+        await served.stopped_after(lambda: served.proc.send_signal(signal.SIGTERM))
+    finally:
+        await served.kill()
+    text = "\n".join(served.lines)
+    assert "\x1b" not in text and "\x07" not in text
+    assert not any(line.startswith("FORGED") for line in served.lines), text
+    assert "Malformed frame" in text  # the warnings are still shown, inert

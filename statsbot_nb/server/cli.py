@@ -175,7 +175,7 @@ def _worker_line(event: ServerEvent, connected: int, interactive: bool) -> str:
         again = "press Enter for a new token" if interactive else "an empty line on standard input gives a new token"
         return f"{_now()} worker refused: {who}: {inert(event.detail)}; {again}."
     requeued = f"; re-queued {', '.join(event.requeued)}" if event.requeued else ""
-    return f"{_now()} worker left: {who}: {event.detail}{requeued} ({connected} connected)"
+    return f"{_now()} worker left: {who}: {inert(event.detail)}{requeued} ({connected} connected)"
 
 
 def outcome_lines(event: ServerEvent) -> list[str]:

@@ -25,6 +25,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import protocol
+from ..inert import inert
 from .records import (
     EXPIRED_TOKEN,
     UNKNOWN_TOKEN,
@@ -265,7 +266,7 @@ class JobServer:
             self._workers.remove(info)
             requeue = [j for j in info.assigned if not self._jobs[j].done]
             if requeue:
-                log.info("Worker %s dropped; re-queueing %s", info.machine_id, requeue)
+                log.info("Worker %s dropped; re-queueing %s", inert(info.machine_id, 80), requeue)
                 self._queue[:0] = requeue
             self._tell(ServerEvent("left", info.machine_id, info, self._why_closed(ws), tuple(requeue)))
             self._dispatch()
@@ -278,7 +279,7 @@ class JobServer:
             return "the worker closed the connection"
         if code is None or code == 1006:
             return "the connection was lost"
-        return f"closed with code {code}" + (f" ({ws.close_reason})" if ws.close_reason else "")
+        return f"closed with code {code}" + (f" ({inert(ws.close_reason, 123)})" if ws.close_reason else "")
 
     def _refusal(self, token: str, now: float) -> tuple[int | None, str]:
         """``(user_id, "")`` for a token or session token good now, else ``(None, why)``; spends a one-time token."""
@@ -333,7 +334,7 @@ class JobServer:
             msg = protocol.parse_worker_message(frame)
         except protocol.ProtocolError as exc:
             self.malformed_frames += 1
-            log.warning("Malformed frame from %s: %s", info.machine_id, exc)
+            log.warning("Malformed frame from %s: %s", inert(info.machine_id, 80), inert(exc, 300))  # worker's words
             return
         if isinstance(msg, protocol.Progress):
             handle = self._jobs.get(msg.job_id)
