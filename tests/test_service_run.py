@@ -227,3 +227,34 @@ def test_install_without_a_reachable_manager_says_so_and_leaves_nothing(home: Pa
     assert done.returncode == 1 and "not installed" in done.stdout
     done = subprocess.run([*cmd, "status"], capture_output=True, text=True, env=env, timeout=60)
     assert done.returncode == 0 and "not installed" in done.stdout and "no token is stored yet" in done.stdout
+
+
+async def test_status_shows_what_a_hostile_server_said_inert(home: Path):
+    """A server's close reason reaches state.json through the worker's state; ``status`` prints it as one
+    inert line (no escape sequence, no forged line on the user's terminal)."""
+    from websockets.asyncio.server import serve
+
+    async def hostile(ws) -> None:  # type: ignore[no-untyped-def]
+        await ws.recv()
+        await ws.close(4000, "go\x1b[2J\nFORGED")
+
+    env = _env(home)
+    os.environ["XDG_CONFIG_HOME"] = env["XDG_CONFIG_HOME"]
+    try:
+        SystemdBackend(home).write_unit(current_spec(home))
+    finally:
+        del os.environ["XDG_CONFIG_HOME"]
+    async with serve(hostile, "127.0.0.1", 0) as server:
+        port = server.sockets[0].getsockname()[1]
+        await _cli(env, "login", "--ws-url", f"ws://127.0.0.1:{port}/ws", stdin="tok-" + secrets.token_hex(8))
+        proc = await asyncio.create_subprocess_exec(
+            PY, "-m", "statsbot_nb.cli", "run-service", "--home", str(home), env=env
+        )
+        try:
+            await _wait_state(home, lambda s: "FORGED" in s.message, timeout=30)
+            status = await _cli(env, "service", "status")
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(proc.wait(), 20)
+    assert "go\\x1b[2J\\nFORGED" in status, status
+    assert "\x1b" not in status and not any(line.startswith("FORGED") for line in status.splitlines()), status

@@ -17,6 +17,7 @@ from typing import TextIO
 
 from ..config import statsbot_home
 from ..errors import ConfigError, StatsbotError
+from ..inert import inert
 from ..privacy import LEVELS
 from . import backend_for, install, start, status, stop, uninstall
 from .login import describe_options, store_login
@@ -160,7 +161,7 @@ def service_main(argv: list[str], out: Out) -> int:
     if args.command == "status" and current.last_lines:
         out(f"Last lines of {current.log_path}:")
         for line in current.last_lines:
-            out(f"  {line}")
+            out(f"  {inert(line, 4000)}")  # the log's lines are inert as written; a traceback's need not be
     return EXIT_OK
 
 

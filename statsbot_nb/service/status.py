@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import ConfigError, ServiceError
+from ..inert import inert
 from .backend import Backend, ManagerView, pid_alive
 from .store import ServiceState, load_login, log_path, read_state, tail
 
@@ -75,6 +76,7 @@ class ServiceStatus:
             if not self.logged_in:
                 text += f" Also, {NO_LOGIN_ADVICE}."
             return self._with_detail(text)
+        said = inert(self.message, 1000)  # the worker's words, which may quote the server: one inert line
         who = f"pid {self.pid}, " if self.pid else ""
         interp = f", as {self.interpreter}" if self.interpreter else ""
         text = f"The worker service runs ({who}since {when(self.since)}{interp}), installed as a {self.kind}{where}."
@@ -84,9 +86,9 @@ class ServiceStatus:
             elif self.parked_reason == "no-login":
                 text += f" It is waiting: {NO_LOGIN_ADVICE}."
             else:
-                text += f" It is parked: {self.message} Fix it with 'statsbot-worker login' (the service retries then)."
+                text += f" It is parked: {said} Fix it with 'statsbot-worker login' (the service retries then)."
         elif self.message or self.state:
-            text += f" Now: {self.message or self.state}"
+            text += f" Now: {said or inert(self.state, 40)}"
         if self.restarts:
             text += f" It was restarted {self.restarts} time(s) after a crash."
         return self._with_detail(text)
