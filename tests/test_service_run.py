@@ -258,3 +258,34 @@ async def test_status_shows_what_a_hostile_server_said_inert(home: Path):
             await asyncio.wait_for(proc.wait(), 20)
     assert "go\\x1b[2J\\nFORGED" in status, status
     assert "\x1b" not in status and not any(line.startswith("FORGED") for line in status.splitlines()), status
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"allow": [1, None]}, "allow"),  # crashed the service (TypeError): exit 1, restarts, no sentence
+        ({"privacy": ["strict"]}, "privacy"),  # was dropped silently: the service ran with the default level
+        ({"allow": "/home"}, "allow"),  # was dropped silently: the folder was not allowed, nothing said why
+    ],
+)
+async def test_a_damaged_option_in_login_json_parks_the_service_with_a_sentence(home: Path, options, words):
+    folder = home / "service"
+    folder.mkdir(parents=True)
+    token = "tok-" + secrets.token_hex(8)
+    login = {"token": token, "options": {"ws_url": "ws://127.0.0.1:9/ws", **options}}
+    (folder / "login.json").write_text(json.dumps(login))
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "statsbot_nb.cli", "run-service", "--home", str(home), env=_env(home), stdout=-1, stderr=-1
+    )
+    try:
+        state = await _wait_state(home, lambda s: s.state == "parked", timeout=20)
+        assert state.parked_reason == "config" and proc.returncode is None
+        assert words in state.message and "statsbot-worker login" in state.message
+        assert token not in state.message
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert "Traceback" not in (home / "logs" / "service.log").read_text()

@@ -111,7 +111,10 @@ def load_login(home: Path) -> Login | None:
     options = data.get("options", {}) if isinstance(data, dict) else None
     if not isinstance(token, str) or not token or not isinstance(options, dict):
         raise ConfigError(f"{path} is damaged; run 'statsbot-worker login' again.")
-    clean = {k: v for k, v in options.items() if k in OPTION_TYPES and isinstance(v, OPTION_TYPES[k])}
+    clean = {k: v for k, v in options.items() if k in OPTION_TYPES and v is not None}
+    for key, value in clean.items():  # a wrong type is refused, not dropped: dropping loosened "privacy"
+        if not isinstance(value, OPTION_TYPES[key]) or (key == "allow" and not all(isinstance(p, str) for p in value)):
+            raise ConfigError(f"{path} is damaged (option {key!r} is not usable); run 'statsbot-worker login' again.")
     saved = data.get("saved_at")
     return Login(token, clean, float(saved) if isinstance(saved, (int, float)) else 0.0)
 
