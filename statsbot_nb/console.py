@@ -5,8 +5,11 @@ login service (:mod:`statsbot_nb.service.runservice`), so both read the same.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import logging.handlers
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -16,6 +19,31 @@ from .config import logs_dir
 from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
 from .inert import InertFormatter, NotShown, inert
 from .jobs import file_of
+
+
+class PrivateLogHandler(logging.handlers.RotatingFileHandler):
+    """A rotating log file only its owner can read (0600, also an older file left readable by others).
+
+    The logs hold job file paths and error text, which can quote a table's values. The file is opened
+    without following a symlink planted at its name.
+    """
+
+    def _open(self) -> io.TextIOWrapper:
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+        fd = os.open(self.baseFilename, flags, 0o600)
+        if hasattr(os, "fchmod"):
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o600)
+        return open(fd, self.mode, encoding=self.encoding, errors=self.errors)
+
+
+def private_logs(home: Path) -> Path:
+    """``<home>/logs``, created if needed and made 0700 (best effort where modes do not apply)."""
+    folder = logs_dir(home)
+    folder.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(OSError):
+        os.chmod(folder, 0o700)
+    return folder
 
 
 def setup_logging(home: Path, verbose: bool) -> Path | None:
@@ -28,10 +56,8 @@ def setup_logging(home: Path, verbose: bool) -> Path | None:
     console.addFilter(NotShown())  # state changes are printed as events already
     root.addHandler(console)
     try:
-        folder = logs_dir(home)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "worker.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
+        path = private_logs(home) / "worker.log"
+        handler = PrivateLogHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
         handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
         root.addHandler(handler)
         return path

@@ -61,6 +61,8 @@ async def test_console_script_serves_today_server(legacy: LegacyServer, home: Pa
     assert out.count("Stopped.") == 1 and (out + err).count("Connecting to") == 1, out + err
     assert (out + err).count("Per-job limits") == 1
     log_text = (home / "logs" / "worker.log").read_text()
+    assert stat.S_IMODE((home / "logs" / "worker.log").stat().st_mode) == 0o600  # paths and errors: private
+    assert stat.S_IMODE((home / "logs").stat().st_mode) == 0o700
     for text in (out, err, log_text):
         assert legacy.token not in text, "the token must never be printed or logged"
     config = json.loads((home / "config.json").read_text())

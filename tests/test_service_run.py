@@ -289,3 +289,27 @@ async def test_a_damaged_option_in_login_json_parks_the_service_with_a_sentence(
             proc.kill()
             await proc.wait()
     assert "Traceback" not in (home / "logs" / "service.log").read_text()
+
+
+async def test_the_service_log_is_private_even_when_it_existed_world_readable(home: Path):
+    """service.log holds job file paths and error text (which can quote a table's values): 0600 in a 0700
+    folder, whatever the umask, also when an older log was left readable by everyone."""
+    logs = home / "logs"
+    logs.mkdir(parents=True, mode=0o755)
+    old = logs / "service.log"
+    old.write_text("an older line\n")
+    old.chmod(0o644)
+    proc = await asyncio.create_subprocess_exec(
+        PY, "-m", "statsbot_nb.cli", "run-service", "--home", str(home), env=_env(home), umask=0o022
+    )
+    try:
+        await _wait_state(home, lambda s: s.state == "parked", timeout=20)
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert stat.S_IMODE(logs.stat().st_mode) == 0o700
+    assert stat.S_IMODE(old.stat().st_mode) == 0o600
+    assert old.read_text().startswith("an older line\n") and "Parked" in old.read_text()

@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
 import signal
 import sys
@@ -34,7 +33,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..config import statsbot_home
-from ..console import event_printer
+from ..console import PrivateLogHandler, event_printer, private_logs
 from ..core import REJECTED_HINT
 from ..errors import ConfigError, StatsbotError, TokenRejectedError
 from ..events import Event, StateChanged
@@ -73,9 +72,8 @@ class _ServiceFormatter(logging.Formatter):
 
 def open_log(home: Path, verbose: bool) -> Callable[[str], None]:
     """Send the package's warnings (debug with ``verbose``) and the service's lines to ``service.log``."""
-    path = log_path(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handler = logging.handlers.RotatingFileHandler(path, maxBytes=2 * 2**20, backupCount=2, encoding="utf-8")
+    private_logs(home)
+    handler = PrivateLogHandler(log_path(home), maxBytes=2 * 2**20, backupCount=2, encoding="utf-8")
     handler.setFormatter(_ServiceFormatter())
     package = logging.getLogger("statsbot_nb")
     package.setLevel(logging.DEBUG if verbose else logging.WARNING)
