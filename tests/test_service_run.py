@@ -313,3 +313,17 @@ async def test_the_service_log_is_private_even_when_it_existed_world_readable(ho
     assert stat.S_IMODE(logs.stat().st_mode) == 0o700
     assert stat.S_IMODE(old.stat().st_mode) == 0o600
     assert old.read_text().startswith("an older line\n") and "Parked" in old.read_text()
+
+
+def test_login_refuses_bytes_that_are_not_text(home: Path):
+    """A binary file piped by mistake (an encrypted token file) was stored as a token of escaped bytes."""
+    done = subprocess.run(
+        [PY, "-m", "statsbot_nb.cli", "login", "--ws-url", "ws://127.0.0.1:9/ws"],
+        input=b"\xff\xfe\xfdSECRET\n",
+        capture_output=True,
+        env=_env(home),
+        timeout=60,
+    )
+    text = (done.stdout + done.stderr).decode(errors="replace")
+    assert done.returncode == 2 and "does not look like a token" in text and "Traceback" not in text, text
+    assert "SECRET" not in text and not (home / "service" / "login.json").exists()

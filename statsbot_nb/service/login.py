@@ -29,7 +29,7 @@ def check_token(token: str) -> str:
     token = (token or "").strip()
     if not token:
         raise ConfigError("No token was given: get one with /connect in the StatsBot bot and paste it at the prompt.")
-    if len(token) > MAX_TOKEN_CHARS or _BAD_TOKEN_CHARS.search(token):
+    if len(token) > MAX_TOKEN_CHARS or _BAD_TOKEN_CHARS.search(token) or not token.isprintable():  # bytes: not text
         raise ConfigError(
             "That does not look like a token (it has spaces, control characters or is very long); "
             "paste only the token from /connect in the StatsBot bot."
