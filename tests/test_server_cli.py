@@ -357,3 +357,25 @@ async def test_a_hostile_worker_cannot_write_escapes_or_forge_lines_on_the_termi
     assert "\x1b" not in text and "\x07" not in text
     assert not any(line.startswith("FORGED") for line in served.lines), text
     assert "Malformed frame" in text  # the warnings are still shown, inert
+
+
+async def test_a_huge_line_on_standard_input_is_dropped_with_a_sentence():
+    """Binary input or a runaway pipe without newlines was buffered without bound; a line over the limit is
+    dropped unread (memory stays bounded) and the next line is a job again."""
+    from statsbot_nb.server.cli import MAX_LINE_BYTES, TOO_LONG
+
+    served = await Served.start(asyncio.subprocess.PIPE)
+    stdin = served.proc.stdin
+    assert stdin is not None
+    try:
+        for _ in range(MAX_LINE_BYTES // 2**20 + 2):
+            stdin.write(b"\xff" * 2**20)
+            await stdin.drain()
+        stdin.write(b"still the same line\n" + b'{"action": "list_models"}\n')
+        await stdin.drain()
+        assert await served.expect(r"^Not a job: ", timeout=60) == TOO_LONG
+        await served.expect(r"queued job_\w+ list_models", timeout=30)
+        await served.stopped_after(lambda: served.proc.send_signal(signal.SIGTERM))
+    finally:
+        await served.kill()
+    assert not any("still the same line" in line for line in served.lines)

@@ -31,6 +31,8 @@ from .records import JobHandle, ServerEvent
 
 PROG = "statsbot-server"
 DATA_CHARS = 4000  # a result's data is shown up to this many characters
+MAX_LINE_BYTES = 16 * 2**20  # a longer line of standard input is dropped unread (binary input, a runaway pipe)
+TOO_LONG = f"Not a job: a line longer than {MAX_LINE_BYTES // 2**20} MB was dropped; type one job per line."
 TOKEN_HELP = "For a new token, press Enter in the terminal where statsbot-server runs"
 
 DESCRIPTION = """\
@@ -130,7 +132,7 @@ class StdinLines:
             return False
 
     def _run(self) -> None:
-        pending = b""
+        pending, dropping = b"", False
         while True:
             try:
                 chunk = os.read(self.fd, 65536) if self.fd is not None else b""
@@ -148,9 +150,15 @@ class StdinLines:
                 return
             pending += chunk
             *lines, pending = pending.split(b"\n")
+            if dropping and lines:  # the end of the dropped line
+                lines, dropping = lines[1:], False
             for line in lines:
                 if not self._post(line.decode("utf-8", "replace")):
                     return
+            if len(pending) > MAX_LINE_BYTES or dropping:  # memory stays bounded, whatever comes in
+                if not dropping:
+                    self._post(TOO_LONG)
+                pending, dropping = b"", True
 
 
 def _token_lines(server: JobServer, interactive: bool) -> list[str]:
@@ -227,6 +235,9 @@ class Console:
                 _say(text)
             return
         if line.startswith("#"):
+            return
+        if line == TOO_LONG:  # said by the reader, which dropped the line
+            _say(line)
             return
         try:
             job = parse_job_line(line)
