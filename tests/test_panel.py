@@ -288,6 +288,9 @@ async def test_keep_running_stores_a_fresh_token_and_says_what_the_service_manag
     keep.token.set_state({"value": "service-token-123"})
     keep.install_button.click()
     assert keep.token.value == "", "the token must be cleared as soon as it is read"
+    keep.token.set_state({"value": "another-token"})  # a second click while the first request runs
+    keep.install_button.click()
+    assert keep.token.value == "" and "was not used" in keep.status.value
     await _until(lambda: keep.busy is not None and keep.busy.done(), 60)
     shown = keep.status.value
     assert "service-token-123" not in shown and "Traceback" not in shown

@@ -63,6 +63,9 @@ class KeepRunning:
         """Store the typed token with the panel's settings, install and start the service (in a thread)."""
         token = self.token.value.strip()
         self.token.value = ""  # never kept in widget state or a saved notebook
+        if self.busy is not None and not self.busy.done():
+            self._show("Still working on the last request; the token typed was not used: paste it again then.", True)
+            return
         if not token:
             self._show("Paste a fresh token from /connect first: the service cannot reuse this notebook's.", True)
             return
