@@ -29,6 +29,8 @@ def create_temp(path: Path, mode: int | None = None) -> tuple[Path, int]:
     tmp = temp_path(path)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     fd = os.open(tmp, flags, 0o600 if mode is not None else 0o666)
+    if not hasattr(os, "fchmod"):  # Windows before Python 3.13: no POSIX modes (the profile's ACLs apply)
+        return tmp, fd
     if mode is not None:
         os.fchmod(fd, mode)
     else:

@@ -6,6 +6,8 @@
     statsbot-worker demo [--dir DIR]      # reference server + worker on loopback, a few real jobs
     statsbot-worker serve [--port 8765]   # the reference server alone
     statsbot-worker trust-model MODEL_ID  # accept a model an older worker saved without a checksum
+    statsbot-worker login                 # store a token for the login service (prompt or stdin, 0600)
+    statsbot-worker service install|uninstall|status|logs|start|stop   # the worker as a login service
 
 The token is never printed or logged; it is written to ``config.json`` (mode 0600) only with ``--remember``.
 """
@@ -16,31 +18,29 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import logging.handlers
 import os
 import signal
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from . import __version__
 from .config import (
-    logs_dir,
+    remember_once_connected,
     statsbot_home,
     update_config,
 )
+from .console import event_printer, setup_logging
 from .context import DEFAULT_MAX_FILE_BYTES, DEFAULT_MAX_JOB_SECONDS, JobSettings
 from .errors import ConfigError, StatsbotError, TokenRejectedError
-from .events import Event, JobFailed, JobFinished, JobProgress, LogLine, StateChanged
-from .inert import InertFormatter, inert
-from .jobs import describe_job, file_of
+from .inert import SHOWN, inert
+from .jobs import describe_job
 from .privacy import LEVELS, describe
 from .settings import resolve_worker
 
 EXIT_OK, EXIT_ERROR, EXIT_REJECTED, EXIT_USAGE = 0, 1, 3, 2
-SUBCOMMANDS = ("demo", "serve", "trust-model", "ledger")
+SUBCOMMANDS = ("demo", "serve", "trust-model", "ledger", "login", "service", "run-service")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,8 +48,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="statsbot-worker",
         description="Run the StatsBot local worker: jobs from the bot run on this machine's files.",
-        epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', "
-        "'statsbot-worker trust-model ID' (each has --help).",
+        epilog="Other commands: 'statsbot-worker demo', 'statsbot-worker serve', 'statsbot-worker trust-model ID', "
+        "'statsbot-worker login', 'statsbot-worker service' (each has --help).",
     )
     parser.add_argument(
         "--token",
@@ -130,58 +130,6 @@ def describe_limits(settings: JobSettings) -> str:
     return f"{mem_text}, {time_text} (--max-job-memory, --max-job-seconds)"
 
 
-def setup_logging(home: Path, verbose: bool) -> Path | None:
-    """Log to ``<home>/logs/worker.log`` (tracebacks live there) and warnings to stderr."""
-    root = logging.getLogger("statsbot_nb")
-    root.setLevel(logging.DEBUG if verbose else logging.INFO)
-    console = logging.StreamHandler(sys.stderr)
-    console.setLevel(logging.DEBUG if verbose else logging.WARNING)
-    console.setFormatter(InertFormatter("%(levelname)s %(name)s: %(message)s"))
-    root.addHandler(console)
-    try:
-        folder = logs_dir(home)
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / "worker.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=5 * 2**20, backupCount=3, encoding="utf-8")
-        handler.setFormatter(InertFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-        root.addHandler(handler)
-        return path
-    except OSError:
-        return None
-
-
-def event_printer(out: Callable[[str], None], verbose: bool) -> Callable[[Event], None]:
-    """Turn worker events into one line each: connection state, and one line per finished job."""
-    files: dict[str, str] = {}
-
-    def on_event(event: Event) -> None:
-        # Everything below that came from the server (action names, paths, ids, sentences) goes through
-        # inert(): no terminal escapes, no forged lines, bounded length.
-        stamp = time.strftime("%H:%M:%S")
-        if isinstance(event, StateChanged):
-            out(f"{stamp} [{event.state}] {inert(event.message, 1000)}")
-        elif event.kind == "accepted":
-            files[event.job_id] = inert(file_of(event.params))  # type: ignore[union-attr]
-            if verbose:
-                out(f"{stamp} job {inert(event.job_id)}: {inert(event.action, 80)} {files[event.job_id]}".rstrip())
-        elif isinstance(event, JobProgress) and verbose:
-            eta = f", ~{event.eta:.0f} s left" if event.eta is not None else ""
-            out(f"{stamp}   {inert(event.job_id)} {event.progress:5.1f}% {inert(event.message)}{eta}")
-        elif isinstance(event, (JobFinished, JobFailed)):
-            where = files.pop(event.job_id, "")
-            where = f" {where}" if where else ""
-            action = inert(event.action, 80)
-            if isinstance(event, JobFinished):
-                out(f"{stamp} ok     {action}{where}: {inert(event.summary)} ({event.duration:.1f} s)")
-            else:
-                label = "cancel" if event.cancelled else "failed"
-                out(f"{stamp} {label} {action}{where}: {inert(event.error, 1000)} ({event.duration:.1f} s)")
-        elif isinstance(event, LogLine) and (verbose or event.level != "info"):
-            out(f"{stamp} {event.level}: {inert(event.message, 1000)}")
-
-    return on_event
-
-
 async def ask_at_terminal(worker: Any, out: Callable[[str], None]) -> None:
     """Ask-before-running at the terminal: each waiting job is shown in words; answer y, n or a.
 
@@ -230,9 +178,18 @@ def _stop_on_signals(worker: Any, out: Callable[[str], None]) -> None:
 
 
 async def run_worker(
-    args: argparse.Namespace, token: str, url: str, settings: JobSettings, machine_id: str, out: Callable[[str], None]
+    args: argparse.Namespace,
+    token: str,
+    url: str,
+    settings: JobSettings,
+    machine_id: str,
+    out: Callable[[str], None],
+    *,
+    home: Path | None = None,
+    remember: str | None = None,
 ) -> int:
-    """Run the worker until Ctrl-C or a rejected token."""
+    """Run the worker until Ctrl-C or a rejected token; with ``home``, ``url`` (and the token to
+    ``remember``) go to its ``config.json`` once the worker connected."""
     from .worker import Worker
 
     try:
@@ -250,6 +207,8 @@ async def run_worker(
         out(f"Error: {exc}")
         return EXIT_ERROR
     worker.events.subscribe(event_printer(out, args.verbose))
+    if home is not None:
+        remember_once_connected(home, worker.events.subscribe, url, remember)
     asking = asyncio.get_running_loop().create_task(ask_at_terminal(worker, out)) if args.ask else None
     _stop_on_signals(worker, out)
     try:
@@ -308,7 +267,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
                 "/connect in the bot."
             )
             return EXIT_USAGE
-        update_config(home, ws_url=url, machine_id=machine_id, token=token if args.remember else None)
+        update_config(home, machine_id=machine_id)  # the URL (and a remembered token) once connected
     except ConfigError as exc:
         out(f"Error: {exc}")
         return EXIT_USAGE
@@ -316,31 +275,37 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     out(f"StatsBot worker {__version__} for machine {machine_id}; server {url}")
     out(f"Privacy {describe(settings.privacy)}. What was sent: 'statsbot-worker ledger'.")
     limits = f"Per-job limits: {describe_limits(settings)}"
-    logging.getLogger("statsbot_nb.cli").info("%s", limits)  # always in worker.log
+    logging.getLogger("statsbot_nb.cli").info("%s", limits, extra={SHOWN: args.verbose})  # always in worker.log
     if args.verbose:
         out(limits)
     if log_path:
         out(f"Local log: {log_path}")
     try:
-        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out))
+        remember = token if args.remember else None
+        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         code = EXIT_OK
-    if code == EXIT_OK:
-        out("Stopped.")
-    return code
+    return code  # "[stopped] Stopped." was printed with the worker's last state
 
 
 def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:
     if name == "serve":
         from .server.cli import main as serve_main
 
-        return serve_main(argv)
+        return serve_main(argv, prog="statsbot-worker serve")
     if name == "demo":
         from .demo import main as demo_main
 
         return demo_main(argv, out)
     if name == "ledger":
         return _ledger(argv, out)
+    if name in ("login", "service", "run-service"):
+        from .service import cli as service_cli
+        from .service import runservice
+
+        if name == "run-service":
+            return runservice.main(argv)
+        return service_cli.login_main(argv, out) if name == "login" else service_cli.service_main(argv, out)
     from .ml.store import trust_model  # trust-model
 
     parser = argparse.ArgumentParser(

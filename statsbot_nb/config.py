@@ -8,8 +8,10 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -140,3 +142,22 @@ def update_config(
         data.pop("token", None)
     save_config(home, data)
     return data
+
+
+def remember_once_connected(
+    home: Path, subscribe: Callable[[Callable[[Any], None]], Callable[[], None]], url: str, token: str | None = None
+) -> None:
+    """Write ``url`` (and ``token``, when the user asked to remember it) to ``config.json`` once the worker
+    authenticated: a URL that never connected (a typo, a server that is down) must not become the default
+    of the next start. ``subscribe`` is the worker's ``events.subscribe``."""
+
+    def on_event(event: Any) -> None:
+        if getattr(event, "state", None) != "connected":
+            return
+        unsubscribe()
+        try:
+            update_config(home, ws_url=url, token=token)
+        except (OSError, ConfigError) as exc:  # the worker runs on; the next start asks for the URL again
+            logging.getLogger("statsbot_nb.config").warning("Could not update config.json: %s", exc)
+
+    unsubscribe = subscribe(on_event)

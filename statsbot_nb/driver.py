@@ -48,6 +48,7 @@ from .core import (
 )
 from .errors import TokenRejectedError
 from .events import EventBus, LogLine
+from .inert import SHOWN
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
@@ -176,7 +177,7 @@ class Driver:
             elif isinstance(action, Publish):
                 self.events.publish(action.event)
             elif isinstance(action, Log):
-                log.log(action.level, "%s", action.message)
+                log.log(action.level, "%s", action.message, extra={SHOWN: True} if action.shown else None)
             elif isinstance(action, ReserveJob):
                 self._reserve(action)
             elif isinstance(action, JournalStarted | JournalResult | JournalConfirmed):

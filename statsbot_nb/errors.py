@@ -9,6 +9,7 @@ failed job's ``error``::
      │    └── BadJobError       a job frame with an id but unusable fields (answered with a failed result)
      ├── TokenRejectedError     the server refused the token: final, get a fresh one with /connect
      ├── ConfigError            a bad setting (URL, config file, option)
+     ├── ServiceError           the login service cannot be installed, started, stopped or queried
      └── JobError               a job that cannot be done as asked (bad params, refused path, bad data)
           ├── AccessDenied      the file-access policy refused a path
           └── JobCancelled      the job was cancelled (by the server or the user)
@@ -43,6 +44,10 @@ class TokenRejectedError(StatsbotError):
 
 class ConfigError(StatsbotError):
     """A setting is invalid: a malformed URL, an unreadable config file, a bad option value."""
+
+
+class ServiceError(StatsbotError):
+    """The login service (systemd, launchd, Task Scheduler) refused or failed an operation; says what to do."""
 
 
 class JobError(StatsbotError):

@@ -52,3 +52,15 @@ class InertFormatter(logging.Formatter):
 
     def formatMessage(self, record: logging.LogRecord) -> str:
         return inert(super().formatMessage(record), self.limit)
+
+
+#: Log-record attribute set on lines that observers already show as events (a state change printed by the
+#: terminal or the panel): a console log beside them skips those (:class:`NotShown`); the log file keeps them.
+SHOWN = "statsbot_shown"
+
+
+class NotShown(logging.Filter):
+    """Passes only records not marked :data:`SHOWN` (so ``-v`` does not print every state line twice)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not getattr(record, SHOWN, False)

@@ -150,6 +150,26 @@ def model(id_or_display_name: str, home: Path | None = None) -> LocalModel:
     )
 
 
+class PlotKinds(dict[str, "str | None"]):
+    """Plot kind -> None when ``model.plot(kind)`` draws it, else the sentence saying why it cannot.
+
+    A plain dict, shown in words: a bare ``{'roc': None, ...}`` left a reader guessing what None meant.
+    """
+
+    def __repr__(self) -> str:
+        if not self:
+            return "No plot kinds for this model."
+        width = max(len(kind) for kind in self)
+        lines = [
+            f"{kind:<{width}}  {'can be drawn: model.plot(' + repr(kind) + ')' if why is None else why}"
+            for kind, why in self.items()
+        ]
+        return "\n".join(["Plot kinds (None when it can be drawn, else why it cannot):", *lines])
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(repr(self))
+
+
 class LocalModel:
     """One model of the local store: its metadata, metrics, plots, and predict/rename/delete.
 
@@ -221,11 +241,11 @@ class LocalModel:
         return self._artefacts
 
     @property
-    def plot_kinds(self) -> dict[str, str | None]:
+    def plot_kinds(self) -> PlotKinds:
         """Every plot kind for this model's task: None when it can be drawn, else the reason it cannot."""
         from .ml.plots import available_kinds
 
-        return available_kinds(self._meta, self.artefacts)
+        return PlotKinds(available_kinds(self._meta, self.artefacts))
 
     # -- what it does ---------------------------------------------------------------------------------
 

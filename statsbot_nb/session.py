@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .config import update_config
+from .config import remember_once_connected, update_config
 from .context import DEFAULT_MAX_FILE_BYTES
 from .errors import ConfigError, TokenRejectedError
 from .settings import follow_worker_dirs, resolve_worker
@@ -183,9 +183,10 @@ def connect(
         **worker_options,
     )
     try:
-        update_config(setup.home, ws_url=setup.url, machine_id=worker.machine_id, token=token if remember else None)
+        update_config(setup.home, machine_id=worker.machine_id)
     except (OSError, ConfigError) as exc:
         log.warning("Could not update config.json: %s", exc)
+    remember_once_connected(setup.home, worker.events.subscribe, setup.url, token if remember else None)
     previous, _current = _current, worker
     loop = main_loop()
 

@@ -57,7 +57,12 @@ async def test_console_script_serves_today_server(legacy: LegacyServer, home: Pa
     assert "[connected] Connected to" in out
     assert "ok     list_models" in out and "failed teleport" in out
     assert "Stopped." in out and "Traceback" not in out + err
+    # each line once, -v included (the console log skips what the event lines show)
+    assert out.count("Stopped.") == 1 and (out + err).count("Connecting to") == 1, out + err
+    assert (out + err).count("Per-job limits") == 1
     log_text = (home / "logs" / "worker.log").read_text()
+    assert stat.S_IMODE((home / "logs" / "worker.log").stat().st_mode) == 0o600  # paths and errors: private
+    assert stat.S_IMODE((home / "logs").stat().st_mode) == 0o700
     for text in (out, err, log_text):
         assert legacy.token not in text, "the token must never be printed or logged"
     config = json.loads((home / "config.json").read_text())
@@ -66,9 +71,12 @@ async def test_console_script_serves_today_server(legacy: LegacyServer, home: Pa
 
 async def test_rejected_token_exits_nonzero_with_a_clear_message(legacy: LegacyServer, home: Path):
     started = time.monotonic()
-    proc = await _start(["--token", "11111111-2222-3333-4444-555555555555", "--ws-url", legacy.url], home)
+    args = ["--token", "11111111-2222-3333-4444-555555555555", "--ws-url", legacy.url, "--remember"]
+    proc = await _start(args, home)
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 30)
     assert proc.returncode == 3
+    config = json.loads((home / "config.json").read_text())  # a rejected token is not remembered, nor its URL
+    assert "token" not in config and "ws_url" not in config and config["machine_id"]
     assert time.monotonic() - started < 15
     out = stdout.decode()
     assert "rejected the token" in out and "/connect" in out
@@ -92,6 +100,26 @@ async def test_remember_stores_token_with_mode_0600(legacy: LegacyServer, home: 
     assert legacy.auths[1]["token"] == legacy.token
     assert main(["--forget"], out=lambda s: None) == 0
     assert "token" not in json.loads(path.read_text())
+
+
+async def test_a_url_that_never_connected_is_not_remembered(legacy: LegacyServer, home: Path):
+    """A typo or a server that is down must not become the default of the next start."""
+    import socket
+
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = f"ws://127.0.0.1:{probe.getsockname()[1]}/ws"
+    proc = await _start(["--token", legacy.token, "--ws-url", dead], home)
+    await asyncio.sleep(3)  # it tries, fails, waits to retry
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = await asyncio.wait_for(proc.communicate(), 20)
+    assert proc.returncode == 0 and "[reconnecting]" in stdout.decode()
+    assert "ws_url" not in json.loads((home / "config.json").read_text())
+    proc = await _start(["--token", legacy.token, "--ws-url", legacy.url], home)  # this one connects
+    await legacy.wait_worker(timeout=30)
+    proc.send_signal(signal.SIGINT)
+    await asyncio.wait_for(proc.communicate(), 20)
+    assert json.loads((home / "config.json").read_text())["ws_url"] == legacy.url
 
 
 def test_usage_errors(home: Path, monkeypatch: pytest.MonkeyPatch):

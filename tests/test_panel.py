@@ -263,3 +263,44 @@ async def test_the_panel_asks_before_running_and_runs_what_the_user_allows(refer
     assert first.success and not second.success and "declined" in (second.error or "")
     panel._refresh()
     assert panel._approvals == {}
+
+
+async def test_keep_running_stores_a_fresh_token_and_says_what_the_service_manager_answered(
+    home: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """The panel's login-service section: the token typed for the service is cleared at once and stored
+    (0600) with the panel's server and privacy; what the service manager answered is shown as a sentence
+    (here no manager can be reached, as in a container), never a traceback."""
+    import json
+    import stat
+
+    runtime = tmp_path / "run-none"
+    runtime.mkdir(mode=0o700)
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(runtime))
+    monkeypatch.setenv("DBUS_SESSION_BUS_ADDRESS", f"unix:path={runtime / 'no-bus'}")
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    p = statsbot_nb.panel()
+    keep = p.keep_running
+    keep.install_clicked()
+    assert "fresh token" in keep.status.value  # nothing typed: nothing done
+    p.url.value = "ws://127.0.0.1:9/ws"
+    p.privacy.value = "strict"
+    keep.token.set_state({"value": "service-token-123"})
+    keep.install_button.click()
+    assert keep.token.value == "", "the token must be cleared as soon as it is read"
+    keep.token.set_state({"value": "another-token"})  # a second click while the first request runs
+    keep.install_button.click()
+    assert keep.token.value == "" and "was not used" in keep.status.value
+    await _until(lambda: keep.busy is not None and keep.busy.done(), 60)
+    shown = keep.status.value
+    assert "service-token-123" not in shown and "Traceback" not in shown
+    assert "#cf222e" in shown and len(shown) > 80, shown  # the manager could not be reached: said in words
+    stored = home / "service" / "login.json"
+    assert stat.S_IMODE(stored.stat().st_mode) == 0o600
+    saved = json.loads(stored.read_text())
+    assert "service-token-123" in stored.read_text() and "ws://127.0.0.1:9/ws" in json.dumps(saved)
+    assert "strict" in json.dumps(saved)
+    assert not (tmp_path / "config" / "systemd" / "user" / "statsbot-worker.service").exists()
+    keep.remove_button.click()
+    await _until(lambda: keep.busy.done(), 60)
+    assert "Traceback" not in keep.status.value and keep.status.value

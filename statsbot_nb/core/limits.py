@@ -19,7 +19,9 @@ RECHECK_S = 1.0
 RECHECK_GIVE_UP = 300
 #: Quick jobs (threads) running at once.
 LIGHT_SLOTS = 4
-REJECTED_HINT = "Get a fresh token with /connect in the StatsBot bot and connect again."
+REJECTED_HINT = (
+    "Get a fresh token (with /connect in the StatsBot bot, or from whoever runs your server) and connect again."
+)
 RESTARTED = (
     "The worker restarted (its process or notebook kernel ended) while this job was {state}, so it did not "
     "finish. Start it again."

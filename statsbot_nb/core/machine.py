@@ -191,7 +191,7 @@ class WorkerCore(JobHolds):
 
     def _set_state(self, state: WorkerState, message: str, out: list[Action], retry_in: float | None = None) -> None:
         self.state, self.status_message = state, message
-        out.append(Log(logging.INFO, f"{state}: {message}"))
+        out.append(Log(logging.INFO, f"{state}: {message}", shown=True))
         machine = self.config.machine_id if state == "connected" else None
         out.append(Publish(StateChanged(state, message, retry_in=retry_in, machine_id=machine)))
 

@@ -299,10 +299,12 @@ class Publish:
 
 @dataclass(frozen=True)
 class Log:
-    """A line for the local log only (never sent to the server)."""
+    """A line for the local log only (never sent to the server). ``shown``: observers show it already as an
+    event (a state change), so a console log next to them skips it (the log file keeps it)."""
 
     level: int
     message: str
+    shown: bool = False
 
 
 @dataclass(frozen=True)

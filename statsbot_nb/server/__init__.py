@@ -5,6 +5,7 @@ It speaks the same protocol as today's StatsBot server plus our extensions, and 
 
 from __future__ import annotations
 
-from .core import JobHandle, JobResult, JobServer, WorkerInfo
+from .core import JobServer
+from .records import JobHandle, JobResult, ServerEvent, WorkerInfo
 
-__all__ = ["JobHandle", "JobResult", "JobServer", "WorkerInfo"]
+__all__ = ["JobHandle", "JobResult", "JobServer", "ServerEvent", "WorkerInfo"]

@@ -3,7 +3,12 @@
 It issues expiring one-time tokens, authenticates workers, queues jobs submitted through a Python API and
 dispatches them, streams progress to callbacks, matches results by ``job_id`` (duplicates dropped),
 re-queues jobs whose worker dropped, and speaks our protocol-2 extensions (ack, cancel, session token)
-with workers that announce them. It never imports the worker: only :mod:`statsbot_nb.protocol`.
+with workers that announce them. Watchers (:meth:`JobServer.watch`) hear of workers joining, leaving and
+being refused, and of every stored result. It never imports the worker: only :mod:`statsbot_nb.protocol`.
+
+A token connects one worker once (unless ``one_time_tokens=False``, as today's StatsBot server, whose tokens
+are reusable until they expire): a protocol-2 worker reconnects with the session token it was given, a
+today-style worker needs a new token.
 """
 
 from __future__ import annotations
@@ -14,65 +19,26 @@ import logging
 import secrets
 import time
 import uuid
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 
 from .. import protocol
+from ..inert import inert
+from .records import (
+    EXPIRED_TOKEN,
+    UNKNOWN_TOKEN,
+    USED_TOKEN,
+    JobHandle,
+    JobResult,
+    ProgressCallback,
+    ServerEvent,
+    Watcher,
+    WorkerInfo,
+)
 
 log = logging.getLogger("statsbot_nb.server")
-
-ProgressCallback = Callable[["JobHandle", float, str], None]
-
-
-@dataclass(frozen=True)
-class JobResult:
-    """The outcome of a job as the server stored it."""
-
-    job_id: str
-    success: bool
-    data: dict[str, Any] | None = None
-    error: str | None = None
-    cancelled: bool = False
-
-
-@dataclass
-class JobHandle:
-    """A submitted job: await it (``await handle``) for its :class:`JobResult`."""
-
-    job_id: str
-    action: str
-    params: dict[str, Any]
-    user_id: int | None
-    on_progress: ProgressCallback | None = None
-    progress: float = 0.0
-    message: str = ""
-    progress_updates: int = 0
-    dispatch_count: int = 0
-    future: asyncio.Future[JobResult] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
-
-    def __await__(self) -> Any:
-        return asyncio.shield(self.future).__await__()
-
-    @property
-    def done(self) -> bool:
-        """True once a result is stored."""
-        return self.future.done()
-
-
-@dataclass
-class WorkerInfo:
-    """An authenticated worker connection."""
-
-    machine_id: str
-    user_id: int
-    protocol: int
-    capabilities: dict[str, Any] | None
-    connection: ServerConnection
-    assigned: set[str] = field(default_factory=set)
 
 
 class JobServer:
@@ -92,14 +58,21 @@ class JobServer:
         extensions: bool = True,
         auth_timeout: float = 30.0,
         ping_interval: float | None = 20.0,
+        one_time_tokens: bool = True,
+        token_help: str = "",
     ) -> None:
+        """``token_help``: a sentence added to every token refusal, saying where a new token comes from."""
         self.host, self.port = host, port
         self.token_ttl, self.session_ttl = token_ttl, session_ttl
+        self.one_time_tokens, self.token_help = one_time_tokens, token_help
         self.extensions = extensions
         self.auth_timeout = auth_timeout
         self.ping_interval = ping_interval
         self._tokens: dict[str, tuple[int, float]] = {}
         self._sessions: dict[str, tuple[int, float]] = {}
+        self._used: set[str] = set()
+        self._watchers: list[Watcher] = []
+        self._stopping = False
         self._jobs: dict[str, JobHandle] = {}
         self._queue: list[str] = []
         self._workers: list[WorkerInfo] = []
@@ -123,6 +96,7 @@ class JobServer:
 
     async def close(self) -> None:
         """Stop listening and close every worker connection."""
+        self._stopping = True
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
@@ -151,6 +125,17 @@ class JobServer:
         """Forget every token and session (workers must get a fresh token to reconnect)."""
         self._tokens.clear()
         self._sessions.clear()
+
+    def watch(self, watcher: Watcher) -> None:
+        """Call ``watcher`` with a :class:`ServerEvent` for each worker joining, leaving or refused, and each result."""
+        self._watchers.append(watcher)
+
+    def _tell(self, event: ServerEvent) -> None:
+        for watcher in list(self._watchers):
+            try:
+                watcher(event)
+            except Exception:
+                log.exception("server watcher failed")
 
     @property
     def workers(self) -> list[WorkerInfo]:
@@ -239,6 +224,8 @@ class JobServer:
             self._queue.remove(job_id)
             target.assigned.add(job_id)
             handle.dispatch_count += 1
+            if handle.started_at is None:
+                handle.started_at = time.monotonic()
             frame = protocol.encode_job(job_id, handle.action, handle.params)
             asyncio.get_running_loop().create_task(self._send_job(target, job_id, frame))
 
@@ -254,7 +241,9 @@ class JobServer:
             self.duplicate_results += 1
             return False
         self.results[result.job_id] = result
+        handle.finished_at = time.monotonic()
         handle.future.set_result(result)
+        self._tell(ServerEvent("result", job=handle, result=result))
         return True
 
     # ------------------------------------------------------------------ connections
@@ -266,6 +255,7 @@ class JobServer:
         async with self._worker_joined:
             self._workers.append(info)
             self._worker_joined.notify_all()
+        self._tell(ServerEvent("joined", info.machine_id, info))
         self._dispatch()
         try:
             async for frame in ws:
@@ -276,9 +266,35 @@ class JobServer:
             self._workers.remove(info)
             requeue = [j for j in info.assigned if not self._jobs[j].done]
             if requeue:
-                log.info("Worker %s dropped; re-queueing %s", info.machine_id, requeue)
+                log.info("Worker %s dropped; re-queueing %s", inert(info.machine_id, 80), requeue)
                 self._queue[:0] = requeue
+            self._tell(ServerEvent("left", info.machine_id, info, self._why_closed(ws), tuple(requeue)))
             self._dispatch()
+
+    def _why_closed(self, ws: ServerConnection) -> str:
+        if self._stopping:
+            return "the server is stopping"
+        code = ws.close_code
+        if code in (1000, 1001):
+            return "the worker closed the connection"
+        if code is None or code == 1006:
+            return "the connection was lost"
+        return f"closed with code {code}" + (f" ({inert(ws.close_reason, 123)})" if ws.close_reason else "")
+
+    def _refusal(self, token: str, now: float) -> tuple[int | None, str]:
+        """``(user_id, "")`` for a token or session token good now, else ``(None, why)``; spends a one-time token."""
+        session = self._sessions.get(token)
+        if session is not None and session[1] >= now:
+            return session[0], ""
+        entry = self._tokens.get(token)
+        if entry is None:
+            return None, USED_TOKEN if token in self._used else UNKNOWN_TOKEN
+        if entry[1] < now:
+            return None, EXPIRED_TOKEN
+        if self.one_time_tokens:
+            del self._tokens[token]
+            self._used.add(token)
+        return entry[0], ""
 
     async def _authenticate(self, ws: ServerConnection) -> WorkerInfo | None:
         try:
@@ -291,14 +307,15 @@ class JobServer:
             await ws.close(1008)
             return None
         now = time.monotonic()
-        entry = self._tokens.get(msg.token) or self._sessions.get(msg.token)
-        if entry is None or entry[1] < now:
+        user_id, why = self._refusal(msg.token, now)
+        if user_id is None:
             self.rejected_auths += 1
+            self._tell(ServerEvent("refused", msg.machine_id, detail=why))
+            error = f"{why}. {self.token_help}" if self.token_help else why
             with contextlib.suppress(ConnectionClosed):
-                await ws.send(protocol.encode_auth_failed())
+                await ws.send(protocol.encode_auth_failed(error))
             await ws.close(1008, "Invalid or expired token")
             return None
-        user_id = entry[0]
         use_ext = self.extensions and msg.protocol >= 2
         session = None
         if use_ext:
@@ -317,7 +334,7 @@ class JobServer:
             msg = protocol.parse_worker_message(frame)
         except protocol.ProtocolError as exc:
             self.malformed_frames += 1
-            log.warning("Malformed frame from %s: %s", info.machine_id, exc)
+            log.warning("Malformed frame from %s: %s", inert(info.machine_id, 80), inert(exc, 300))  # worker's words
             return
         if isinstance(msg, protocol.Progress):
             handle = self._jobs.get(msg.job_id)

@@ -123,17 +123,13 @@ class ControlPanel:
                 self.ask,
             ]
         )
-        worker_tab = W.VBox(
-            [
-                connection,
-                self.warning,
-                W.HTML("<b>Running</b>"),
-                self.progress_box,
-                W.HTML("<b>Job log</b>"),
-                self.log,
-                privacy,
-            ]
+        from .keeprunning import KeepRunning
+
+        self.keep_running = KeepRunning(
+            lambda: {"ws_url": self.url.value.strip() or None, "allow": self._extra_dirs, "privacy": self.privacy.value}
         )
+        parts = [connection, self.warning, W.HTML("<b>Running</b>"), self.progress_box, W.HTML("<b>Job log</b>")]
+        worker_tab = W.VBox([*parts, self.log, privacy, self.keep_running.widget])
         self.tabs = W.Tab(children=[worker_tab])
         self.tabs.set_title(0, "Worker")
         from .browser import ModelBrowser
