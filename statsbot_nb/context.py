@@ -82,6 +82,14 @@ class JobSettings:
     max_job_seconds: float | None = DEFAULT_MAX_JOB_SECONDS
     privacy: PrivacyLevel = DEFAULT_LEVEL
     blas_threads: int | None = None
+    #: Dask (issue 14; README "When one machine is not enough"): the scheduler address training jobs send
+    #: their work to (None: everything runs here, the default), whether that cluster runs on this machine
+    #: (then every path this machine may read is readable by its workers too), the folders a remote
+    #: cluster's workers see at the same path (a shared mount), and the seconds to wait for the scheduler.
+    dask_scheduler: str | None = None
+    dask_local: bool = False
+    dask_shared_dirs: tuple[Path, ...] = ()
+    dask_timeout: float = 30.0
 
     def __post_init__(self) -> None:
         # share_data=True asked through the older switch (privacy left at its default) means "share".

@@ -1,11 +1,12 @@
 """The optional extras some tests need (model types, the browser test), and how the suite does without them.
 
 README's first command installs ``[dev]`` only; ``xgboost_*``, ``lightgbm_*`` and ``catboost_*`` need the
-``[boost]`` extra, ``keras_*`` the ``[keras]`` extra and the JupyterLab browser test the ``[browser]``
-extra. A test that needs one is marked ``@pytest.mark.extra("catboost")`` (``tests/conftest.py`` skips it
-when the library is missing), a test that covers many model types in one run keeps the installed ones with
-:func:`installed_cases`, and the end of the run lists what was left untested and the command that installs
-it. Under CI (``$CI`` set; ``.ci/run`` installs every extra) a missing library fails the test instead.
+``[boost]`` extra, ``keras_*`` the ``[keras]`` extra, the JupyterLab browser test the ``[browser]`` extra and
+the Dask tests the ``[dask]`` extra. A test that needs one is marked ``@pytest.mark.extra("catboost")``
+(``tests/conftest.py`` skips it when the library is missing), a test that covers many model types in one run
+keeps the installed ones with :func:`installed_cases`, and the end of the run lists what was left untested and
+the command that installs it. Under CI (``$CI`` set; ``.ci/run`` installs every extra) a missing library fails
+the test instead.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ LIBRARIES = {
     "catboost": ("catboost_*", "boost"),
     "keras": ("keras_*", "keras"),
     "browser": ("the JupyterLab browser test", "browser"),
+    "dask": ("training on a Dask cluster", "dask"),
 }
 #: library -> how many tests (or model-type cases inside a test) were skipped without it in this run
 SKIPPED: Counter[str] = Counter()
@@ -50,6 +52,8 @@ def installed(library: str) -> bool:
         return _found("keras") and backend is not None and (backend not in BACKENDS or _found(backend))
     if library == "browser":
         return _found("playwright") and _found("jupyterlab")
+    if library == "dask":
+        return _found("distributed") and _found("dask.dataframe")
     return _found(library)
 
 
@@ -77,7 +81,7 @@ def require(library: str) -> None:
 def library_of(model_type: str) -> str | None:
     """The optional library a model type needs (``keras_regression`` -> ``keras``), or None."""
     head = model_type.split("_", 1)[0]
-    return head if head in LIBRARIES and head != "browser" and "_" in model_type else None
+    return head if head in LIBRARIES and head not in ("browser", "dask") and "_" in model_type else None
 
 
 def installed_cases(cases: Iterable[T], model_type: Callable[[T], str] = str) -> list[T]:

@@ -46,6 +46,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("statsbot_nb.context",),
     ("statsbot_nb.paths", "statsbot_nb.settings"),
     ("statsbot_nb.ml", "statsbot_nb.ml."),
+    ("statsbot_nb.cluster", "statsbot_nb.cluster."),
     ("statsbot_nb.handlers", "statsbot_nb.handlers."),
     (
         "statsbot_nb.jobs",

@@ -10,6 +10,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from .. import cluster
+from ..cluster.connect import check_cluster_path
+from ..cluster.train import train_on_cluster
 from ..context import JobContext
 from ..errors import JobError
 from ..ml import estimators
@@ -124,7 +127,9 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     ctx.limit_threads()
     ctx.progress(1, "Checking the request", "loading")
     plan = early_plan(options)
-    with policy(ctx.settings).open_readable(req.file_path) as table:
+    notes = [req.note] if req.note else []
+    settings = ctx.settings
+    with policy(settings).open_readable(req.file_path) as table:
         path = table.path
         available = read_columns(table)
         missing = [c for c in [*options.feature_columns, options.target_column] if c not in set(available)]
@@ -133,18 +138,39 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
                 f"{path.name} has no column {', '.join(repr(c) for c in missing)}; "
                 f"its columns are {', '.join(repr(c) for c in available[:50])}."
             )
-        ctx.progress(3, f"Reading {path.name}", "loading")
-        frame = read_table(table, [*options.feature_columns, options.target_column])
-    model = train_model(
-        frame,
-        options,
-        ctx.settings.models_dir,
-        ctx.progress,
-        source_name=path.name,
-        custom_name=req.custom_name,
-        notes=[req.note] if req.note else [],
-        plan=plan,
-    )
+        on_cluster = False
+        if settings.dask_scheduler:
+            why_not = cluster.why_not_on_cluster(options.model_type, path)
+            on_cluster = why_not is None
+            if why_not:
+                notes.append(f"Trained on this machine, not on the Dask cluster: {why_not}")
+            else:
+                check_cluster_path(path, settings.dask_scheduler, settings.dask_local, settings.dask_shared_dirs)
+        if not on_cluster:
+            ctx.progress(3, f"Reading {path.name}", "loading")
+            frame = read_table(table, [*options.feature_columns, options.target_column])
+    if on_cluster:
+        model = train_on_cluster(
+            path,
+            options,
+            str(settings.dask_scheduler),
+            settings.models_dir,
+            ctx.progress,
+            timeout=settings.dask_timeout,
+            custom_name=req.custom_name,
+            notes=notes,
+        )
+    else:
+        model = train_model(
+            frame,
+            options,
+            settings.models_dir,
+            ctx.progress,
+            source_name=path.name,
+            custom_name=req.custom_name,
+            notes=notes,
+            plan=plan,
+        )
     data: dict[str, Any] = {
         "model_id": model.model_id,
         # A metric that is undefined here (NaN, e.g. r2 of a constant target) is left out: the bot formats

@@ -102,6 +102,24 @@ def train_model(
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
     notes = list(notes or []) + plan.notes
     result = _fit_and_score(options, plan, frame, dropped, notes, progress)
+    return save_trained(options, plan, result, models_dir, progress, source_name, custom_name, notes, started)
+
+
+def save_trained(
+    options: TrainOptions,
+    plan: estimators.EstimatorPlan,
+    result: dict[str, Any],
+    models_dir: Path,
+    progress: Progress,
+    source_name: str,
+    custom_name: str | None,
+    notes: list[str],
+    started: float,
+    extra: dict[str, Any] | None = None,
+) -> TrainedModel:
+    """Save a fitted ``result`` (the dict :func:`_fit_and_score` returns) with its metadata, in one place
+    for local and cluster training (``extra`` adds metadata keys, e.g. ``trained_on``)."""
+    task = plan.task_type
     progress(95, "Saving the model", "saving")
     created = datetime.now().astimezone()
     model_id = store.new_model_id(models_dir, options.model_type, task, created)
@@ -129,12 +147,14 @@ def train_model(
         "feature_importance_method": result["importance_method"],
         "class_labels": result["labels"],
         "positive_class": result["labels"][1] if result["labels"] and len(result["labels"]) == 2 else None,
-        "split": {"test_size": options.test_size, "seed": SEED, "stratified": result["stratified"]},
+        "split": result.get("split")
+        or {"test_size": options.test_size, "seed": SEED, "stratified": result["stratified"]},
         "source_file": source_name,
         "library": plan.library,
         "libraries": {k: v for k, v in estimators.installed_libraries().items() if v},
         "worker_version": _worker_version(),
         "notes": notes,
+        **(extra or {}),
     }
     target = options.target_column
     encoders = {target: result["label_encoder"]} if result["label_encoder"] is not None else None
@@ -326,4 +346,13 @@ def _worker_version() -> str:
         return "0+unknown"
 
 
-__all__ = ["TrainOptions", "TrainedModel", "dataset_stats", "early_plan", "infer_task", "split_rows", "train_model"]
+__all__ = [
+    "TrainOptions",
+    "TrainedModel",
+    "dataset_stats",
+    "early_plan",
+    "infer_task",
+    "save_trained",
+    "split_rows",
+    "train_model",
+]

@@ -1,0 +1,52 @@
+"""Training on a Dask cluster (issue 14): which jobs can, and the switch that turns it on.
+
+Off by default: on one machine Dask adds 15-40 % and gives no speed-up, so it is for tables past one
+machine. When a job's settings name a scheduler (:attr:`statsbot_nb.context.JobSettings.dask_scheduler`),
+the ``train`` handler asks :func:`why_not_on_cluster`; a job that can run there does (read by the
+cluster's workers, fitted from sums gathered back here), the rest run here as today with a note saying
+why. Either way the model is saved in the local store as an ordinary scikit-learn pipeline.
+
+Modules: :mod:`.connect` (the client, timeouts, the path rule), :mod:`.prep` (reading, the hash split,
+whole-data statistics, the fitted preprocessor), :mod:`.linear` (normal equations, metrics from sums),
+:mod:`.boost` (``xgboost.dask``), :mod:`.train` (one job, end to end).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+#: model types fitted on the cluster from sums (one pass, normal equations)
+NORMAL_EQUATION_TYPES = ("linear", "ridge")
+#: extensions the cluster's workers read (Excel and JSON tables are read here)
+CLUSTER_FORMATS = (".csv", ".tsv", ".parquet")
+
+_SKLEARN_ENSEMBLES = ("random_forest", "extra_trees", "gradient_boosting", "decision_tree")
+
+
+def why_not_on_cluster(model_type: str, path: Path) -> str | None:
+    """None when this job can train on the cluster, else the sentence saying why it runs here instead."""
+    if path.suffix.lower() not in CLUSTER_FORMATS:
+        return f"the cluster reads CSV, TSV and Parquet files, and {path.name} is not one."
+    if model_type in NORMAL_EQUATION_TYPES:
+        return None
+    if model_type.startswith("xgboost_"):
+        return None
+    if model_type.startswith("lightgbm_"):
+        return (
+            "LightGBM's Dask training is not used: it has known hangs and builds wrong models with "
+            "categorical features on skewed partitions; xgboost_* trains on the cluster."
+        )
+    if model_type in _SKLEARN_ENSEMBLES:
+        return f"scikit-learn's {model_type} does not train on a Dask cluster; xgboost_* does, with boosted trees."
+    return f"{model_type} has no cluster training yet; linear, ridge and xgboost_* do."
+
+
+def where_note(trained_on: dict[str, object]) -> str:
+    """The line the job's result and log carry: where the model was trained."""
+    return (
+        f"Trained on the Dask cluster at {trained_on['scheduler']} ({trained_on['workers']} worker(s), "
+        f"{trained_on['partitions']} partition(s), {trained_on['rows']:,} rows)."
+    )
+
+
+__all__ = ["CLUSTER_FORMATS", "NORMAL_EQUATION_TYPES", "where_note", "why_not_on_cluster"]
