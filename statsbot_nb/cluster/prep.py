@@ -95,7 +95,7 @@ def coerce(part: pd.DataFrame, layout: Layout) -> tuple[pd.DataFrame, pd.Series,
 
 def label_codes(target: pd.Series, classes: tuple[Any, ...]) -> np.ndarray:
     """Codes 0..k-1 of ``target`` in the whole table's class order (never a partition's own)."""
-    codes = pd.Categorical(target, categories=list(classes)).codes.astype("int64")
+    codes = pd.Index(list(classes)).get_indexer(target).astype("int64")
     if (codes < 0).any():
         raise JobError("A class label appeared that the first pass did not see; the table changed while training.")
     return codes
