@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -114,6 +115,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--remember", action="store_true", help="save the token in config.json (mode 0600) for the next start"
+    )
+    parser.add_argument(
+        "--dask-scheduler",
+        metavar="ADDR",
+        default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
+        help="train linear, ridge on this Dask cluster (also $DASK_SCHEDULER_ADDRESS); off by default",
+    )
+    parser.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
+    parser.add_argument(
+        "--dask-shared-dir",
+        action="append",
+        metavar="DIR",
+        help="a folder a remote Dask cluster's workers see at the same path (repeatable)",
     )
     parser.add_argument("--forget", action="store_true", help="delete a remembered token and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress and debug logs")
@@ -282,7 +296,17 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         out(f"Local log: {log_path}")
     try:
         remember = token if args.remember else None
-        code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
+        from .cluster.connect import dask_switch
+
+        shared = tuple(Path(d).expanduser() for d in args.dask_shared_dir or ())
+        with dask_switch(args.dask_scheduler, args.dask_local, shared) as dask:
+            if dask:
+                settings = replace(settings, **dask)
+                out(f"Dask: training jobs that can run there go to {dask['dask_scheduler']}; the rest run here.")
+            code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
+    except StatsbotError as exc:  # the dask extra missing for --dask-local
+        out(f"Error: {exc}")
+        code = EXIT_ERROR
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         code = EXIT_OK
     return code  # "[stopped] Stopped." was printed with the worker's last state

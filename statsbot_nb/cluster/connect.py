@@ -116,4 +116,24 @@ def run_partitions(client: Any, address: str, tasks: list[Any], report: Any, wha
             client.cancel(futures, force=True)
 
 
-__all__ = ["check_cluster_path", "cluster_failure", "is_local_address", "open_client", "run_partitions"]
+@contextlib.contextmanager
+def dask_switch(
+    scheduler: str | None, local_workers: int | None, shared_dirs: tuple[Path, ...] = ()
+) -> Iterator[dict[str, Any]]:
+    """The ``JobSettings`` fields for the worker's Dask options (``{}``: Dask off, the default).
+
+    ``local_workers`` starts a ``LocalCluster`` of that many worker processes (one thread each) for as
+    long as the worker runs, and closes it on exit; otherwise ``scheduler`` is an existing cluster's address.
+    """
+    if local_workers:
+        try:
+            from distributed import LocalCluster
+        except ImportError as exc:
+            raise JobError("--dask-local needs the dask extra: pip install 'statsbot_nb[dask]'.") from exc
+        with LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=":0") as lc:
+            yield {"dask_scheduler": lc.scheduler_address, "dask_local": True, "dask_shared_dirs": shared_dirs}
+        return
+    yield {"dask_scheduler": scheduler, "dask_shared_dirs": shared_dirs} if scheduler else {}
+
+
+__all__ = ["check_cluster_path", "cluster_failure", "dask_switch", "is_local_address", "open_client", "run_partitions"]
