@@ -79,9 +79,10 @@ def summarize(action: str, data: Mapping[str, Any]) -> str:
         info = data.get("model_info")
         task = info.get("task_type") if isinstance(info, Mapping) else None
         headline = headline_text({"metrics": data.get("metrics"), "task_type": task})
-        if headline:
-            return f"{data.get('model_id')} {headline}"
-        return str(data.get("model_id", "trained"))
+        notes = data.get("notes") if isinstance(data.get("notes"), list) else []
+        # where it ran, when that was a cluster (the job log and the terminal say so: issue 14)
+        where = " (on the Dask cluster)" if any(str(n).startswith("Trained on the Dask cluster") for n in notes) else ""
+        return f"{data.get('model_id')} {headline}{where}" if headline else f"{data.get('model_id', 'trained')}{where}"
     if action == "predict":
         return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"
     if action == "join":

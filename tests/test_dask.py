@@ -171,6 +171,9 @@ def test_the_train_handler_trains_on_the_cluster_and_says_so(env: JobEnv, cluste
         dask_ctx(env, cluster.scheduler_address),
     )
     assert any("Trained on the Dask cluster" in note for note in data["notes"])
+    from statsbot_nb.jobs import summarize
+
+    assert summarize("train", data).endswith("(on the Dask cluster)")  # the job log's line says where it ran
     meta = __import__("json").loads((env.settings.models_dir / data["model_id"] / "metadata.json").read_text())
     assert meta["trained_on"]["where"] == "dask" and meta["trained_on"]["rows"] == 3000
     assert meta["trained_on"]["workers"] == 2
