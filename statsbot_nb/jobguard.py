@@ -92,6 +92,30 @@ def tree_rss_bytes(pid: int) -> int | None:
     return total
 
 
+#: Held around every look at a job process's exit status and around starting one. With a forkserver the
+#: exit status comes over a pipe that can be read once: two threads looking at the same process at once (a
+#: join here, and the ``_cleanup()`` that ``Process.start()`` runs over every child) left the second with
+#: end-of-file, which multiprocessing reports as exit code 255 instead of "killed by signal 9".
+PROCESS_LOCK = threading.Lock()
+
+
+def process_alive(proc: multiprocessing.process.BaseProcess) -> bool:
+    """``proc.is_alive()``, never at the same time as another look at its status (:data:`PROCESS_LOCK`)."""
+    with PROCESS_LOCK:
+        return proc.is_alive()
+
+
+def join_process(proc: multiprocessing.process.BaseProcess, timeout: float | None = None) -> None:
+    """Wait up to ``timeout`` seconds (None: for good) for ``proc`` to end, then collect its status under
+    :data:`PROCESS_LOCK` (the wait itself holds no lock). Blocks: call it from a thread."""
+    import multiprocessing.connection
+
+    with contextlib.suppress(ValueError):  # a closed process object: nothing to wait for
+        multiprocessing.connection.wait([proc.sentinel], timeout)
+    with PROCESS_LOCK, contextlib.suppress(ValueError, AssertionError):
+        proc.join(0)
+
+
 def kill_job_process(proc: multiprocessing.process.BaseProcess) -> None:
     """SIGKILL a job process and the process group it leads (the processes it started), if still there."""
     if proc.pid is None:

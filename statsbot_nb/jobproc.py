@@ -36,7 +36,7 @@ from typing import Any
 
 from .context import JobContext, JobSettings
 from .errors import JobCancelled, JobError
-from .jobguard import die_with_parent, kill_job_process
+from .jobguard import PROCESS_LOCK, die_with_parent, join_process, kill_job_process, process_alive
 
 log = logging.getLogger("statsbot_nb.runner")
 
@@ -165,9 +165,9 @@ class Standby:
         for end in (self.orders, self.output):
             with contextlib.suppress(OSError):
                 end.close()
-        if self.proc.is_alive():  # it holds no job: stopping it at once loses nothing
+        if process_alive(self.proc):  # it holds no job: stopping it at once loses nothing
             kill_job_process(self.proc)
-        self.proc.join(1)
+        join_process(self.proc, 1)
 
 
 #: Every pool not yet closed: closed at exit, before multiprocessing joins its children (a process waiting
@@ -207,7 +207,8 @@ class StandbyPool:
             target=standby_main, args=(orders_r, out_w, with_parent), name="statsbot-job", daemon=False
         )
         try:
-            proc.start()
+            with PROCESS_LOCK:  # start() looks at every child's status (see jobguard.PROCESS_LOCK)
+                proc.start()
         finally:
             orders_r.close()
             out_w.close()
@@ -242,7 +243,7 @@ class StandbyPool:
         with self._lock:
             while self._ready:
                 standby = self._ready.pop(0)
-                if standby.proc.is_alive():
+                if process_alive(standby.proc):
                     return standby
                 standby.close()
         return None

@@ -32,7 +32,15 @@ from typing import Any
 
 from .context import JobContext, JobSettings
 from .errors import JobCancelled, JobError
-from .jobguard import WATCH_INTERVAL, Watchdog, kill_job_process, make_scratch, sweep_scratch
+from .jobguard import (
+    WATCH_INTERVAL,
+    Watchdog,
+    join_process,
+    kill_job_process,
+    make_scratch,
+    process_alive,
+    sweep_scratch,
+)
 from .jobproc import Connection, JobOrder, Message, Standby, StandbyPool, call_handler, describe_crash, resolve_target
 
 __all__ = ["PRELOAD", "ProcessRunner", "ThreadRunner", "describe_crash", "resolve_target"]
@@ -249,7 +257,7 @@ class ProcessRunner:
                     break
                 elif kind == "result" or watchdog.reason is None:  # a result that arrived counts
                     return (kind, payload, details)
-            await asyncio.to_thread(proc.join)
+            await asyncio.to_thread(join_process, proc)
         finally:
             watchdog.stop()
         if watchdog.reason is not None:
@@ -269,12 +277,12 @@ class ProcessRunner:
         """Wait for a job process to end (killing it, and what it started, if asked or if it lingers past
         :data:`REAP_GRACE` seconds after its outcome), then remove its scratch folder."""
         try:
-            if kill and proc.is_alive():
+            if kill and process_alive(proc):
                 kill_job_process(proc)
-            await asyncio.shield(asyncio.to_thread(proc.join, 5 if kill else REAP_GRACE))
-            if proc.is_alive():
+            await asyncio.shield(asyncio.to_thread(join_process, proc, 5 if kill else REAP_GRACE))
+            if process_alive(proc):
                 kill_job_process(proc)
-                await asyncio.shield(asyncio.to_thread(proc.join, 5))
+                await asyncio.shield(asyncio.to_thread(join_process, proc, 5))
         finally:
             self._procs.discard(proc)
             if scratch is not None:
@@ -296,7 +304,7 @@ class ProcessRunner:
         """Kill any job process still running and those waiting for a job (used when the worker stops)."""
         self._pool.close()
         for proc in list(self._procs):
-            if proc.is_alive():
+            if process_alive(proc):
                 kill_job_process(proc)
 
 

@@ -366,3 +366,42 @@ async def test_a_worker_awaited_with_run_warms_its_job_processes_up(reference: J
     finally:
         await worker.stop()
         await asyncio.wait_for(task, 30)
+
+
+def _die_now() -> None:
+    os.kill(os.getpid(), 9)
+
+
+def _nothing() -> None:
+    pass
+
+
+@linux_only
+def test_a_killed_job_process_reads_as_killed_while_other_processes_start() -> None:
+    """With a forkserver a child's exit status is a pipe read once; ``Process.start()`` looks at every child,
+    so a start racing a join left the join with end-of-file: exit code 255, not "killed by signal 9"
+    (about 1 in 60 here without the lock, and this test's pattern is how it showed in the suite)."""
+    import multiprocessing
+
+    from statsbot_nb.jobguard import PROCESS_LOCK, join_process
+
+    ctx = multiprocessing.get_context("forkserver")
+    codes = []
+    for _ in range(20):
+        victim = ctx.Process(target=_die_now)
+        with PROCESS_LOCK:
+            victim.start()
+
+        def start_others() -> None:
+            for _ in range(3):
+                other = ctx.Process(target=_nothing)
+                with PROCESS_LOCK:
+                    other.start()
+                join_process(other)
+
+        starter = threading.Thread(target=start_others)
+        starter.start()
+        join_process(victim)
+        starter.join()
+        codes.append(victim.exitcode)
+    assert codes == [-9] * 20
