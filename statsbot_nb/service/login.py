@@ -17,7 +17,7 @@ from typing import Any
 from ..config import require_encryption, statsbot_home
 from ..errors import ConfigError
 from ..privacy import describe
-from ..settings import DEFAULT_MAX_FILE_MB, MemoryLimit, PathLike, resolve_worker
+from ..settings import DEFAULT_MAX_FILE_MB, MemoryLimit, PathLike, WorkerSetup, resolve_worker
 from .store import load_login, save_login
 
 MAX_TOKEN_CHARS = 4096
@@ -35,6 +35,24 @@ def check_token(token: str) -> str:
             "paste only the token from /connect in the StatsBot bot."
         )
     return token
+
+
+def worker_setup(token: str, options: Mapping[str, Any], env: Mapping[str, str] | None = None) -> WorkerSetup:
+    """The worker's settings from stored login ``options`` (checked at ``login``, used by ``run-service``),
+    errors naming the ``login`` option to change."""
+    return resolve_worker(
+        token,
+        options.get("ws_url"),
+        allow=options.get("allow", ()),
+        privacy=options.get("privacy"),
+        max_file_mb=options.get("max_file_mb", DEFAULT_MAX_FILE_MB),
+        max_job_memory=options.get("max_job_memory"),
+        max_job_seconds=options.get("max_job_seconds"),
+        machine_id=options.get("machine_id"),
+        env=env,
+        option="--max-file-mb",
+        limit_options=("--max-job-memory", "--max-job-seconds"),
+    )
 
 
 def store_login(
@@ -75,19 +93,7 @@ def store_login(
     options["insecure_ws"], options["verbose"] = bool(insecure_ws), bool(verbose)
     if isinstance(options.get("max_jobs"), int) and options["max_jobs"] < 1:
         raise ConfigError("--max-jobs must be at least 1.")
-    setup = resolve_worker(
-        token,
-        options.get("ws_url"),
-        allow=options.get("allow", ()),
-        privacy=options.get("privacy"),
-        max_file_mb=options.get("max_file_mb", DEFAULT_MAX_FILE_MB),
-        max_job_memory=options.get("max_job_memory"),
-        max_job_seconds=options.get("max_job_seconds"),
-        machine_id=options.get("machine_id"),
-        env=env,
-        option="--max-file-mb",
-        limit_options=("--max-job-memory", "--max-job-seconds"),
-    )
+    setup = worker_setup(token, options, env)
     require_encryption(setup.url, insecure_ws=options["insecure_ws"])
     options["ws_url"] = setup.url
     path = save_login(home, token, options)

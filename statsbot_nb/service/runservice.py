@@ -38,7 +38,7 @@ from ..core import REJECTED_HINT
 from ..errors import ConfigError, StatsbotError, TokenRejectedError
 from ..events import Event, StateChanged
 from ..inert import InertFormatter
-from ..settings import DEFAULT_MAX_FILE_MB, resolve_worker
+from .login import worker_setup
 from .status import NO_LOGIN_ADVICE, REJECTED_ADVICE
 from .store import (
     ServiceState,
@@ -162,16 +162,7 @@ class Service:
         from ..worker import Worker  # heavy: only once there is something to run
 
         try:
-            setup = resolve_worker(
-                login.token,
-                options.get("ws_url"),
-                allow=options.get("allow", ()),
-                privacy=options.get("privacy"),
-                max_file_mb=options.get("max_file_mb", DEFAULT_MAX_FILE_MB),
-                max_job_memory=options.get("max_job_memory"),
-                max_job_seconds=options.get("max_job_seconds"),
-                machine_id=options.get("machine_id"),
-            )
+            setup = worker_setup(login.token, options)
             worker = Worker(
                 login.token,
                 setup.url,
