@@ -23,7 +23,8 @@ import pytest
 from statsbot_nb.errors import JobError
 from statsbot_nb.ml.train import TrainOptions
 
-pytestmark = [pytest.mark.extra("dask"), pytest.mark.extra("xgboost")]
+pytestmark = [pytest.mark.extra("dask"), pytest.mark.extra("xgboost"), pytest.mark.extra("lightgbm")]
+LIBRARIES = ("xgboost", "lightgbm")
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +65,10 @@ def held_out(path: Path, target: str, classes: tuple[Any, ...], numeric: bool) -
     return mask
 
 
-def test_binary_classifier_metrics_equal_scikit_learns_on_the_held_out_rows(tmp_path: Path, cluster: Any) -> None:
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_binary_classifier_metrics_equal_scikit_learns_on_the_held_out_rows(
+    tmp_path: Path, cluster: Any, library: str
+) -> None:
     from statsbot_nb.ml import evaluate
     from statsbot_nb.ml.store import load_model
 
@@ -75,13 +79,15 @@ def test_binary_classifier_metrics_equal_scikit_learns_on_the_held_out_rows(tmp_
         cluster.scheduler_address,
         tmp_path / "m",
         "churned",
-        "xgboost_binary_classification",
+        f"{library}_binary_classification",
         npartitions=4,
     )
     pipe, encoders, meta = load_model(tmp_path / "m", got.model_id)
     assert list(encoders["churned"].classes_) == ["no", "yes"]
-    assert type(pipe[-1]).__name__ == "XGBClassifier" and pipe[-1].get_params()["callbacks"] is None
-    assert b"ClusterRounds" not in (tmp_path / "m" / got.model_id / "model.pkl").read_bytes()
+    assert type(pipe[-1]).__name__ == {"xgboost": "XGBClassifier", "lightgbm": "LGBMClassifier"}[library]
+    assert not pipe[-1].get_params().get("callbacks")
+    saved = (tmp_path / "m" / got.model_id / "model.pkl").read_bytes()
+    assert b"ClusterRounds" not in saved and b"LightRounds" not in saved and b"Dask" not in saved
     mask = held_out(tmp_path / "t.csv", "churned", ("no", "yes"), False)
     test = df[mask]
     y = encoders["churned"].transform(test.churned)
@@ -95,7 +101,8 @@ def test_binary_classifier_metrics_equal_scikit_learns_on_the_held_out_rows(tmp_
     assert got.dataset_stats["class_distribution"]["yes"]["count"] == int((df.churned == "yes").sum())
     assert meta["trained_on"]["partitions"] == 4 and meta["trained_on"]["rows"] == len(df)
     curve = meta["evals_result"]
-    assert set(curve) == {"training", "validation"} and len(curve["validation"]["logloss"]) == 30
+    assert set(curve) == {"training", "validation"}
+    assert [len(v) for v in curve["validation"].values()] == [30]
 
 
 def test_multiclass_numbers_keep_every_class_even_one_with_a_single_row(tmp_path: Path, cluster: Any) -> None:
@@ -152,7 +159,7 @@ import sys
 from pathlib import Path
 from statsbot_nb.cluster.train import train_on_cluster
 from statsbot_nb.ml.train import TrainOptions
-options = TrainOptions("b", ["a", "plan"], "xgboost_regression", None, {"n_estimators": 100000, "max_depth": 10})
+options = TrainOptions("b", ["a", "plan"], sys.argv[4], None, {"n_estimators": 100000, "max_depth": 10})
 train_on_cluster(
     Path(sys.argv[1]), options, sys.argv[2], Path(sys.argv[3]), lambda *a: print(*a, flush=True), npartitions=4
 )
@@ -163,8 +170,9 @@ def busy(client: Any) -> int:
     return sum(client.run(lambda dask_worker: len(dask_worker.state.executing)).values())
 
 
-def test_killing_the_job_process_stops_the_clusters_fit(tmp_path: Path) -> None:
-    """The job process dies (a cancel kills it): the workers' fit stops at the next round, not at round 10^6."""
+@pytest.mark.parametrize("library", LIBRARIES)
+def test_killing_the_job_process_stops_the_clusters_fit(tmp_path: Path, library: str) -> None:
+    """The job process dies (a cancel kills it): the workers' fit stops at the next round, not at round 10^5."""
     from distributed import Client, LocalCluster
 
     churn(3000).to_csv(tmp_path / "t.csv", index=False)
@@ -173,7 +181,14 @@ def test_killing_the_job_process_stops_the_clusters_fit(tmp_path: Path) -> None:
             script = tmp_path / "child.py"
             script.write_text(textwrap.dedent(CHILD))
             child = subprocess.Popen(
-                [sys.executable, str(script), str(tmp_path / "t.csv"), local.scheduler_address, str(tmp_path / "m")],
+                [
+                    sys.executable,
+                    str(script),
+                    str(tmp_path / "t.csv"),
+                    local.scheduler_address,
+                    str(tmp_path / "m"),
+                    f"{library}_regression",
+                ],
                 stdout=subprocess.PIPE,
                 text=True,
             )
@@ -264,3 +279,39 @@ def test_the_train_handler_sends_xgboost_to_the_cluster(
     assert out["predictions_meaning"] == "probability of the second class in sorted order"
     written = pd.read_csv(out["output_file"])
     assert set(written.prediction) == {"yes", "no"}  # the user's labels, decoded here
+
+
+def skewed(kind: str) -> pd.DataFrame:
+    df = churn(4000, seed=5)
+    if kind == "class":
+        return df.sort_values("churned")
+    if kind == "number":
+        return df.sort_values("b")
+    df.loc[df.index[-300:], "plan"] = "w"  # a plan only the last partition has
+    return df
+
+
+@pytest.mark.parametrize(
+    ("kind", "sentence"),
+    [
+        ("class", "partition 1 of 4 has no training row of class 'yes'"),
+        ("number", "'b' in partition 1 of 4 averages"),
+        ("category", "has no row with 'plan' = 'w'"),
+    ],
+)
+def test_lightgbm_refuses_partitions_that_would_make_a_wrong_model(
+    tmp_path: Path, cluster: Any, kind: str, sentence: str
+) -> None:
+    """Each worker bins features from its own rows: a partition that is not a fair sample is refused, and
+    the same rows shuffled train (so the refusal is about the partitions, not the data)."""
+    df = skewed(kind)
+    df.to_csv(tmp_path / "skewed.csv", index=False)
+    target, model_type = ("churned", "lightgbm_binary_classification")
+    if kind == "number":
+        target, model_type = "a", "lightgbm_regression"
+    with pytest.raises(JobError, match=r"not trained on the Dask cluster: .*xgboost_\*") as refused:
+        fit(tmp_path / "skewed.csv", cluster.scheduler_address, tmp_path / "m", target, model_type, npartitions=4)
+    assert sentence in str(refused.value)
+    df.sample(frac=1, random_state=0).to_csv(tmp_path / "shuffled.csv", index=False)
+    got = fit(tmp_path / "shuffled.csv", cluster.scheduler_address, tmp_path / "m", target, model_type, npartitions=4)
+    assert got.model_id

@@ -1,4 +1,4 @@
-"""``xgboost_*`` on the cluster through XGBoost's own Dask module, with rounds reported and cancel honoured.
+"""``xgboost_*`` (and ``lightgbm_*``, see :mod:`.lgbm`) on the cluster through the libraries' own Dask modules.
 
 The cluster's workers build the same design matrix the local trainer would (the preprocessor fitted
 from whole-table statistics, labels as codes of the whole table's classes), and ``xgboost.dask`` trains
@@ -23,6 +23,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -44,7 +45,7 @@ TARGET = "__target__"
 _DROPPED = ("cancelled", "released", "forgotten", "error")
 
 
-def _task_dropped() -> bool:
+def task_dropped() -> bool:
     """True when the scheduler no longer wants the task this thread runs (its client went away)."""
     try:
         from distributed import get_worker
@@ -66,7 +67,7 @@ class ClusterRounds(xgboost.callback.TrainingCallback):
 
     def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
         """Agree with every worker whether to stop, then publish the round (rank 0, throttled)."""
-        stop = np.array([int(_task_dropped())], dtype=np.int32)
+        stop = np.array([int(task_dropped())], dtype=np.int32)
         agreed = (
             bool(collective.allreduce(stop, collective.Op.MAX)[0]) if collective.is_distributed() else bool(stop[0])
         )
@@ -104,11 +105,14 @@ def fit_boosted(
     plan: Any,
     report: Callable[[float, str], None],
     timeout: float,
+    rows: tuple[list[int], list[int]] | None = None,
 ) -> tuple[Any, dict[str, Any]]:
     """Train ``plan`` (an XGBoost estimator) on the cluster; the fitted local estimator and its eval log.
 
     The fit runs in a thread of this process while this one reports the rounds the cluster publishes;
-    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence.
+    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence. ``rows`` are
+    the training and held-out row counts per partition: partitions with none are left out of that set (a
+    worker holding only empty ones would have nothing to train on).
     """
     import xgboost.dask as xgb_dask
 
@@ -118,13 +122,34 @@ def fit_boosted(
         meta[TARGET] = meta[TARGET].astype("int32")
     train = ddf.map_partitions(design_rows, layout, pre, False, meta=meta)
     test = ddf.map_partitions(design_rows, layout, pre, True, meta=meta)
+    if rows is not None:
+        train = train.partitions[[i for i, n in enumerate(rows[0]) if n]]
+        test = test.partitions[[i for i, n in enumerate(rows[1]) if n]]
     features = [f"f{i}" for i in range(width)]
     params = {k: v for k, v in plan.estimator.get_params().items() if k not in ("callbacks", "n_jobs")}
     total = int(params.get("n_estimators") or 100)
     topic = f"statsbot-rounds-{uuid.uuid4().hex}"
     classify = layout.classes is not None
-    cls = xgb_dask.DaskXGBClassifier if classify else xgb_dask.DaskXGBRegressor
-    est = cls(**params, callbacks=[ClusterRounds(topic, total)])
+    sets = {"training": (train[features], train[TARGET]), "validation": (test[features], test[TARGET])}
+    if plan.family == "lightgbm":
+        from .lgbm import LightRounds, lightgbm_estimator
+
+        est = lightgbm_estimator(params, classify)
+        # arrays, as the local model is fitted on: a model fitted on named columns warns when given arrays
+        arrays = {k: (x.to_dask_array(), y.to_dask_array()) for k, (x, y) in sets.items()}
+        fit_args: dict[str, Any] = {
+            "eval_set": list(arrays.values()),
+            "eval_names": list(arrays),
+            "callbacks": [LightRounds(topic, total)],
+        }
+        X, y = arrays["training"]
+    else:
+        import xgboost.dask as xgb_dask
+
+        cls = xgb_dask.DaskXGBClassifier if classify else xgb_dask.DaskXGBRegressor
+        est = cls(**params, callbacks=[ClusterRounds(topic, total)])
+        fit_args = {"eval_set": list(sets.values()), "verbose": False}
+        X, y = sets["training"]
     est.client = client
     rounds: queue.SimpleQueue[dict[str, Any]] = queue.SimpleQueue()
     client.subscribe_topic(topic, lambda event: rounds.put(event[1]))
@@ -132,13 +157,9 @@ def fit_boosted(
 
     def fit() -> None:
         try:
-            with client.as_current():  # xgboost.dask looks up "the" client; a new thread has none
-                est.fit(
-                    train[features],
-                    train[TARGET],
-                    eval_set=[(train[features], train[TARGET]), (test[features], test[TARGET])],
-                    verbose=False,
-                )
+            with client.as_current(), warnings.catch_warnings():  # xgboost.dask looks up "the" client
+                warnings.simplefilter("ignore")  # lightgbm.dask: "n_jobs will be ignored", eval_set renamed
+                est.fit(X, y, **fit_args)
         except BaseException as exc:  # handed to the reporting thread, which raises it
             outcome["error"] = exc
 
@@ -146,12 +167,15 @@ def fit_boosted(
     report(0.0, f"Boosting round 0/{total} on the cluster")
     thread.start()
     away_since: float | None = None
+    shown = 0
     while thread.is_alive():
         thread.join(0.2)
         with contextlib.suppress(queue.Empty):
-            while True:
-                event = rounds.get_nowait()
-                report(event["round"] / total, f"Boosting round {event['round']}/{total} on the cluster")
+            while True:  # every worker may publish (LightGBM): report each round once, in order
+                done = int(rounds.get_nowait()["round"])
+                if done > shown:
+                    shown = done
+                    report(done / total, f"Boosting round {done}/{total} on the cluster")
         if client.status == "running":
             away_since = None
         elif away_since is None:
@@ -161,14 +185,20 @@ def fit_boosted(
     with contextlib.suppress(Exception):
         client.unsubscribe_topic(topic)
     error = outcome.get("error")
-    if isinstance(error, xgboost.core.XGBoostError | ValueError | TypeError):
+    if isinstance(error, xgboost.core.XGBoostError | ValueError | TypeError) or type(error).__name__ == "LightGBMError":
         raise JobError(f"{plan.model_type} could not be trained with these settings: {first_line(error)}") from error
     if error is not None:
         raise cluster_failure(address, error) from error
-    return _local_estimator(est, classify, plan), est.evals_result()
+    n_jobs = plan.estimator.get_params().get("n_jobs")
+    if plan.family == "lightgbm":
+        from .lgbm import local_lightgbm
+
+        return local_lightgbm(est, n_jobs), {k: dict(v) for k, v in est.evals_result_.items()}
+    names = dict(zip(("validation_0", "validation_1"), sets, strict=True))
+    return _local_estimator(est, classify, n_jobs), {names.get(k, k): v for k, v in est.evals_result().items()}
 
 
-def _local_estimator(est: Any, classify: bool, plan: Any) -> Any:
+def _local_estimator(est: Any, classify: bool, n_jobs: Any) -> Any:
     """The cluster's booster in a plain ``XGBClassifier`` / ``XGBRegressor`` (no callbacks, no feature names)."""
     local = xgboost.XGBClassifier() if classify else xgboost.XGBRegressor()
     with tempfile.TemporaryDirectory(prefix="statsbot-xgb-") as folder:
@@ -176,7 +206,7 @@ def _local_estimator(est: Any, classify: bool, plan: Any) -> Any:
         est.save_model(path)
         local.load_model(path)
     local.get_booster().feature_names = None  # the local pipeline hands it arrays, as for a local model
-    local.set_params(callbacks=None, n_jobs=plan.estimator.get_params().get("n_jobs"))
+    local.set_params(callbacks=None, n_jobs=n_jobs)
     return local
 
 

@@ -57,9 +57,9 @@ def train_on_cluster(
     from dask import delayed
 
     started = time.monotonic()
-    boosted = options.model_type.startswith("xgboost_")
+    boosted = options.model_type.startswith(("xgboost_", "lightgbm_"))
     if options.model_type not in NORMAL_EQUATION_TYPES and not boosted:
-        raise JobError(f"{options.model_type} has no cluster training yet; linear, ridge and xgboost_* do.")
+        raise JobError(f"{options.model_type} has no cluster training yet; linear, ridge, xgboost_* and lightgbm_* do.")
     with open_client(address, timeout) as client:
         workers = len(client.scheduler_info().get("workers", {}))
         ddf = read_frame(path, [*options.feature_columns, options.target_column])
@@ -110,13 +110,20 @@ def train_on_cluster(
         progress(20, f"Fitting {options.model_type} on {stats['n_train']:,} rows", "fitting")
         fit_started = time.monotonic()
         history: dict[str, Any] | None = None
+        if options.model_type.startswith("lightgbm_"):
+            from .lgbm import refuse, skew_reason
+
+            reason = skew_reason(stats_parts, layout, stats, kept_categories(pre, layout))
+            if reason:
+                raise refuse(options.model_type, reason)
         if boosted:
             from .boost import fit_boosted
 
             def rounds(fraction: float, message: str) -> None:
                 progress(20 + 55 * max(0.0, min(1.0, fraction)), message, "fitting")
 
-            model, history = fit_boosted(client, address, ddf, layout, pre, plan, rounds, timeout)
+            counts = ([p["n_train"] for p in stats_parts], [p["n_test"] for p in stats_parts])
+            model, history = fit_boosted(client, address, ddf, layout, pre, plan, rounds, timeout, counts)
         else:
             sums = run_partitions(
                 client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
@@ -139,8 +146,20 @@ def train_on_cluster(
         notes.append("The held-out rows are chosen by a hash of each row, so the split is not stratified.")
     extra: dict[str, Any] = {"trained_on": trained_on}
     if history:
-        extra["evals_result"] = {("training" if k == "validation_0" else "validation"): v for k, v in history.items()}
+        extra["evals_result"] = history
     return save_trained(options, plan, result, models_dir, progress, path.name, custom_name, notes, started, extra)
+
+
+def kept_categories(pre: Any, layout: Layout) -> dict[str, set[Any]]:
+    """The categories the fitted one-hot encoder gives a column of their own, per categorical column."""
+    if not layout.roles.categorical:
+        return {}
+    onehot = pre.named_transformers_["cat"].named_steps["onehot"]
+    infrequent = getattr(onehot, "infrequent_categories_", None) or [None] * len(onehot.categories_)
+    return {
+        col: set(cats) - set(rare if rare is not None else ())
+        for col, cats, rare in zip(layout.roles.categorical, onehot.categories_, infrequent, strict=True)
+    }
 
 
 def with_classes(layout: Layout, stats: dict[str, Any], target: str) -> Layout:
