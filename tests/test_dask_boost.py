@@ -100,8 +100,8 @@ def test_binary_classifier_metrics_equal_scikit_learns_on_the_held_out_rows(
     assert got.metrics["accuracy"] > 0.8
     assert got.dataset_stats["class_distribution"]["yes"]["count"] == int((df.churned == "yes").sum())
     assert meta["trained_on"]["partitions"] == 4 and meta["trained_on"]["rows"] == len(df)
-    curve = meta["evals_result"]
-    assert set(curve) == {"training", "validation"}
+    curve = meta["learning_curve"]
+    assert set(curve) == {"rounds", "training", "validation"} and curve["rounds"] == list(range(1, 31))
     assert [len(v) for v in curve["validation"].values()] == [30]
 
 

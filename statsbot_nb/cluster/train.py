@@ -19,6 +19,7 @@ import numpy as np
 from ..errors import JobError
 from ..ml import estimators, evaluate, preprocess
 from ..ml.constants import Progress
+from ..ml.curves import learning_curve
 from ..ml.train import MIN_ROWS, TrainedModel, TrainOptions, save_trained
 from . import NORMAL_EQUATION_TYPES, where_note
 from .connect import open_client, run_partitions
@@ -145,8 +146,9 @@ def train_on_cluster(
     if classify:
         notes.append("The held-out rows are chosen by a hash of each row, so the split is not stratified.")
     extra: dict[str, Any] = {"trained_on": trained_on}
-    if history:
-        extra["evals_result"] = history
+    curve = learning_curve(history) if history else None
+    if curve:
+        extra["learning_curve"] = curve
     return save_trained(options, plan, result, models_dir, progress, path.name, custom_name, notes, started, extra)
 
 
