@@ -54,6 +54,8 @@ CELL_TEXT_JS = """(index) => {
   return outputs.map(o => [].concat(o.text || (o.data && o.data['text/plain']) || o.evalue || []).join('')).join('');
 }"""
 THEME_JS = "() => document.body.dataset.jpThemeName || ''"
+# The space a notebook gives the panel's output (JupyterLab and Notebook 7 alike): what it must fit in.
+OUTPUT_AREA = ".jp-Notebook .jp-OutputArea-output:has(.statsbot-panel)"
 
 # Every visible element under ROOT with text of its own: the text, its colour and what is drawn behind it,
 # both as composited by the browser (ancestors' backgrounds blended, opacity applied), and the contrast
@@ -155,6 +157,77 @@ def contrast_ratio(fg_css: str, bg_css: str) -> float:
     fg = over(_rgba(fg_css), bg)
     high, low = sorted((luminance(fg), luminance(bg)), reverse=True)
     return (high + 0.05) / (low + 0.05)
+
+
+# Which important parts of the panel under ROOT (the element whose box the panel must fit in) are cut off: not
+# wholly inside what ROOT and every clipping container between shows (scrolled away or clipped), or with their
+# text narrower than its content: a button must show its whole label, anything else may instead carry a
+# tooltip with it in full. Fields and drop-downs scroll their text by design: only their placement counts.
+CLIPPED_JS = """(root) => {
+  const frame = document.querySelector(root);
+  if (!frame) return ['no ' + root];
+  const box = frame.getBoundingClientRect();
+  const shown = (el) => {  // the horizontal span el may be seen in: ROOT and every clipping ancestor inside it
+    let [left, right] = [box.left, box.right];
+    for (let e = el.parentElement; e && e !== frame; e = e.parentElement) {
+      if (getComputedStyle(e).overflowX === 'visible') continue;
+      const b = e.getBoundingClientRect();
+      [left, right] = [Math.max(left, b.left), Math.min(right, b.right)];
+    }
+    return [left, right];
+  };
+  const important = ['.jupyter-button', '.lm-TabBar-tab', '.statsbot-status', '.statsbot-log td',
+    '.statsbot-log th', '.statsbot-progress', '.widget-label', '.widget-checkbox label', 'input', 'select'];
+  const out = [];
+  for (const el of frame.querySelectorAll(important.map(s => '.statsbot-panel ' + s).join(','))) {
+    const r = el.getBoundingClientRect();
+    if (r.width === 0 || r.height === 0 || getComputedStyle(el).visibility === 'hidden') continue;
+    const text = (el.innerText || el.value || el.placeholder || el.className || '').trim().replace(/\\s+/g, ' ');
+    const name = el.tagName.toLowerCase() + ' ' + JSON.stringify(text.slice(0, 50));
+    const [left, right] = shown(el);
+    if (r.left < left - 1 || r.right > right + 1) {
+      const [from, to] = [Math.round(r.left - left), Math.round(r.right - left)];
+      out.push(`${name} is not wholly shown (${from}..${to} px in a ${Math.round(right - left)} px space)`);
+      continue;
+    }
+    if (el.tagName === 'INPUT' || el.tagName === 'SELECT') continue;
+    const button = el.classList.contains('jupyter-button');
+    for (const e of [el, ...el.querySelectorAll('*')]) {
+      const clips = getComputedStyle(e).overflowX !== 'visible';
+      if (clips && e.scrollWidth > e.clientWidth + 1 && (button || (!e.title && !el.title))) {
+        const why = button ? '' : ', no tooltip';
+        out.push(`${name} is cut off (${e.clientWidth} px shown of ${e.scrollWidth} px${why})`);
+        break;
+      }
+    }
+  }
+  return out;
+}"""
+
+# Move the panel's linked output view (JupyterLab's "Create New View for Cell Output") beside the notebook and
+# make it WIDTH px wide, the left sidebar collapsed: the panel as it looks in a narrow side panel.
+NARROW_VIEW_JS = """(width) => {
+  const app = window.jupyterapp;
+  app.shell.collapseLeft();
+  const dock = app.shell._dockPanel;
+  const config = dock.saveLayout();
+  if (!config.main || config.main.type !== 'split-area') return -1;
+  const total = dock.node.getBoundingClientRect().width;
+  config.main.orientation = 'horizontal';
+  config.main.sizes = [(total - width) / total, width / total];
+  dock.restoreLayout(config);
+  return total;
+}"""
+CLOSE_VIEWS_JS = """() => {
+  for (const w of Array.from(window.jupyterapp.shell.widgets('main'))) {
+    if (w.node.classList.contains('jp-LinkedOutputView') || w.node.querySelector('.jp-LinkedOutputView')) w.close();
+  }
+  return true;
+}"""
+VIEW_WIDTH_JS = """() => {
+  const view = document.querySelector('.jp-LinkedOutputView');
+  return view ? view.getBoundingClientRect().width : -1;
+}"""
 
 
 def free_port() -> int:
@@ -354,6 +427,36 @@ async def connect(page: Any, token: str, url: str) -> None:
 async def open_tab(page: Any, title: str) -> None:
     """Click the panel's tab called ``title``."""
     await page.locator(".statsbot-panel .lm-TabBar-tab", has_text=title).first.click()
+
+
+async def narrow_view(page: Any, width: int = 350) -> str:
+    """Open the panel's output in a view of its own, ``width`` px wide beside the notebook (JupyterLab only);
+    returns the view's selector. A user gets the same with "Create New View for Cell Output" and a drag."""
+    await page.evaluate("() => window.jupyterapp.commands.execute('notebook:create-output-view')")
+    await page.locator(".jp-LinkedOutputView .statsbot-panel").wait_for(state="visible")
+    asked, shown = float(width), -1.0
+    for _ in range(4):  # the layout settles a moment later; borders take a few pixels: correct for them
+        if await page.evaluate(NARROW_VIEW_JS, asked) < 0:
+            raise RuntimeError("the output view did not open beside the notebook")
+        await asyncio.sleep(0.6)
+        shown = float(await page.evaluate(VIEW_WIDTH_JS))
+        if abs(shown - width) <= 1:
+            break
+        asked += width - shown
+    if abs(shown - width) > 2:
+        raise RuntimeError(f"the output view is {shown} px wide, not {width} px")
+    return ".jp-LinkedOutputView"
+
+
+async def close_views(page: Any) -> None:
+    """Close every output view :func:`narrow_view` opened (the notebook fills the main area again)."""
+    await page.evaluate(CLOSE_VIEWS_JS)
+    await page.locator(".jp-LinkedOutputView").first.wait_for(state="detached")
+
+
+async def clipped(page: Any, root: str) -> list[str]:
+    """What important part of the panel under ``root`` is cut off or drawn past its edge, one line each."""
+    return list(await page.evaluate(CLIPPED_JS, root))
 
 
 async def cell_text(page: Any, index: int, contains: str, timeout: float = 30.0) -> str:

@@ -25,13 +25,17 @@ from pathlib import Path
 import extras
 import pytest
 from jupyterweb import (
+    OUTPUT_AREA,
     THEME_JS,
     Jupyter,
     cell_text,
     clean_env,
+    clipped,
+    close_views,
     connect,
     contrast,
     launch_chromium,
+    narrow_view,
     open_and_run,
     open_tab,
     theme_floor,
@@ -43,10 +47,13 @@ from jupyterweb import (
 from statsbot_nb.server import JobServer
 
 FRONTENDS = [
+    # the light theme is also looked at in a narrow side panel (JupyterLab only: a linked output view)
     pytest.param("lab", "light", "perCommTarget", "%load_ext statsbot_nb", id="jupyterlab-light"),
     pytest.param("lab", "dark", "disabled", "import statsbot_nb\nstatsbot_nb.panel()", id="jupyterlab-dark"),
     pytest.param("notebook", "light", "perCommTarget", "%load_ext statsbot_nb", id="notebook7"),
 ]
+
+NARROW_PX = 350
 
 WAIT_CELL = """\
 import asyncio, json, threading, statsbot_nb
@@ -109,7 +116,7 @@ async def test_panel_in_frontend(
         token = server.issue_token()
         jupyter = Jupyter(tmp_path / app, browser_env, app=app, theme=theme, route=route)
         write_notebook(jupyter.root / "panel.ipynb", [first_cell, WAIT_CELL])
-        features = write_table(jupyter.root / "customers.csv", rows=4000)
+        features = write_table(jupyter.root / "customers.csv", rows=8000)
         page = None
         try:
             await jupyter.wait_ready()
@@ -134,14 +141,22 @@ async def test_panel_in_frontend(
                         "feature_columns": features,
                         "model_type": "random_forest",
                         "task_type": "classification",
-                        "hyperparameters": {"n_estimators": 300},
+                        "hyperparameters": {"n_estimators": 400},  # long enough to look at while it runs
                         "custom_name": "Churn forest",
                     }
                     job = asyncio.ensure_future(server.run_job("train", params, timeout=180))
                     row = page.locator(".statsbot-panel .widget-hbox", has=page.locator(".statsbot-progress"))
                     await expect(row.filter(has_text="customers.csv").first).to_be_visible(timeout=60_000)
                     await page.wait_for_function(BAR_MOVED_JS, timeout=60_000, polling=100)
-                    assert not job.done(), "the job's row showed only after the job had finished"
+                    await asyncio.sleep(0.5)  # the panel's next refresh
+                    floor = await theme_floor(page)
+                    problems = [f"Notebook width: {line}" for line in await clipped(page, OUTPUT_AREA)]
+                    problems += [f"A job running: {line}" for line in unreadable(await contrast(page), floor)]
+                    if app == "lab" and theme == "light":
+                        view = await narrow_view(page, NARROW_PX)
+                        problems += [f"{NARROW_PX} px side panel: {line}" for line in await clipped(page, view)]
+                        await close_views(page)
+                    assert not job.done(), "the job finished before its row was looked at: make it longer"
                     result = await job
                     assert result.success, result.error
 
@@ -149,8 +164,7 @@ async def test_panel_in_frontend(
                     await expect(log).to_contain_text("customers.csv", timeout=30_000)
                     await expect(log).to_contain_text("done")
                     await expect(row.filter(has_text="customers.csv")).to_have_count(0, timeout=30_000)
-                    floor = await theme_floor(page)
-                    problems = [f"Worker tab: {line}" for line in unreadable(await contrast(page), floor)]
+                    problems += [f"Worker tab: {line}" for line in unreadable(await contrast(page), floor)]
 
                     await open_tab(page, "Models")
                     browser_tab = page.locator(".statsbot-browser")
@@ -160,8 +174,9 @@ async def test_panel_in_frontend(
                     await expect(browser_tab).to_contain_text("random_forest", timeout=30_000)  # the card's badge
                     await page.wait_for_function(PLOT_DRAWN_JS, timeout=60_000, polling=250)
                     problems += [f"Models tab: {line}" for line in unreadable(await contrast(page), floor)]
-                    assert problems == [], f"hard to read in {jupyter.name} (theme floor {floor}:1):\n" + "\n".join(
-                        problems
+                    assert problems == [], (
+                        f"cut off or hard to read in {jupyter.name} (the theme's contrast floor is {floor}:1):\n"
+                        + "\n".join(problems)
                     )
                 except BaseException:
                     if page is not None:
