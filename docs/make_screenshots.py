@@ -59,10 +59,13 @@ BAR_FRACTION_JS = """() => {
   const track = bar.parentElement.getBoundingClientRect().width;
   return track > 0 ? bar.getBoundingClientRect().width / track : -1;
 }"""
+NO_BAR_JS = "() => !document.querySelector('.statsbot-panel .statsbot-progress')"
 BLUR_JS = "() => { if (document.activeElement) document.activeElement.blur(); return true; }"
-PLOT_DRAWN_JS = """() => {
+PLOT_SRC_JS = "() => (document.querySelector('.statsbot-browser img') || {}).src || ''"
+# The model browser's plot once it holds a decoded picture other than BEFORE (the previous model's or kind's).
+PLOT_REDRAWN_JS = """(before) => {
   const img = document.querySelector('.statsbot-browser img');
-  return !!img && img.complete && img.naturalWidth > 100;
+  return !!img && img.src !== before && img.complete && img.naturalWidth > 100;
 }"""
 
 
@@ -109,6 +112,8 @@ class Session:
     async def start_long_job(self, at_least: float = 0.3) -> Any:
         """Start a gradient-boosting job; return its handle once its bar is ``at_least`` full."""
         params = _params(self.features, "gradient_boosting", "Churn boosting", n_estimators=400)
+        # the previous job's row (its bar full) must be gone first, or it would pass for this one's
+        await self.page.wait_for_function(NO_BAR_JS, timeout=60_000, polling=200)
         handle = self.server.submit("train", params)
         await self.page.wait_for_function(f"() => ({BAR_FRACTION_JS})() >= {at_least}", timeout=300_000, polling=200)
         await asyncio.sleep(1.0)  # let the panel's next refresh (and any chart beside the bar) catch up
@@ -119,6 +124,15 @@ class Session:
         await self.page.evaluate(BLUR_JS)
         png = await self.page.locator(selector).first.screenshot(animations="disabled", caret="hide")
         return save_png(png, path)
+
+    async def clip_shot(self, top: str, bottom: str, path: Path) -> Path:
+        """Screenshot from the top of ``top`` to the bottom of ``bottom``, as wide as ``top``."""
+        await self.page.evaluate(BLUR_JS)
+        first = await self.page.locator(top).first.bounding_box()
+        last = await self.page.locator(bottom).first.bounding_box()
+        height = last["y"] + last["height"] - first["y"] + 8
+        clip = {"x": first["x"], "y": first["y"], "width": first["width"], "height": height}
+        return save_png(await self.page.screenshot(clip=clip, animations="disabled", caret="hide"), path)
 
     async def page_shot(self, path: Path) -> Path:
         """Screenshot the whole viewport."""
@@ -172,14 +186,21 @@ async def lab_light(session: Session, out: Path) -> list[Path]:
     if not result.success:
         raise RuntimeError(f"the long job failed: {result.error}")
     await open_tab(page, "Models")
-    await page.wait_for_function(PLOT_DRAWN_JS, timeout=60_000, polling=250)
+    await page.set_viewport_size({"width": VIEWPORT["width"], "height": 2000})  # the card and its plot in view
+    await page.wait_for_function(PLOT_REDRAWN_JS, arg="", timeout=60_000, polling=250)  # the first model's plot
+    models = page.locator(".statsbot-models select")
+    if await models.evaluate("(s) => s.selectedIndex") != 0:  # the newest model, the boosted one, is first
+        before = await page.evaluate(PLOT_SRC_JS)
+        await models.select_option(index=0)
+        await page.wait_for_function(PLOT_REDRAWN_JS, arg=before, timeout=60_000, polling=250)
     curve = page.locator(".statsbot-plot-kinds button", has_text="learning_curve")
-    if await curve.count():
+    if await curve.count():  # the live learning curve's stored copy, where the worker keeps one
+        before = await page.evaluate(PLOT_SRC_JS)
         await curve.first.click()
-        await asyncio.sleep(3.0)
-        await page.wait_for_function(PLOT_DRAWN_JS, timeout=60_000, polling=250)
+        await page.wait_for_function(PLOT_REDRAWN_JS, arg=before, timeout=60_000, polling=250)
     await asyncio.sleep(1.0)
-    written.append(await session.shot(".statsbot-panel", out / "models-tab.png"))
+    await page.locator(".statsbot-panel .lm-TabBar").first.scroll_into_view_if_needed()
+    written.append(await session.clip_shot(".statsbot-panel", ".statsbot-browser img", out / "models-tab.png"))
     return written
 
 
