@@ -1,11 +1,12 @@
 """Where widgets cannot render, the panel prints as readable text: terminal IPython and ``nbconvert --to markdown``.
 
 Each runs as a user would run it, in a subprocess: ``ipython -c "%load_ext statsbot_nb"`` (with a model in the
-store, which makes the model browser work in the background), a script run by ``ipython`` that connects to a
-real :class:`~statsbot_nb.server.JobServer`, runs a ``train`` job and displays ``statsbot_nb.panel()``, and
-``jupyter nbconvert --execute --to markdown`` of a notebook doing the same. The text must say what the panel
-says (the state in words, the job's line), carry no widget-model noise (``VBox(children=...``, a widget's
-model id or mimetype) and no traceback, on stdout or stderr, up to and including the interpreter's exit.
+store, which makes the model browser work in the background), a script run by ``ipython`` or ``python`` that
+connects to a real :class:`~statsbot_nb.server.JobServer`, runs a ``train`` job and displays
+``statsbot_nb.panel()``, and ``jupyter nbconvert --execute --to markdown`` of a notebook doing the same. The
+text must say what the panel says (the state in words, the job's line), carry no widget-model noise
+(``VBox(children=...``, a widget's model id or mimetype) and no traceback, on stdout or stderr, up to and
+including the interpreter's exit.
 """
 
 from __future__ import annotations
@@ -110,17 +111,31 @@ def test_terminal_ipython_load_ext_prints_the_panel_as_text_and_exits_cleanly(ho
     _assert_readable(output, NOT_CONNECTED)
 
 
-def test_ipython_script_showing_the_panel_after_a_job(home: Path, tmp_path: Path):
+@pytest.mark.parametrize("interpreter", ["ipython", "python"])
+def test_script_showing_the_panel_after_a_job(interpreter: str, home: Path, tmp_path: Path):
     data = tmp_path / "data"
     data.mkdir()
     script = data / "show_panel.py"
     # the guard every script starting processes needs (job processes start from a forkserver, which imports
     # the main script as a module: without it the script would run again there)
-    script.write_text(
-        JOB_SCRIPT.format(params=repr(_table(data))) + "\nif __name__ == '__main__':\n    asyncio.run(main())\n"
-    )
+    body = JOB_SCRIPT.format(params=repr(_table(data)))
+    script.write_text(body + "\nif __name__ == '__main__':\n    asyncio.run(main())\n")
 
-    output = _ipython(str(script), cwd=data, env=_clean_env(home))
+    env = _clean_env(home)
+    if interpreter == "ipython":
+        output = _ipython(str(script), cwd=data, env=env)
+    else:  # plain Python: IPython's display() prints the panel's text there too
+        done = subprocess.run(
+            [sys.executable, str(script)],
+            cwd=data,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=180,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, output
     _assert_readable(output, "StatsBot worker - connected: Connected to ws://127.0.0.1:", TRAIN_LINE)
 
 
