@@ -25,6 +25,7 @@ from .config import remember_once_connected, update_config
 from .context import DEFAULT_MAX_FILE_BYTES
 from .errors import ConfigError, TokenRejectedError
 from .settings import follow_worker_dirs, resolve_worker
+from .shutdown import exiting as exiting  # re-exported: the panel asks the session
 from .worker import REJECTED_HINT, Worker
 
 log = logging.getLogger("statsbot_nb.session")
@@ -79,6 +80,48 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         thread.start()
         _background = (loop, thread)
     return _background[0]
+
+
+#: the longest the interpreter's exit waits for a worker on the background loop to stop
+EXIT_STOP_SECONDS = 5.0
+
+
+def _stop_at_exit() -> None:
+    """When the main thread ends (a script, terminal IPython), stop a worker on the background loop as
+    Ctrl-C would (running jobs cancelled and reported, the connection closed), then that loop.
+
+    It runs before the interpreter shuts its thread pools down (registered after them, and such hooks run
+    last-registered first): without it, work still on the loop failed mid-step with "cannot schedule new
+    futures after shutdown" and printed tracebacks at exit.
+    """
+    if _background is None:
+        return
+    loop, thread = _background
+    if not thread.is_alive() or loop.is_closed():
+        return
+    worker = _current
+    if worker is not None and worker.state not in ("stopped", "rejected") and worker.loop is loop:
+        try:
+            asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(EXIT_STOP_SECONDS)
+        except Exception:
+            log.debug("The worker did not stop cleanly at exit", exc_info=True)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(EXIT_STOP_SECONDS)
+
+
+def _register_exit_hook() -> None:
+    import concurrent.futures.thread  # noqa: F401  (its exit hook first, so ours runs before it)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython's threading: the next best moment
+        import atexit
+
+        atexit.register(_stop_at_exit)
+    else:
+        register(_stop_at_exit)
+
+
+_register_exit_hook()
 
 
 def on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -126,9 +126,13 @@ class ModelBrowser:
         """Start the work on the main loop and apply its result there. With a ``slot`` (a kind of drawing),
         one runs at a time: a request made meanwhile waits, and a newer one replaces it, so a user clicking
         fast never piles up job processes (each result is applied only if still wanted)."""
+        if session.exiting():
+            return
         loop = session.main_loop()
 
         def schedule() -> None:
+            if session.exiting():
+                return
             if slot is not None and slot in self._busy:
                 self._waiting[slot] = (start, apply)
                 return
@@ -142,7 +146,10 @@ class ModelBrowser:
                 try:
                     apply(fut.result())
                 except Exception:
-                    log.exception("The model browser failed to update")
+                    if session.exiting():  # the interpreter is going away with a drawing under way
+                        log.debug("The model browser stopped at exit", exc_info=True)
+                    else:
+                        log.exception("The model browser failed to update")
                 if slot is not None:
                     self._busy.discard(slot)
                     if slot in self._waiting:
