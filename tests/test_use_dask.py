@@ -86,6 +86,14 @@ async def test_train_runs_on_the_cluster_after_use_dask_and_here_after_use_dask_
     assert trained_on["where"] == "dask" and trained_on["scheduler"] == cluster.scheduler_address
     assert trained_on["rows"] == 400 and trained_on["workers"] == 2
     assert any(n.startswith("Trained on the Dask cluster") for n in on_cluster.data["notes"])
+    model_id = on_cluster.data["model_id"]
+    parts = await reference.run_job(
+        "predict", {"model_id": model_id, "file_path": str(path), "output_layout": "per_partition"}, timeout=240
+    )
+    assert parts.success, parts.error
+    assert parts.data is not None and parts.data["predictions_count"] == 400
+    assert parts.data["notes"][0].startswith(f"Predicted on the Dask cluster at {cluster.scheduler_address}")
+    assert sorted(p.name for p in Path(parts.data["output_file"]).iterdir()) == ["part-00000.csv"]
 
     assert (
         statsbot_nb.use_dask(None)
