@@ -120,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-scheduler",
         metavar="ADDR",
         default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
-        help="train linear, ridge on this Dask cluster (also $DASK_SCHEDULER_ADDRESS); off by default",
+        help="train linear, ridge and xgboost_* on this Dask cluster (also $DASK_SCHEDULER_ADDRESS); off by default",
     )
     parser.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
     parser.add_argument(
