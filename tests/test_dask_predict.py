@@ -57,6 +57,7 @@ def table(n: int = 3000, seed: int = 7) -> pd.DataFrame:
     effect = df.city.map({c: i for i, c in enumerate(CITIES)}).fillna(2)
     df["y"] = 2 * df.x1.fillna(0) - df.x2 + effect + rng.normal(size=n) * 0.5
     df["level"] = pd.cut(df.y, [-np.inf, -2, 2, np.inf], labels=["low", "mid", "high"]).astype(str)
+    df["hot"] = np.where(df.y > 2, "yes", "no")
     return df
 
 
@@ -96,6 +97,7 @@ MODELS = [
     ("ridge", "y", "regression"),
     ("random_forest", "y", "regression"),
     ("logistic", "level", "classification"),
+    pytest.param("xgboost_classification", "hot", "classification", marks=pytest.mark.extra("xgboost")),
 ]
 
 
@@ -128,10 +130,12 @@ def test_cluster_predictions_equal_local_ones_row_for_row(
             assert Path(got["output_file"]).parent == env.data
             tag = model_type.replace("_", "").upper()
             assert Path(got["output_file"]).name == f"predictions_{tag}_{target.upper()}_job_per_partition"
-    if task == "classification":
+    if target == "level":
         out = read_output(Path(got["output_file"]))
-        assert set(out.prediction) <= {"low", "mid", "high"}
+        assert set(out.prediction) == {"low", "mid", "high"}
         assert {"proba_high", "proba_low", "proba_mid"} <= set(out.columns)
+    if target == "hot":  # two classes: the bot gets the second class's probability
+        assert got["predictions_meaning"] == "probability of the second class in sorted order"
 
 
 @pytest.fixture
