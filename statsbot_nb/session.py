@@ -14,6 +14,7 @@ running loop. On the notebook's own loop thread they refuse with a sentence inst
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -36,6 +37,8 @@ _background: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 _current: Worker | None = None
 _listeners: list[Callable[[Worker], None]] = []
 _token_sources: list[Callable[[], str | None]] = []
+#: the Dask fields of JobSettings chosen with ``use_dask()`` (:mod:`statsbot_nb.usedask`), for every new worker
+_dask: dict[str, Any] = {}
 
 
 def capture_main_loop() -> asyncio.AbstractEventLoop | None:
@@ -220,7 +223,7 @@ def connect(
     worker = Worker(
         token,
         setup.url,
-        settings=setup.settings,
+        settings=dataclasses.replace(setup.settings, **_dask),
         machine_id=setup.machine_id,
         max_jobs=max_jobs,
         **worker_options,
@@ -247,6 +250,18 @@ def connect(
         start()
     else:
         loop.call_soon_threadsafe(start)
+    return worker
+
+
+def set_dask(fields: dict[str, Any]) -> Worker | None:
+    """Use these Dask fields of ``JobSettings`` from now on: for the current worker's next jobs (returned,
+    or None when no worker runs) and for every worker :func:`connect` starts later."""
+    _dask.clear()
+    _dask.update(fields)
+    worker = _current
+    if worker is None or worker.state in ("stopped", "rejected"):
+        return None
+    call_on_main(lambda: worker.update_settings(**fields))
     return worker
 
 

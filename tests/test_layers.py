@@ -82,6 +82,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.service.",
         "statsbot_nb.local",
         "statsbot_nb.session",
+        "statsbot_nb.usedask",
         "statsbot_nb.demo",
     ),
 ]
