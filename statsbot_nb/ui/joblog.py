@@ -17,9 +17,8 @@ from typing import Any
 
 from ..core import JobRecord
 from ..jobs import file_of
+from . import theme
 
-OK_COLOUR = "var(--jp-success-color1, #1a7f37)"
-FAILED_COLOUR = "var(--jp-error-color1, #cf222e)"
 #: the longest cell text shown in full; longer text is cut with its whole on hover
 MAX_CELL = 200
 _CELL = "padding:1px 8px;vertical-align:top;overflow-wrap:anywhere;word-break:break-word"
@@ -60,11 +59,12 @@ def outcome_of(job: JobRecord, names: Mapping[str, str]) -> tuple[str, str]:
     return message, message
 
 
-def _cell(text: str, hover: str = "", style: str = "") -> str:
+def _cell(text: str, hover: str = "", style: str = "", marker: str = "") -> str:
     shown = text if len(text) <= MAX_CELL else text[: MAX_CELL - 1] + "…"
     title = hover or (text if shown != text else "")
     title_attr = f" title='{html.escape(title, quote=True)}'" if title else ""
-    return f"<td style='{_CELL};{style}'{title_attr}>{html.escape(shown)}</td>"
+    lead = f"{marker} " if marker else ""
+    return f"<td style='{_CELL};{style}'{title_attr}>{lead}{html.escape(shown)}</td>"
 
 
 def log_html(
@@ -78,14 +78,14 @@ def log_html(
     rows = []
     for job in finished[:max_rows]:
         when = time.strftime("%H:%M:%S", time.localtime(job.started_at or job.accepted_at))
-        colour = OK_COLOUR if job.status == "done" else FAILED_COLOUR
+        colour = theme.OK if job.status == "done" else theme.ERROR if job.status == "failed" else theme.MUTED
         path = file_of(job.params)
         shown, hover = outcome_of(job, names)
         cells = [
             _cell(when, time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job.started_at or job.accepted_at))),
             _cell(job.action, f"job {job.job_id}"),
             _cell(relative_file(path, folders), path),
-            _cell(job.status, style=f"color:{colour}"),
+            _cell(job.status, marker=theme.dot(colour)),
             _cell(f"{job.duration:.1f} s" if job.duration is not None else "-"),
             _cell(shown, hover, "min-width:12em"),
         ]

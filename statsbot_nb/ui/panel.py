@@ -29,7 +29,7 @@ from ..ledgerview import read_rows
 from ..paths import PathPolicy
 from ..privacy import DEFAULT_LEVEL, LEVELS, describe
 from ..worker import Worker
-from . import text
+from . import text, theme
 from .joblog import log_html, names_of
 from .rows import ApprovalRow, JobRow, JobRows
 from .sent import sent_html, warning_html
@@ -39,12 +39,12 @@ log = logging.getLogger("statsbot_nb.panel")
 NOTHING_RUNNING = "nothing right now; a job from the bot shows here with its progress and a Cancel button."
 
 _STATE_COLOURS = {
-    "connected": "#1a7f37",
-    "connecting": "#9a6700",
-    "reconnecting": "#9a6700",
-    "rejected": "#cf222e",
-    "stopped": "#57606a",
-    "idle": "#57606a",
+    "connected": theme.OK,
+    "connecting": theme.WARN,
+    "reconnecting": theme.WARN,
+    "rejected": theme.ERROR,
+    "stopped": theme.MUTED,
+    "idle": theme.MUTED,
 }
 
 
@@ -221,7 +221,7 @@ class ControlPanel:
         return self._folder_note(f"Jobs may no longer use {folder}.")
 
     def _folder_note(self, message: str, error: bool = False) -> str:
-        style = " style='color:#cf222e'" if error else ""
+        style = f" style='color:{theme.ERROR}'" if error else ""
         self.folder_message.value = f"<span{style}>{html.escape(message)}</span>"
         return message
 
@@ -296,10 +296,8 @@ class ControlPanel:
         loop.call_soon_threadsafe(loop.call_later, delay, self._refresh)
 
     def _show_status(self, state: str, message: str) -> None:
-        colour = _STATE_COLOURS.get(state, "#57606a")
-        self.status.value = (
-            f"<span style='color:{colour};font-weight:bold'>{html.escape(state)}</span> {html.escape(message)}"
-        )
+        colour = _STATE_COLOURS.get(state, theme.MUTED)
+        self.status.value = f"{theme.dot(colour)} <b>{html.escape(state)}</b> {html.escape(message)}"
 
     def _refresh(self) -> None:
         """Bring every widget up to date with the worker (main loop; at most a few times a second)."""
