@@ -165,6 +165,7 @@ def contrast_ratio(fg_css: str, bg_css: str) -> float:
 # wholly inside what ROOT and every clipping container between shows (scrolled away or clipped), or with their
 # text narrower than its content: a button must show its whole label, anything else may instead carry a
 # tooltip with it in full. Fields and drop-downs scroll their text by design: only their placement counts.
+# Also: a word of at most 20 characters (a time, a status, a file name) split over lines.
 CLIPPED_JS = """(root) => {
   const frame = document.querySelector(root);
   if (!frame) return ['no ' + root];
@@ -200,6 +201,21 @@ CLIPPED_JS = """(root) => {
         const why = button ? '' : ', no tooltip';
         out.push(`${name} is cut off (${e.clientWidth} px shown of ${e.scrollWidth} px${why})`);
         break;
+      }
+    }
+    // a short word (a time, a file name) split over lines is unreadable; long values may wrap anywhere
+    const walker = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+    broken: for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+      for (const m of node.textContent.matchAll(/\\S+/g)) {
+        if (m[0].length > 20) continue;
+        const range = document.createRange();
+        range.setStart(node, m.index);
+        range.setEnd(node, m.index + m[0].length);
+        const tops = new Set([...range.getClientRects()].filter(r => r.width > 0).map(r => Math.round(r.top)));
+        if (tops.size > 1) {
+          out.push(`${name}: the word ${JSON.stringify(m[0])} is split over ${tops.size} lines`);
+          break broken;
+        }
       }
     }
   }

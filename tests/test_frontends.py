@@ -150,20 +150,24 @@ async def test_panel_in_frontend(
                     await page.wait_for_function(BAR_MOVED_JS, timeout=60_000, polling=100)
                     await asyncio.sleep(0.5)  # the panel's next refresh
                     floor = await theme_floor(page)
-                    problems = [f"Notebook width: {line}" for line in await clipped(page, OUTPUT_AREA)]
+                    problems = [f"Notebook width, running: {line}" for line in await clipped(page, OUTPUT_AREA)]
                     problems += [f"A job running: {line}" for line in unreadable(await contrast(page), floor)]
-                    if app == "lab" and theme == "light":
+                    narrow = app == "lab" and theme == "light"
+                    if narrow:
                         view = await narrow_view(page, NARROW_PX)
-                        problems += [f"{NARROW_PX} px side panel: {line}" for line in await clipped(page, view)]
-                        await close_views(page)
+                        problems += [f"{NARROW_PX} px, running: {line}" for line in await clipped(page, view)]
                     assert not job.done(), "the job finished before its row was looked at: make it longer"
                     result = await job
                     assert result.success, result.error
 
-                    log = page.locator(".statsbot-log")
+                    log = page.locator(".statsbot-log").first
                     await expect(log).to_contain_text("customers.csv", timeout=30_000)
                     await expect(log).to_contain_text("done")
                     await expect(row.filter(has_text="customers.csv")).to_have_count(0, timeout=30_000)
+                    problems += [f"Notebook width, done: {line}" for line in await clipped(page, OUTPUT_AREA)]
+                    if narrow:
+                        problems += [f"{NARROW_PX} px, done: {line}" for line in await clipped(page, view)]
+                        await close_views(page)
                     problems += [f"Worker tab: {line}" for line in unreadable(await contrast(page), floor)]
 
                     await open_tab(page, "Models")
