@@ -179,8 +179,8 @@ CLIPPED_JS = """(root) => {
     }
     return [left, right];
   };
-  const important = ['.jupyter-button', '.lm-TabBar-tab', '.statsbot-status', '.statsbot-log td',
-    '.statsbot-log th', '.statsbot-progress', '.widget-label', '.widget-checkbox label', 'input', 'select'];
+  const important = ['.jupyter-button', '.lm-TabBar-tab', '.statsbot-status', '.statsbot-log .statsbot-logcell',
+    '.statsbot-progress', '.widget-label', '.widget-checkbox label', 'input', 'select'];
   const out = [];
   for (const el of frame.querySelectorAll(important.map(s => '.statsbot-panel ' + s).join(','))) {
     const r = el.getBoundingClientRect();

@@ -157,6 +157,11 @@ class ModelBrowser:
 
             def done(fut: asyncio.Future[Any]) -> None:
                 self._pending.discard(fut)
+                if fut.cancelled():  # its loop is ending (a script's asyncio.run() returning): nothing to show
+                    if slot is not None:
+                        self._busy.discard(slot)
+                        self._waiting.pop(slot, None)
+                    return
                 try:
                     apply(fut.result())
                 except Exception:

@@ -82,10 +82,10 @@ class ControlPanel:
         self.token = W.Password(
             placeholder="token from /connect in the bot",
             description="Token",
-            layout=W.Layout(width="340px", max_width="100%"),
+            layout=W.Layout(width="min(340px, 100%)"),
         )
         self.token.add_class("statsbot-token")
-        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="340px", max_width="100%"))
+        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="min(340px, 100%)"))
         self.url.add_class("statsbot-url")
         self.connect_button = W.Button(description="Connect", button_style="primary", icon="plug")
         self.connect_button.add_class("statsbot-connect")
@@ -96,10 +96,8 @@ class ControlPanel:
         self.status = W.HTML()
         self.status.add_class("statsbot-status")
 
-        self.folders = W.Select(
-            options=[], rows=3, description="Also allow", layout=W.Layout(width="460px", max_width="100%")
-        )
-        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="300px", max_width="100%"))
+        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width="min(460px, 100%)"))
+        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="min(300px, 100%)"))
         self.add_folder_button = W.Button(description="Add folder", icon="plus")
         self.remove_folder_button = W.Button(description="Remove", icon="minus")
         self.add_folder_button.on_click(lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
@@ -109,7 +107,7 @@ class ControlPanel:
             options=[(describe(level), level) for level in LEVELS],
             value=DEFAULT_LEVEL,
             description="Privacy",
-            layout=W.Layout(width="640px", max_width="100%"),
+            layout=W.Layout(width="min(640px, 100%)"),
         )
         self.privacy.add_class("statsbot-privacy")
         self.ask = W.Checkbox(value=False, description="Ask me before running each job", indent=False)
@@ -123,12 +121,18 @@ class ControlPanel:
         self.job_rows = JobRows(self._cancel)
         self.log = W.HTML()
         self.log.add_class("statsbot-log")
-        connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url, self.status])
+
+        def wrap() -> W.Layout:  # at a side panel's width, the buttons go below the field
+            return W.Layout(flex_flow="row wrap", max_width="100%")
+
+        connection = W.VBox(
+            [W.HBox([self.token, self.connect_button, self.disconnect_button], layout=wrap()), self.url, self.status]
+        )
         privacy = W.VBox(
             [
                 W.HTML("<b>Files jobs may use:</b> your home folder and the working folder, plus:"),
                 self.folders,
-                W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
+                W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button], layout=wrap()),
                 self.folder_message,
                 self.privacy,
                 self.ask,
@@ -154,7 +158,8 @@ class ControlPanel:
         self.sent.add_class("statsbot-sent")
         self._sent_read = 0.0
         self._sent_reading: asyncio.Future[str] | None = None
-        self.add_tab("Sent to the server", W.VBox([self.sent]))
+        # a short tab title (a long one is cut in a side panel); the tab says what it is
+        self.add_tab("Sent", W.VBox([W.HTML("<b>Sent to the server</b>: every frame, newest first"), self.sent]))
         self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
         self.widget.add_class("statsbot-panel")
 
