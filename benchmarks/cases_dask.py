@@ -30,7 +30,7 @@ FEATURES = [f"f{i}" for i in range(8)] + ["city"]
 DASK = OURS + " --dask-local 2"
 #: The progress message that starts each stage of a ``train`` job here (ml/train.py), and its label.
 LOCAL_STAGES = {
-    "Checking": "start-up",
+    "Checking": "start-up (and reading, when its message was throttled)",
     "Reading": "reading",
     "Preparing": "preprocessing",
     "Fitting": "fitting",
