@@ -173,6 +173,16 @@ class Worker:
                 await self.proc.wait()
 
 
+def command(proc: Any) -> str:
+    """A process's command line ('' for one that ended meanwhile, or a zombie: a job process being reaped)."""
+    import psutil
+
+    try:
+        return " ".join(proc.cmdline())
+    except psutil.Error:
+        return ""
+
+
 @pytest.fixture
 async def server() -> AsyncIterator[JobServer]:
     async with JobServer() as running:
@@ -208,8 +218,8 @@ async def test_a_local_cluster_trains_says_so_and_ends_with_the_worker(server: J
         meta = json.loads((home / "models" / forest.data["model_id"] / "metadata.json").read_text())
         assert meta.get("trained_on", {}).get("where") != "dask"
         spawned = worker.descendants()
-        dask_procs = [p for p in spawned if "spawn_main" in " ".join(p.cmdline())]
-        assert len(dask_procs) >= 2, [p.cmdline() for p in spawned]  # the LocalCluster's worker processes
+        dask_procs = [p for p in spawned if "spawn_main" in command(p)]
+        assert len(dask_procs) >= 2, [command(p) for p in spawned]  # the LocalCluster's worker processes
         assert await worker.stop() == 0, worker.err
     lines = worker.out.splitlines()
     job_lines = [line for line in lines if " ok     train " in line]  # the job log's line of each job
@@ -217,7 +227,7 @@ async def test_a_local_cluster_trains_says_so_and_ends_with_the_worker(server: J
     assert any(forest.data["model_id"] in line and "(on the Dask cluster)" not in line for line in job_lines)
     assert "Traceback" not in worker.out + worker.err
     _, alive = psutil.wait_procs(spawned, timeout=20)
-    assert not alive, f"left running after the worker stopped: {[p.cmdline() for p in alive]}"
+    assert not alive, f"left running after the worker stopped: {[command(p) for p in alive]}"
 
 
 async def test_a_scheduler_killed_mid_job_gives_a_failed_result(
