@@ -192,6 +192,9 @@ def test_a_forest_runs_here_with_a_sentence_pointing_to_xgboost(env: JobEnv, clu
     params = {**PARAMS, "file_path": str(env.data / "t.csv"), "model_type": "random_forest"}
     data = train(params, dask_ctx(env, cluster.scheduler_address))
     assert any("not on the Dask cluster" in n and "xgboost_*" in n for n in data["notes"])
+    from statsbot_nb.jobs import summarize
+
+    assert summarize("train", data).endswith("(on this machine, not the Dask cluster)")
 
 
 def test_a_remote_cluster_cannot_read_a_file_only_here(env: JobEnv) -> None:

@@ -8,7 +8,8 @@ why. Either way the model is saved in the local store as an ordinary scikit-lear
 
 Modules: :mod:`.connect` (the client, timeouts, the path rule), :mod:`.prep` (reading, the hash split,
 whole-data statistics, the fitted preprocessor), :mod:`.linear` (normal equations, metrics from sums),
-:mod:`.boost` (``xgboost.dask``), :mod:`.train` (one job, end to end).
+:mod:`.boost` (``xgboost.dask`` and ``lightgbm.dask``), :mod:`.lgbm` (when LightGBM's Dask training is
+safe), :mod:`.score` (classification metrics from sums), :mod:`.train` (one job, end to end).
 """
 
 from __future__ import annotations
@@ -29,16 +30,11 @@ def why_not_on_cluster(model_type: str, path: Path) -> str | None:
         return f"the cluster reads CSV, TSV and Parquet files, and {path.name} is not one."
     if model_type in NORMAL_EQUATION_TYPES:
         return None
-    if model_type.startswith("xgboost_"):
-        return None
-    if model_type.startswith("lightgbm_"):
-        return (
-            "LightGBM's Dask training is not used: it has known hangs and builds wrong models with "
-            "categorical features on skewed partitions; xgboost_* trains on the cluster."
-        )
+    if model_type.startswith(("xgboost_", "lightgbm_")):
+        return None  # lightgbm_* is refused later, with a sentence, where its partitions are skewed
     if model_type in _SKLEARN_ENSEMBLES:
         return f"scikit-learn's {model_type} does not train on a Dask cluster; xgboost_* does, with boosted trees."
-    return f"{model_type} has no cluster training yet; linear, ridge and xgboost_* do."
+    return f"{model_type} has no cluster training yet; linear, ridge, xgboost_* and lightgbm_* do."
 
 
 def where_note(trained_on: dict[str, object]) -> str:

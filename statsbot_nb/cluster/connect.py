@@ -64,8 +64,8 @@ def check_cluster_path(path: Path, address: str, local: bool, shared_dirs: tuple
     )
 
 
-def cluster_failure(address: str, exc: BaseException) -> JobError:
-    """The sentence for a cluster that went away or refused the work."""
+def cluster_failure(address: str, exc: BaseException, during: str = "training") -> JobError:
+    """The sentence for a cluster that went away or refused the work (``during``: what the job was doing)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ModuleNotFoundError) or "No module named" in text:
         return JobError(
@@ -74,15 +74,15 @@ def cluster_failure(address: str, exc: BaseException) -> JobError:
         )
     if "scheduler-connection-lost" in text:  # distributed cancels every future of a client that lost its scheduler
         return JobError(
-            f"The Dask cluster at {address} went away during training: this machine lost its connection to "
+            f"The Dask cluster at {address} went away during {during}: this machine lost its connection to "
             "the scheduler. Check that the cluster is running, then send the job again."
         )
     if type(exc).__name__ == "KilledWorker":
         return JobError(
-            f"The Dask cluster at {address} went away during training: its workers died while running this job's "
+            f"The Dask cluster at {address} went away during {during}: its workers died while running this job's "
             "work (out of memory?); give them more memory or use more partitions, then send the job again."
         )
-    return JobError(f"The Dask cluster at {address} went away or stopped answering during training ({text}).")
+    return JobError(f"The Dask cluster at {address} went away or stopped answering during {during} ({text}).")
 
 
 #: The bound :func:`run_partitions` uses when not given one: the ``timeout`` of the innermost :func:`open_client`.
@@ -99,7 +99,7 @@ def open_client(address: str, timeout: float) -> Iterator[Any]:
         from distributed import Client
     except ImportError as exc:
         raise JobError(
-            "Training on a Dask cluster needs the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
+            "Jobs on a Dask cluster need the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
         ) from exc
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
@@ -147,8 +147,8 @@ class _Watch:
     no worker at all, fails the job once that has lasted ``bound`` seconds.
     """
 
-    def __init__(self, client: Any, address: str, bound: float) -> None:
-        self.client, self.address, self.bound = client, address, bound
+    def __init__(self, client: Any, address: str, bound: float, during: str = "training") -> None:
+        self.client, self.address, self.bound, self.during = client, address, bound, during
         self.silent_since: float | None = None
         self.empty_since: float | None = None
 
@@ -169,8 +169,8 @@ class _Watch:
             self.silent_since = self.silent_since or asked
             if now - self.silent_since >= self.bound:
                 raise JobError(
-                    f"The Dask cluster at {self.address} went away during training: its scheduler has not answered "
-                    f"for {self.bound:g} s. Check that it is running, then send the job again."
+                    f"The Dask cluster at {self.address} went away during {self.during}: its scheduler has not "
+                    f"answered for {self.bound:g} s. Check that it is running, then send the job again."
                 )
             return
         self.silent_since = None
@@ -181,12 +181,18 @@ class _Watch:
         if now - self.empty_since >= self.bound:
             raise JobError(
                 f"The Dask cluster at {self.address} has had no workers for {self.bound:g} s, so none of this "
-                "job's work can run; start workers (dask worker ADDRESS) or train without Dask."
+                "job's work can run; start workers (dask worker ADDRESS) or run the job without Dask."
             )
 
 
 def run_partitions(
-    client: Any, address: str, tasks: list[Any], report: Any, what: str, timeout: float | None = None
+    client: Any,
+    address: str,
+    tasks: list[Any],
+    report: Any,
+    what: str,
+    during: str = "training",
+    timeout: float | None = None,
 ) -> list[Any]:
     """Compute one delayed task per partition on the cluster, reporting each finished one; results in order.
 
@@ -197,7 +203,7 @@ def run_partitions(
     the futures are cancelled on any exit, so nothing keeps computing for a job that ended.
     """
     bound = _BOUND.get() if timeout is None else timeout
-    watch = _Watch(client, address, bound)
+    watch = _Watch(client, address, bound, during)
     futures = client.compute(tasks)
     finished: queue.Queue[Any] = queue.Queue()
     try:
@@ -220,7 +226,7 @@ def run_partitions(
     except JobError:
         raise
     except Exception as exc:
-        raise cluster_failure(address, exc) from exc
+        raise cluster_failure(address, exc, during) from exc
     finally:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)

@@ -76,6 +76,8 @@ class Layout:
     test_size: float
     sample_rate: float
     classes: tuple[Any, ...] | None = None
+    #: classes with no training row under the hash split: their rows train (as the local split does)
+    train_only: tuple[Any, ...] = ()
 
 
 def coerce(part: pd.DataFrame, layout: Layout) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
@@ -88,9 +90,20 @@ def coerce(part: pd.DataFrame, layout: Layout) -> tuple[pd.DataFrame, pd.Series,
     part, target = part[keep], target[keep]
     hashes = row_hash(part)
     held_out = (hashes & np.uint64(0xFFFFFFFF)).astype("float64") / _BUCKETS < layout.test_size
+    if layout.train_only:
+        held_out &= ~class_values(target, layout).isin(layout.train_only).to_numpy()
     sampled = (hashes >> np.uint64(32)).astype("float64") / _BUCKETS < layout.sample_rate
     X = preprocess.coerce_features(part, layout.roles)
     return X, target, held_out, sampled
+
+
+def class_values(target: pd.Series, layout: Layout) -> pd.Series:
+    """The target as classes are counted: numbers for a numeric target (whole floats as integers), else text."""
+    if not layout.numeric_target:
+        return target.astype(str)
+    if len(target) and bool((target % 1 == 0).all()):
+        return target.astype("int64")
+    return target
 
 
 def label_codes(target: pd.Series, classes: tuple[Any, ...]) -> np.ndarray:
@@ -113,10 +126,10 @@ def column_stats(part: pd.DataFrame, layout: Layout) -> dict[str, Any]:
         out[col] = {"n": len(finite), "sum": finite.sum(), "sumsq": (finite**2).sum(), "sample": v[sample]}
     for col in layout.roles.categorical:
         out[col] = {"counts": train[col].value_counts(dropna=True).to_dict(), "missing": int(train[col].isna().sum())}
-    if layout.classes is None and not layout.numeric_target:
-        out["__labels__"] = target.astype(str).value_counts().to_dict()
-    elif layout.classes is None:
-        out["__labels__"] = target.value_counts().to_dict()
+    if layout.classes is None:
+        labels = class_values(target, layout)
+        out["__labels__"] = labels.value_counts().to_dict()
+        out["__train_labels__"] = labels[~held_out].value_counts().to_dict()
     return out
 
 
@@ -136,11 +149,12 @@ def merge_stats(parts: list[dict[str, Any]], layout: Layout) -> dict[str, Any]:
             for value, n in p[col]["counts"].items():
                 counts[value] = counts.get(value, 0) + int(n)
         merged[col] = {"counts": counts, "missing": sum(p[col]["missing"] for p in parts)}
-    labels: dict[Any, int] = {}
-    for p in parts:
-        for value, n in p.get("__labels__", {}).items():
-            labels[value] = labels.get(value, 0) + int(n)
-    merged["labels"] = labels
+    for key, name in (("__labels__", "labels"), ("__train_labels__", "train_labels")):
+        counts = {}
+        for p in parts:
+            for value, n in p.get(key, {}).items():
+                counts[value] = counts.get(value, 0) + int(n)
+        merged[name] = counts
     return merged
 
 
@@ -203,4 +217,13 @@ def fitted_preprocessor(layout: Layout, scale: bool, stats: dict[str, Any]) -> A
     return pre
 
 
-__all__ = ["Layout", "coerce", "column_stats", "fitted_preprocessor", "label_codes", "merge_stats", "read_frame"]
+__all__ = [
+    "Layout",
+    "class_values",
+    "coerce",
+    "column_stats",
+    "fitted_preprocessor",
+    "label_codes",
+    "merge_stats",
+    "read_frame",
+]

@@ -10,6 +10,7 @@ the fit, then the held-out metrics. The model is saved in the local store like a
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import numpy as np
 from ..errors import JobError
 from ..ml import estimators, evaluate, preprocess
 from ..ml.constants import Progress
+from ..ml.curves import learning_curve
 from ..ml.train import MIN_ROWS, TrainedModel, TrainOptions, save_trained
 from . import NORMAL_EQUATION_TYPES, where_note
 from .connect import open_client, run_partitions
@@ -32,6 +34,7 @@ from .prep import (
     read_frame,
     type_counts,
 )
+from .score import class_metrics, class_sums
 
 
 def train_on_cluster(
@@ -55,8 +58,9 @@ def train_on_cluster(
     from dask import delayed
 
     started = time.monotonic()
-    if options.model_type not in NORMAL_EQUATION_TYPES:
-        raise JobError(f"{options.model_type} has no cluster training yet; linear and ridge do.")
+    boosted = options.model_type.startswith(("xgboost_", "lightgbm_"))
+    if options.model_type not in NORMAL_EQUATION_TYPES and not boosted:
+        raise JobError(f"{options.model_type} has no cluster training yet; linear, ridge, xgboost_* and lightgbm_* do.")
     with open_client(address, timeout) as client:
         workers = len(client.scheduler_info().get("workers", {}))
         ddf = read_frame(path, [*options.feature_columns, options.target_column])
@@ -77,15 +81,26 @@ def train_on_cluster(
             tuple(c for c in options.feature_columns if not_numeric[c] == 0),
             tuple(c for c in options.feature_columns if not_numeric[c] > 0),
         )
-        task = options.task_type or estimators.REGRESSION
+        task = options.task_type or estimators.task_from_model_type(options.model_type) or estimators.REGRESSION
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
-        if not_numeric[options.target_column] > 0:
+        classify = plan.task_type == estimators.CLASSIFICATION
+        numeric_target = not_numeric[options.target_column] == 0
+        if not classify and not numeric_target:
             raise JobError(f"{options.target_column!r} holds text, so {options.model_type} cannot regress on it.")
-        layout = Layout(roles, options.target_column, True, options.test_size, min(1.0, SAMPLE_ROWS / max(rows, 1)))
+        layout = Layout(
+            roles, options.target_column, numeric_target, options.test_size, min(1.0, SAMPLE_ROWS / max(rows, 1))
+        )
         stats_parts = run_partitions(
             client, address, [delayed(column_stats)(p, layout) for p in parts], report(10, 20), "Statistics"
         )
         stats = merge_stats(stats_parts, layout)
+        if classify:
+            layout = with_classes(layout, stats, options.target_column)
+            if layout.train_only:  # those classes' rows move into training: count again with them there
+                stats_parts = run_partitions(
+                    client, address, [delayed(column_stats)(p, layout) for p in parts], report(10, 20), "Statistics"
+                )
+                stats = {**merge_stats(stats_parts, layout), "labels": stats["labels"]}
         if stats["n_train"] + stats["n_test"] < MIN_ROWS:
             raise JobError(
                 f"Only {stats['n_train'] + stats['n_test']} row(s) have a target value; training needs {MIN_ROWS}."
@@ -95,15 +110,32 @@ def train_on_cluster(
         pre = fitted_preprocessor(layout, plan.scale_numeric, stats)
         progress(20, f"Fitting {options.model_type} on {stats['n_train']:,} rows", "fitting")
         fit_started = time.monotonic()
-        sums = run_partitions(
-            client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
-        )
-        alpha = float(plan.hyperparameters.get("alpha", 1.0)) if options.model_type == "ridge" else None
-        coef, intercept = solve(sums, alpha)
-        model = fitted_estimator(options.model_type, plan.estimator.get_params(), coef, intercept)
+        history: dict[str, Any] | None = None
+        if options.model_type.startswith("lightgbm_"):
+            from .lgbm import refuse, skew_reason
+
+            reason = skew_reason(stats_parts, layout, stats, kept_categories(pre, layout))
+            if reason:
+                raise refuse(options.model_type, reason)
+        if boosted:
+            from .boost import fit_boosted
+
+            def rounds(fraction: float, message: str) -> None:
+                progress(20 + 55 * max(0.0, min(1.0, fraction)), message, "fitting")
+
+            counts = ([p["n_train"] for p in stats_parts], [p["n_test"] for p in stats_parts])
+            model, history = fit_boosted(client, address, ddf, layout, pre, plan, rounds, timeout, counts)
+        else:
+            sums = run_partitions(
+                client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
+            )
+            alpha = float(plan.hyperparameters.get("alpha", 1.0)) if options.model_type == "ridge" else None
+            coef, intercept = solve(sums, alpha)
+            model = fitted_estimator(options.model_type, plan.estimator.get_params(), coef, intercept)
         training_time = round(time.monotonic() - fit_started, 3)
+        scorer = class_sums if classify else metric_sums
         scored = run_partitions(
-            client, address, [delayed(metric_sums)(p, layout, model, pre) for p in parts], report(75, 90), "Scoring"
+            client, address, [delayed(scorer)(p, layout, model, pre) for p in parts], report(75, 90), "Scoring"
         )
     from sklearn.pipeline import Pipeline
 
@@ -111,9 +143,42 @@ def train_on_cluster(
     result = _result(options, plan, layout, stats, Pipeline([("preprocess", pre), ("model", model)]), scored)
     result["training_time"] = training_time
     notes = [*(notes or []), *plan.notes, where_note(trained_on)]
-    return save_trained(
-        options, plan, result, models_dir, progress, path.name, custom_name, notes, started, {"trained_on": trained_on}
-    )
+    if classify:
+        notes.append("The held-out rows are chosen by a hash of each row, so the split is not stratified.")
+    extra: dict[str, Any] = {"trained_on": trained_on}
+    curve = learning_curve(history) if history else None
+    if curve:
+        extra["learning_curve"] = curve
+    return save_trained(options, plan, result, models_dir, progress, path.name, custom_name, notes, started, extra)
+
+
+def kept_categories(pre: Any, layout: Layout) -> dict[str, set[Any]]:
+    """The categories the fitted one-hot encoder gives a column of their own, per categorical column."""
+    if not layout.roles.categorical:
+        return {}
+    onehot = pre.named_transformers_["cat"].named_steps["onehot"]
+    infrequent = getattr(onehot, "infrequent_categories_", None) or [None] * len(onehot.categories_)
+    return {
+        col: set(cats) - set(rare if rare is not None else ())
+        for col, cats, rare in zip(layout.roles.categorical, onehot.categories_, infrequent, strict=True)
+    }
+
+
+def with_classes(layout: Layout, stats: dict[str, Any], target: str) -> Layout:
+    """``layout`` with the whole table's classes (sorted, as a ``LabelEncoder`` orders them) and those that
+    have no training row under the hash split (their rows train, as the local split moves them)."""
+    labels = stats["labels"]
+    if len(labels) < 2:
+        only = next(iter(labels), None)
+        raise JobError(f"The target column {target!r} has only one class ({only!r}); a classifier needs at least two.")
+    if len(labels) > preprocess.MAX_CLASSES:
+        raise JobError(
+            f"The target column {target!r} has {len(labels)} different values, too many classes for "
+            f"classification (at most {preprocess.MAX_CLASSES}); choose regression for a numeric target."
+        )
+    classes = tuple(sorted(labels))
+    train_only = tuple(c for c in classes if not stats["train_labels"].get(c))
+    return replace(layout, classes=classes, train_only=train_only)
 
 
 def _result(
@@ -125,28 +190,49 @@ def _result(
     y_sample = np.concatenate([p["y_sample"] for p in scored])
     pred_sample = np.concatenate([p["pred_sample"] for p in scored])
     X_sample = np.concatenate([p["X_sample"] for p in scored])
+    proba = (
+        np.concatenate([p["proba_sample"] for p in scored])
+        if scored and scored[0].get("proba_sample") is not None
+        else None
+    )
     pre, model = pipeline.named_steps["preprocess"], pipeline.named_steps["model"]
     sources = preprocess.output_feature_sources(pre, layout.roles)
+    classify = layout.classes is not None
     importances, method = evaluate.feature_importances(
-        model, X_sample, y_sample, sources, options.feature_columns, "r2"
+        model, X_sample, y_sample, sources, options.feature_columns, "accuracy" if classify else "r2"
     )
     n_rows = stats["n_train"] + stats["n_test"]
+    encoder, labels = None, None
+    if classify:
+        from sklearn.preprocessing import LabelEncoder
+
+        encoder = LabelEncoder()
+        encoder.classes_ = np.array(layout.classes, dtype=None if layout.numeric_target else object)
+        labels = preprocess.class_labels(encoder)
+        metrics = class_metrics(scored, len(labels))
+    else:
+        metrics = metrics_from_sums(scored)
     ds = dataset_stats(
-        y_sample, None, stats["n_train"], stats["n_test"], len(options.feature_columns), stats["dropped"]
+        y_sample, labels, stats["n_train"], stats["n_test"], len(options.feature_columns), stats["dropped"]
     )
     ds["n_rows"] = n_rows
+    if classify:  # the whole table's class counts, not the sample's
+        counts = stats["labels"]
+        ds["class_distribution"] = {
+            str(c): {"count": int(counts[c]), "pct": round(100.0 * counts[c] / n_rows, 1)} for c in layout.classes or ()
+        }
     return {
         "pipeline": pipeline,
-        "label_encoder": None,
-        "labels": None,
-        "metrics": metrics_from_sums(scored),
+        "label_encoder": encoder,
+        "labels": labels,
+        "metrics": metrics,
         "stratified": False,
         "split": {"test_size": options.test_size, "method": "row hash", "stratified": False},
         "importances": importances,
         "importance_method": method,
-        "artefacts": evaluate.artefacts(y_sample, pred_sample, None, None),
+        "artefacts": evaluate.artefacts(y_sample, pred_sample, proba, labels),
         "preprocessing": preprocess.describe(
-            layout.roles, plan.scale_numeric, stats["dropped"], options.target_column, None, options.model_type
+            layout.roles, plan.scale_numeric, stats["dropped"], options.target_column, labels, options.model_type
         ),
         "dataset_stats": ds,
     }

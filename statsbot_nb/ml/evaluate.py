@@ -99,7 +99,9 @@ def _probability_metrics(y_true: np.ndarray, proba: np.ndarray, n_classes: int) 
         if weights:
             out["roc_auc"] = _num(np.average(aucs, weights=weights))
             out["auc_pr"] = _num(np.average(aps, weights=weights))
-        out["brier_score"] = _num(brier_score_loss(y_true, proba, labels=labels))
+        # by hand: scikit-learn's own halves it or not depending on its version (1.9 does not)
+        onehot = np.eye(n_classes)[y_true]
+        out["brier_score"] = _num(((proba - onehot) ** 2).sum(axis=1).mean() / 2)
     try:
         out["log_loss"] = _num(log_loss(y_true, proba, labels=labels))
     except ValueError:

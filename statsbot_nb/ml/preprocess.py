@@ -197,7 +197,11 @@ def regression_target(values: pd.Series, target: str) -> np.ndarray:
     return numbers.to_numpy(dtype="float64")
 
 
-def encode_labels(values: pd.Series, target: str, max_classes: int = 100) -> tuple[np.ndarray, Any]:
+#: the most classes a classification target may have
+MAX_CLASSES = 100
+
+
+def encode_labels(values: pd.Series, target: str, max_classes: int = MAX_CLASSES) -> tuple[np.ndarray, Any]:
     """Class labels as 0..k-1 plus the fitted ``LabelEncoder`` that maps them back.
 
     Labels keep their own type when they are all numbers (1/0 stay numbers) and are text otherwise.
