@@ -60,6 +60,7 @@ class DaskProcs:
     session of its own so a kill takes exactly it; all killed on exit."""
 
     def __init__(self, tmp: Path, workers: int = 2) -> None:
+        tmp.mkdir(parents=True, exist_ok=True)
         self.file = tmp / "scheduler.json"
         self.scheduler = self._spawn("distributed.cli.dask_scheduler", "--host", "127.0.0.1", "--port", "0")
         deadline = time.monotonic() + 60
@@ -344,3 +345,21 @@ def test_a_scheduler_that_stops_answering_fails_after_the_timeout(env: JobEnv, t
     assert stopped
     assert "has not answered for 3 s" in env.events[-1][1], env.events[-1]
     assert time.monotonic() - stopped[0] < 25
+
+
+def test_bounded_result_waits_for_a_live_cluster_and_not_for_an_empty_one(tmp_path: Path, procs: DaskProcs):
+    """The helper other cluster jobs use for one future (prediction's parts, for example)."""
+    from statsbot_nb.cluster.connect import bounded_result, open_client, watch_for
+
+    with open_client(procs.address, 2.0) as client:
+        slow = client.submit(time.sleep, 3, pure=False)  # longer than the bound: a live cluster is waited for
+        assert bounded_result(slow, watch_for(client, procs.address)) is None
+    empty = DaskProcs(tmp_path / "empty", workers=0)
+    try:
+        with open_client(empty.address, 2.0) as client:
+            started = time.monotonic()
+            with pytest.raises(JobError, match="has had no workers for 2 s"):
+                bounded_result(client.submit(sum, [1, 2]), watch_for(client, empty.address, "prediction"))
+            assert time.monotonic() - started < 15
+    finally:
+        empty.close()

@@ -139,7 +139,7 @@ def _heartbeat(bound: float) -> float:
     return min(2.0, max(0.2, bound / 5))
 
 
-class _Watch:
+class ClusterWatch:
     """Whether a cluster that finishes nothing is still worth waiting for: a scheduler that answers, with workers.
 
     Called only while no partition finishes. Partitions that are slow on a live cluster are waited for (the
@@ -185,6 +185,29 @@ class _Watch:
             )
 
 
+def watch_for(client: Any, address: str, during: str = "training", timeout: float | None = None) -> ClusterWatch:
+    """A :class:`ClusterWatch` of ``client``'s cluster, bounded by ``timeout`` (default: the ``open_client`` one)."""
+    return ClusterWatch(client, address, _BOUND.get() if timeout is None else timeout, during)
+
+
+def bounded_result(future: Any, watch: ClusterWatch) -> Any:
+    """``future.result()``, looking at the cluster with ``watch`` while it is not done (so never unbounded).
+
+    Raises :class:`JobError` for a cluster gone or without workers (see :class:`ClusterWatch`); the
+    future's own exception otherwise, as ``result()`` does.
+    """
+    from distributed import TimeoutError as DaskTimeout  # asyncio's: not the built-in one before Python 3.11
+
+    while True:
+        try:
+            result = future.result(timeout=_heartbeat(watch.bound))
+        except (TimeoutError, DaskTimeout):
+            watch.check()
+            continue
+        watch.progressed()
+        return result
+
+
 def run_partitions(
     client: Any,
     address: str,
@@ -197,13 +220,13 @@ def run_partitions(
     """Compute one delayed task per partition on the cluster, reporting each finished one; results in order.
 
     ``report(done, total, what)`` is called as partitions finish. Never waits unbounded: while nothing
-    finishes, the scheduler is asked every few seconds whether it is there and has workers (:class:`_Watch`),
+    finishes, the scheduler is asked every few seconds whether it is there and has workers (:class:`ClusterWatch`),
     and ``timeout`` seconds (default: the ``open_client`` timeout) of silence or of no worker end the job. A
     failure of the cluster (a worker or the scheduler gone, a library missing there) is a :class:`JobError`;
     the futures are cancelled on any exit, so nothing keeps computing for a job that ended.
     """
     bound = _BOUND.get() if timeout is None else timeout
-    watch = _Watch(client, address, bound, during)
+    watch = ClusterWatch(client, address, bound, during)
     futures = client.compute(tasks)
     finished: queue.Queue[Any] = queue.Queue()
     try:
@@ -252,4 +275,14 @@ def dask_switch(
     yield {"dask_scheduler": scheduler, "dask_shared_dirs": shared_dirs} if scheduler else {}
 
 
-__all__ = ["check_cluster_path", "cluster_failure", "dask_switch", "is_local_address", "open_client", "run_partitions"]
+__all__ = [
+    "ClusterWatch",
+    "bounded_result",
+    "check_cluster_path",
+    "cluster_failure",
+    "dask_switch",
+    "is_local_address",
+    "open_client",
+    "run_partitions",
+    "watch_for",
+]
