@@ -280,7 +280,9 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> JobEnv:
     return job_env(tmp_path, monkeypatch)
 
 
-def train_here(env: JobEnv, address: str, table: Path, on_message: Any = None, timeout: float = 3.0) -> float:
+def train_here(
+    env: JobEnv, address: str, table: Path, on_message: Any = None, timeout: float = 3.0, **params: Any
+) -> float:
     """The ``train`` handler against ``address`` with ``dask_timeout=timeout``; seconds until it raised."""
     from statsbot_nb.handlers.train import train
 
@@ -291,7 +293,7 @@ def train_here(env: JobEnv, address: str, table: Path, on_message: Any = None, t
     settings = replace(env.settings, dask_scheduler=address, dask_timeout=timeout)
     started = time.monotonic()
     with pytest.raises(JobError) as raised:
-        train(train_params(table), JobContext(settings, sink, min_interval=0))
+        train({**train_params(table), **params}, JobContext(settings, sink, min_interval=0))
     elapsed = time.monotonic() - started
     env.events.append((elapsed, str(raised.value), "raised"))
     return elapsed
@@ -314,6 +316,34 @@ def test_workers_killed_mid_job_end_it_after_the_timeout(env: JobEnv, tmp_path: 
     assert killed
     assert "has had no workers for 3 s" in env.events[-1][1]
     assert time.monotonic() - killed[0] < 20
+
+
+@pytest.mark.extra("xgboost")
+def test_workers_killed_mid_boosting_end_it_after_the_timeout(env: JobEnv, tmp_path: Path):
+    """xgboost.dask's fit waits on the cluster's collective: without a watch it waited forever."""
+    table = write_table(env.data / "t.csv", 20_000)
+    cluster = DaskProcs(tmp_path)
+    killed: list[float] = []
+
+    def kill(message: str) -> None:
+        if message.startswith("Boosting round") and not message.startswith("Boosting round 0/") and not killed:
+            cluster.kill(*cluster.workers)
+            killed.append(time.monotonic())
+
+    try:
+        train_here(
+            env,
+            cluster.address,
+            table,
+            kill,
+            model_type="xgboost_regression",
+            hyperparameters={"n_estimators": 20_000, "max_depth": 8},
+        )
+    finally:
+        cluster.close()
+    assert killed, env.events
+    assert "has had no workers for 3 s" in env.events[-1][1] or "went away" in env.events[-1][1], env.events[-1]
+    assert time.monotonic() - killed[0] < 30
 
 
 def test_a_cluster_without_workers_fails_after_the_timeout(env: JobEnv, tmp_path: Path):

@@ -35,11 +35,13 @@ from xgboost import collective
 
 from ..errors import JobError
 from ..ml.paramcheck import first_line
-from .connect import cluster_failure
+from .connect import cluster_failure, watch_for
 from .prep import Layout, class_values, coerce, label_codes
 
 #: the fewest seconds between two published rounds (the job's progress throttles again)
 PUBLISH_EVERY = 0.25
+#: seconds without a new round before the scheduler is asked whether it still answers and has workers
+QUIET_CHECK = 2.0
 #: the design matrix's target column (feature columns are f0, f1, ...)
 TARGET = "__target__"
 _DROPPED = ("cancelled", "released", "forgotten", "error")
@@ -110,7 +112,8 @@ def fit_boosted(
     """Train ``plan`` (an XGBoost estimator) on the cluster; the fitted local estimator and its eval log.
 
     The fit runs in a thread of this process while this one reports the rounds the cluster publishes;
-    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence. ``rows`` are
+    a cluster that publishes no round and has not answered, or had no worker, for ``timeout`` seconds ends
+    the job with a sentence (:class:`statsbot_nb.cluster.connect.ClusterWatch`). ``rows`` are
     the training and held-out row counts per partition: partitions with none are left out of that set (a
     worker holding only empty ones would have nothing to train on).
     """
@@ -166,8 +169,9 @@ def fit_boosted(
     thread = threading.Thread(target=fit, name="statsbot-xgboost-dask", daemon=True)
     report(0.0, f"Boosting round 0/{total} on the cluster")
     thread.start()
-    away_since: float | None = None
     shown = 0
+    watch = watch_for(client, address, timeout=timeout)
+    quiet_since = time.monotonic()
     while thread.is_alive():
         thread.join(0.2)
         with contextlib.suppress(queue.Empty):
@@ -176,12 +180,11 @@ def fit_boosted(
                 if done > shown:
                     shown = done
                     report(done / total, f"Boosting round {done}/{total} on the cluster")
-        if client.status == "running":
-            away_since = None
-        elif away_since is None:
-            away_since = time.monotonic()
-        elif time.monotonic() - away_since > timeout:
-            raise JobError(f"The Dask cluster at {address} went away during training and did not come back.")
+                    watch.progressed()
+                    quiet_since = time.monotonic()
+        if time.monotonic() - quiet_since >= QUIET_CHECK:  # no round for a while: is the cluster still there?
+            watch.check()  # a JobError once it has not answered, or had no worker, for ``timeout`` seconds
+            quiet_since = time.monotonic()
     with contextlib.suppress(Exception):
         client.unsubscribe_topic(topic)
     error = outcome.get("error")

@@ -39,7 +39,7 @@ from ..ml.data import AtomicTableWriter
 from ..ml.predict import Predictor
 from ..safefiles import CLOEXEC, DIRECTORY, NOFOLLOW, OpenedTable, OutputFolder, open_nofollow, record_output
 from . import CLUSTER_FORMATS
-from .connect import check_cluster_path, cluster_failure, open_client, run_partitions
+from .connect import bounded_result, check_cluster_path, cluster_failure, open_client, run_partitions, watch_for
 from .parts import FileIdentity, NotUtf8, Part, PartSink, predict_part, remove_parts, write_part
 
 ONE_FILE = "one_file"
@@ -209,6 +209,7 @@ def _in_order(
     """Run one task per part, at most ``window`` ahead, and ``handle`` each result in input order."""
     pending: dict[int, Any] = {}
     ahead = 0
+    watch = watch_for(client, address, DURING)  # a cluster gone or without workers: a sentence, never a hang
     try:
         for i in range(len(parts)):
             while ahead < len(parts) and ahead < i + window:
@@ -216,7 +217,8 @@ def _in_order(
                 ahead += 1
             future = pending.pop(i)
             try:
-                result = future.result()
+                result = bounded_result(future, watch)
+                watch.progressed()
             except JobError:
                 raise
             except Exception as exc:
