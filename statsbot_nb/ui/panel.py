@@ -36,6 +36,9 @@ from .sent import sent_html, warning_html
 
 log = logging.getLogger("statsbot_nb.panel")
 
+#: field widths: their usual size, or the panel's width less the widget's margins in a narrow side panel
+FIELD, WIDE_FIELD = "min(340px, calc(100% - 4px))", "min(460px, calc(100% - 4px))"
+SHORT_FIELD, WIDEST_FIELD = "min(300px, calc(100% - 4px))", "min(640px, calc(100% - 4px))"
 NOTHING_RUNNING = "nothing right now; a job from the bot shows here with its progress and a Cancel button."
 
 _STATE_COLOURS = {
@@ -82,10 +85,10 @@ class ControlPanel:
         self.token = W.Password(
             placeholder="token from /connect in the bot",
             description="Token",
-            layout=W.Layout(width="min(340px, 100%)"),
+            layout=W.Layout(width=FIELD),
         )
         self.token.add_class("statsbot-token")
-        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="min(340px, 100%)"))
+        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width=FIELD))
         self.url.add_class("statsbot-url")
         self.connect_button = W.Button(description="Connect", button_style="primary", icon="plug")
         self.connect_button.add_class("statsbot-connect")
@@ -96,8 +99,8 @@ class ControlPanel:
         self.status = W.HTML()
         self.status.add_class("statsbot-status")
 
-        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width="min(460px, 100%)"))
-        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="min(300px, 100%)"))
+        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width=WIDE_FIELD))
+        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width=SHORT_FIELD))
         self.add_folder_button = W.Button(description="Add folder", icon="plus")
         self.remove_folder_button = W.Button(description="Remove", icon="minus")
         self.add_folder_button.on_click(lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
@@ -107,7 +110,7 @@ class ControlPanel:
             options=[(describe(level), level) for level in LEVELS],
             value=DEFAULT_LEVEL,
             description="Privacy",
-            layout=W.Layout(width="min(640px, 100%)"),
+            layout=W.Layout(width=WIDEST_FIELD),
         )
         self.privacy.add_class("statsbot-privacy")
         self.ask = W.Checkbox(value=False, description="Ask me before running each job", indent=False)
