@@ -28,6 +28,8 @@ def why_not_on_cluster(model_type: str, path: Path) -> str | None:
     """None when this job can train on the cluster, else the sentence saying why it runs here instead."""
     if path.suffix.lower() not in CLUSTER_FORMATS:
         return f"the cluster reads CSV, TSV and Parquet files, and {path.name} is not one."
+    if "*" in str(path) or "::" in str(path):  # see prep.pattern_reason (prep imports pandas; this must not)
+        return f"Dask reads a file name with '*' or '::' as a pattern, so it would not read exactly {path.name}."
     if model_type in NORMAL_EQUATION_TYPES:
         return None
     if model_type.startswith(("xgboost_", "lightgbm_")):

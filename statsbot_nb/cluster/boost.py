@@ -36,7 +36,7 @@ from xgboost import collective
 from ..errors import JobError
 from ..ml.paramcheck import first_line
 from .connect import cluster_failure
-from .prep import Layout, class_values, coerce, label_codes
+from .prep import Layout, class_values, coerce, label_codes, transform
 
 #: the fewest seconds between two published rounds (the job's progress throttles again)
 PUBLISH_EVERY = 0.25
@@ -87,7 +87,7 @@ def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: boo
     """The preprocessed training (or held-out) rows of one partition, with the target (codes for classes)."""
     X, target, held_out, _ = coerce(part, layout)
     rows = held_out if held_out_rows else ~held_out
-    Xt = np.asarray(pre.transform(X[rows]), dtype="float32")
+    Xt = transform(pre, X[rows]).astype("float32")
     frame = pd.DataFrame(Xt, columns=[f"f{i}" for i in range(Xt.shape[1])])
     if layout.classes is not None:
         frame[TARGET] = label_codes(class_values(target[rows], layout), layout.classes).astype("int32")
@@ -185,7 +185,10 @@ def fit_boosted(
     with contextlib.suppress(Exception):
         client.unsubscribe_topic(topic)
     error = outcome.get("error")
-    if isinstance(error, xgboost.core.XGBoostError | ValueError | TypeError) or type(error).__name__ == "LightGBMError":
+    if isinstance(error, JobError):  # a sentence from a partition (the table changed while training)
+        raise error
+    settings = xgboost.core.XGBoostError | ValueError | TypeError | NotImplementedError  # gblinear: not distributed
+    if isinstance(error, settings) or type(error).__name__ == "LightGBMError":
         raise JobError(f"{plan.model_type} could not be trained with these settings: {first_line(error)}") from error
     if error is not None:
         raise cluster_failure(address, error) from error

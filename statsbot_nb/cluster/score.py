@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from ..ml import evaluate
-from .prep import Layout, class_values, coerce, label_codes
+from .prep import Layout, class_values, coerce, label_codes, transform
 
 _EPS = float(np.finfo(np.float64).eps)  # what scikit-learn clips float64 probabilities to
 
@@ -26,7 +26,7 @@ def class_sums(part: pd.DataFrame, layout: Layout, model: Any, pre: Any) -> dict
     k = len(classes)
     X, target, held_out, sampled = coerce(part, layout)
     y = label_codes(class_values(target[held_out], layout), classes)
-    Xt = np.asarray(pre.transform(X[held_out]), dtype="float64")
+    Xt = transform(pre, X[held_out])
     if len(y):
         pred = np.asarray(model.predict(Xt)).astype("int64").ravel()
         proba = evaluate.predict_proba_or_none(model, Xt)
