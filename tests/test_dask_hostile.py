@@ -109,6 +109,19 @@ def test_quoted_line_breaks_in_a_csv_split_into_blocks_get_a_sentence(
     assert "went away" not in text
 
 
+def test_a_row_with_more_fields_than_the_header_is_refused_as_it_is_here(tmp_path: Path, cluster: Any) -> None:
+    """A comma that should have been quoted shifts a row's values. pandas reading only the chosen columns cut
+    such a row silently (the model trained on it); the local reader reads every column and refuses it."""
+    df = noisy(400)
+    text = df.to_csv(index=False).splitlines()
+    text[200] = "0.5,Rome, Italy,1.2,yes"  # x, city, y, label + one field too many
+    (tmp_path / "t.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(JobError, match=r"Expected 4 fields in line 201, saw 5.*as many fields as the header"):
+        fit(tmp_path / "t.csv", cluster.scheduler_address, "y", ["x", "city"])
+    with pytest.raises(JobError, match="Expected 4 fields in line 201, saw 5"):
+        fit_here(tmp_path / "t.csv", "y", ["x", "city"])
+
+
 def test_a_header_only_file_says_it_has_no_rows(tmp_path: Path, cluster: Any) -> None:
     """Before: 'The target column has only one class (None)' for a classifier."""
     (tmp_path / "t.csv").write_text("x,city,label\n")
@@ -122,13 +135,13 @@ def test_a_header_only_file_says_it_has_no_rows(tmp_path: Path, cluster: Any) ->
 def test_partitions_without_held_out_or_training_rows(tmp_path: Path, cluster: Any, model_type: str) -> None:
     """Many small partitions (or row groups): some hold no held-out row, some none at all. Before: 'Found
     array with 0 sample(s)' from a worker, sent as 'the Dask cluster went away'."""
-    df = noisy(300)
-    df.loc[:80, ["y", "label"]] = np.nan  # the first partitions have no target at all
+    df = noisy(160)
+    df.loc[:79, ["y", "label"]] = np.nan  # the first partitions have no target at all
     df.to_csv(tmp_path / "t.csv", index=False)
     target = "label" if model_type.startswith("xgboost") else "y"
-    got = fit(tmp_path / "t.csv", cluster.scheduler_address, target, ["x", "city"], model_type, npartitions=40)
+    got = fit(tmp_path / "t.csv", cluster.scheduler_address, target, ["x", "city"], model_type, npartitions=8)
     mask = held_out(tmp_path / "t.csv", target, ["x", "city"], ("x",), target == "y")
-    assert got.dataset_stats["n_test"] == mask.sum() and got.dataset_stats["dropped_rows"] == 81
+    assert got.dataset_stats["n_test"] == mask.sum() and got.dataset_stats["dropped_rows"] == 80
 
 
 def test_a_file_name_dask_would_read_as_a_pattern_is_trained_here(
@@ -224,7 +237,8 @@ def test_blank_target_cells_are_missing_as_they_are_here(tmp_path: Path, cluster
 
 def test_infinite_values_are_refused_with_a_sentence(tmp_path: Path, cluster: Any) -> None:
     """Before: an infinite target gave a linear model of NaNs, saved with NaN metrics (the local trainer
-    refuses it); an infinite feature failed on a worker, sent as 'the Dask cluster went away'."""
+    refuses it); an infinite feature failed on a worker, sent as 'the Dask cluster went away'; numbers near
+    1e308 crashed the linear solve. The local trainer refuses all three."""
     df = noisy(500)
     df.loc[7, "y"] = np.inf
     df.to_csv(tmp_path / "t.csv", index=False)
@@ -235,6 +249,11 @@ def test_infinite_values_are_refused_with_a_sentence(tmp_path: Path, cluster: An
     df.to_csv(tmp_path / "t.csv", index=False)
     for model_type in ("linear", "xgboost_regression"):
         with pytest.raises(JobError, match=r"feature column 'x' holds infinite values"):
+            fit(tmp_path / "t.csv", cluster.scheduler_address, "y", ["x", "city"], model_type)
+    df.loc[400, "x"], df.loc[401, "x"] = 1.7e308, 1.6e308  # finite, but their sum and squares overflow
+    df.to_csv(tmp_path / "t.csv", index=False)
+    for model_type in ("linear", "ridge"):  # before: numpy's LinAlgError, and 'the cluster went away'
+        with pytest.raises(JobError, match=r"feature column 'x' holds numbers too large to scale"):
             fit(tmp_path / "t.csv", cluster.scheduler_address, "y", ["x", "city"], model_type)
 
 

@@ -7,7 +7,8 @@ cluster's workers, fitted from sums gathered back here), the rest run here as to
 why. Either way the model is saved in the local store as an ordinary scikit-learn pipeline.
 
 Modules: :mod:`.connect` (the client, timeouts, the path rule), :mod:`.prep` (reading, the hash split,
-whole-data statistics, the fitted preprocessor), :mod:`.linear` (normal equations, metrics from sums),
+whole-data statistics, the fitted preprocessor), :mod:`.source` (the first pass, encodings, files that
+cannot be split or that change), :mod:`.sums` (centred moments), :mod:`.linear` (normal equations, metrics from sums),
 :mod:`.boost` (``xgboost.dask`` and ``lightgbm.dask``), :mod:`.lgbm` (when LightGBM's Dask training is
 safe), :mod:`.score` (classification metrics from sums), :mod:`.train` (one job, end to end).
 """

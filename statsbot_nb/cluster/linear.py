@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .prep import Layout, coerce, merge_moments, moments, transform
+from .prep import Layout, coerce, transform
+from .sums import merge_moments, moments
 
 
 def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..errors import JobError
 from ..ml import preprocess
+from .sums import merge_moments, moments
 
 _BUCKETS = float(2**32)
 #: rows kept (by hash) to estimate medians and to score importances and plots here
@@ -42,8 +43,15 @@ def pattern_reason(path: Path) -> str | None:
     return None
 
 
-def read_frame(path: Path, columns: list[str], blocksize: int | str | None = None, encoding: str = "utf-8") -> Any:
-    """A lazy dask DataFrame of ``columns`` of ``path``; CSV values stay text until :func:`coerce`."""
+def read_frame(
+    path: Path, columns: list[str], blocksize: int | str | None = None, encoding: str = "utf-8", every: bool = False
+) -> Any:
+    """A lazy dask DataFrame of ``columns`` of ``path``; CSV values stay text until :func:`coerce`.
+
+    ``every`` parses every column of a CSV (as text, which costs memory for a wide table): pandas
+    reading only some columns silently cuts a row with more fields than the header (a comma that should
+    have been quoted shifts its values), where reading them all refuses it, as the local reader does.
+    """
     import dask.dataframe as dd
 
     reason = pattern_reason(path)
@@ -52,8 +60,9 @@ def read_frame(path: Path, columns: list[str], blocksize: int | str | None = Non
     if path.suffix.lower() == ".parquet":
         return dd.read_parquet(str(path), columns=columns)
     sep = "\t" if path.suffix.lower() == ".tsv" else ","
+    usecols = None if every else columns  # every column as text too: inferred types can differ between blocks
     return dd.read_csv(
-        str(path), usecols=columns, dtype=object, sep=sep, blocksize=blocksize or BLOCKSIZE, encoding=encoding
+        str(path), usecols=usecols, dtype=object, sep=sep, blocksize=blocksize or BLOCKSIZE, encoding=encoding
     )
 
 
@@ -69,11 +78,12 @@ def blank_as_missing(values: pd.Series) -> pd.Series:
     return values.mask(values.astype(str).str.strip().eq("") & values.notna())
 
 
-def type_counts(part: pd.DataFrame, target: str | None = None) -> dict[str, Any]:
-    """Rows, and per column the values present, those that are numbers and those that are booleans (true /
-    false text as pandas reads it, or bools): the first, whole-table pass. Blank targets are missing."""
+def type_counts(part: pd.DataFrame, target: str | None = None, columns: list[str] | None = None) -> dict[str, Any]:
+    """Rows, and per column (of ``columns``, default all) the values present, those that are numbers and
+    those that are booleans (true/false text as pandas reads it, or bools): the first, whole-table pass.
+    Blank targets are missing."""
     counts: dict[str, dict[str, int]] = {"present": {}, "numbers": {}, "booleans": {}}
-    for col in part.columns:
+    for col in columns or part.columns:
         values = blank_as_missing(part[col]) if col == target else part[col]
         present = int(values.notna().sum())
         if pd.api.types.is_bool_dtype(values):
@@ -114,29 +124,6 @@ def merge_type_counts(parts: list[dict[str, Any]]) -> Columns:
             for col, n in p[key].items():
                 counts[col] = counts.get(col, 0) + n
     return Columns(sum(p["rows"] for p in parts), total["present"], total["numbers"], total["booleans"])
-
-
-def moments(values: np.ndarray) -> tuple[int, float, float]:
-    """Count, mean and sum of squared deviations from the mean (centred, so a column far from zero keeps
-    its precision when partitions are merged by :func:`merge_moments`)."""
-    if not len(values):
-        return 0, 0.0, 0.0
-    mean = float(values.mean())
-    return len(values), mean, float(((values - mean) ** 2).sum())
-
-
-def merge_moments(parts: list[tuple[int, float, float]]) -> tuple[int, float, float]:
-    """The moments of the union of partitions (Chan, Golub and LeVeque's pairwise update)."""
-    n, mean, m2 = 0, 0.0, 0.0
-    for k, mean_k, m2_k in parts:
-        if k == 0:
-            continue
-        delta = mean_k - mean
-        total = n + k
-        mean += delta * k / total
-        m2 += m2_k + delta * delta * n * k / total
-        n = total
-    return n, mean, m2
 
 
 @dataclass(frozen=True)
@@ -286,37 +273,6 @@ def merge_stats(parts: list[dict[str, Any]], layout: Layout) -> dict[str, Any]:
     return merged
 
 
-def check_finite(stats: dict[str, Any], layout: Layout, regression: bool) -> None:
-    """Refuse, as the local trainer does, infinite numbers in a numeric feature or a regression target."""
-    for col in layout.roles.numeric:
-        if stats[col]["inf"]:
-            raise JobError(
-                f"The feature column {col!r} holds infinite values ({stats[col]['inf']:,} row(s), such as 'inf'); "
-                "replace them or leave the column out."
-            )
-    if regression and stats.get("target", {}).get("inf"):
-        raise JobError(
-            f"The target column {layout.target!r} holds infinite values ({stats['target']['inf']:,} row(s), "
-            "such as 'inf'); replace them or remove those rows."
-        )
-
-
-def target_quartiles(stats: dict[str, Any]) -> dict[str, float] | None:
-    """The regression target's min, quartiles, max, mean and std over the whole table, as the local
-    trainer reports them: min, max, mean and std exact, the quartiles from the hash sample of its rows
-    (every row when the table has at most :data:`SAMPLE_ROWS`)."""
-    from ..ml.train import dataset_stats
-
-    target = stats["target"]
-    n, mean, m2 = target["moments"]
-    sample = target["sample"]
-    quartiles = dataset_stats(sample, None, 0, 0, 0, 0).get("quartiles") if len(sample) and n else None
-    if quartiles is None:
-        return None
-    exact = {"min": target["min"], "max": target["max"], "mean": mean, "std": float(np.sqrt(m2 / n))}
-    return {**quartiles, **{k: v for k, v in exact.items() if np.isfinite(v)}}
-
-
 def fitted_preprocessor(layout: Layout, scale: bool, stats: dict[str, Any]) -> Any:
     """The same ``ColumnTransformer`` the local trainer fits, fitted from the whole table's statistics.
 
@@ -379,18 +335,14 @@ __all__ = [
     "BLOCKSIZE",
     "Columns",
     "Layout",
-    "check_finite",
     "class_values",
     "coerce",
     "column_stats",
     "fitted_preprocessor",
     "label_codes",
-    "merge_moments",
     "merge_stats",
-    "moments",
     "pattern_reason",
     "read_frame",
     "split",
-    "target_quartiles",
     "transform",
 ]

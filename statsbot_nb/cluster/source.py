@@ -29,26 +29,29 @@ _FALLBACK_ENCODING = "latin-1"
 
 
 def data_error(exc: BaseException) -> BaseException | None:
-    """The exception in ``exc``'s chain that is about the file's bytes (decoding, CSV parsing), if any."""
+    """The innermost exception in ``exc``'s chain that is about the file's bytes (decoding, CSV parsing), if
+    any (dask wraps pandas' error in one of the same type with a longer message)."""
     import pandas as pd
 
     seen: set[int] = set()
+    found: BaseException | None = None
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, UnicodeDecodeError | pd.errors.ParserError):
-            return current
+            found = current
         current = current.__cause__ or current.__context__
-    return None
+    return found
 
 
 def unreadable(path: Path, cause: BaseException) -> JobError:
     """The sentence for a file the cluster's workers could not parse."""
-    detail = str(cause).strip().splitlines()[-1][:200] if str(cause).strip() else type(cause).__name__
+    detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__
     return JobError(
-        f"{path.name} could not be read on the Dask cluster ({detail}). The cluster reads a CSV in blocks split "
-        "at line breaks, so line breaks inside quoted cells cannot be read there: save the table as Parquet, "
-        "or train without Dask; otherwise check that the file is complete."
+        f"{path.name} could not be read on the Dask cluster ({detail}). Check that every row has as many fields "
+        "as the header (a comma inside a value must be quoted) and that the file is complete. The cluster reads "
+        "a CSV in blocks split at line breaks, so line breaks inside quoted cells cannot be read there either: "
+        "save the table as Parquet, or train without Dask."
     )
 
 
@@ -72,8 +75,11 @@ def first_pass(
                 ddf = ddf.repartition(npartitions=npartitions)
             parts = ddf.to_delayed()
             progress(2, f"Reading {path.name} on the cluster ({len(parts)} partitions)", "loading")
-            counted = run_partitions(client, address, [delayed(type_counts)(p, target) for p in parts], report, "Types")
-            return ddf, parts, merge_type_counts(counted)
+            # this pass parses every column of a CSV, so a row with too many fields fails here, not silently cut;
+            # the later passes read the same blocks (unchanged() sees to it) and parse only the columns used
+            whole = read_frame(path, columns, encoding=encoding, every=True).to_delayed()
+            tasks = [delayed(type_counts)(p, target, columns) for p in whole]
+            return ddf, parts, merge_type_counts(run_partitions(client, address, tasks, report, "Types"))
         except Exception as exc:
             cause = data_error(exc)
             if isinstance(cause, UnicodeDecodeError) and encoding != _FALLBACK_ENCODING:

@@ -28,15 +28,14 @@ from .prep import (
     SAMPLE_ROWS,
     Columns,
     Layout,
-    check_finite,
     column_stats,
     fitted_preprocessor,
     merge_stats,
     pattern_reason,
-    target_quartiles,
 )
 from .score import class_metrics, class_sums
 from .source import first_pass, unchanged
+from .sums import check_finite, target_quartiles
 
 
 def train_on_cluster(
@@ -95,7 +94,7 @@ def train_on_cluster(
                 f"Only {stats['n_train'] + stats['n_test']} row(s) of {path.name} have a value in "
                 f"{options.target_column!r}; training needs at least {MIN_ROWS}."
             )
-        check_finite(stats, layout, regression=not classify)
+        check_finite(stats, layout, regression=not classify, scaled=plan.scale_numeric)
         if classify:
             layout = with_classes(layout, stats, options.target_column)
             if layout.train_only:  # those classes' rows move into training: count again with them there
