@@ -384,3 +384,50 @@ def test_a_booster_xgboost_dask_does_not_support_is_a_settings_sentence(tmp_path
             hyper={"n_estimators": 5, "booster": "gblinear"},
         )
     assert "went away" not in str(failed.value)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "hyper"),
+    [("ridge", {"alpha": 0}), ("linear", {"fit_intercept": False}), ("ridge", {"alpha": 2.5, "fit_intercept": False})],
+)
+def test_linear_settings_the_sums_must_honour(tmp_path: Path, cluster: Any, model_type: str, hyper: Any) -> None:
+    """Before: Ridge(alpha=0) with a category column crashed (numpy's 'Singular matrix'; scikit-learn falls
+    back to least squares, roughly), and fit_intercept=False was ignored: an intercept was fitted anyway and saved in a
+    model whose settings say there is none."""
+    from sklearn.linear_model import LinearRegression, Ridge
+
+    df = noisy(900)
+    df["y"] += 4.0
+    df.to_csv(tmp_path / "t.csv", index=False)
+    got = fit(tmp_path / "t.csv", cluster.scheduler_address, "y", ["x", "city"], model_type, hyper=hyper)
+    pipe, _ = saved(tmp_path / "t.csv", got.model_id)
+    train = df[~held_out(tmp_path / "t.csv", "y", ["x", "city"], ("x",), True)]
+    # alpha=0 is least squares; scikit-learn's Ridge gets it only to about 1e-3 on singular sums
+    intercept = hyper.get("fit_intercept", True)
+    reference = Ridge(**hyper) if hyper.get("alpha") else LinearRegression(fit_intercept=intercept)
+    reference.fit(pipe[0].transform(train[["x", "city"]]), train.y)
+    np.testing.assert_allclose(pipe.predict(df[["x", "city"]]), reference.predict(pipe[0].transform(df[["x", "city"]])))
+    assert pipe[-1].intercept_ == pytest.approx(reference.intercept_, abs=1e-9)
+
+
+def test_positive_coefficients_are_trained_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cluster: Any) -> None:
+    """positive=True was ignored on the cluster: negative coefficients in a model saved as positive=True."""
+    from jobenv import job_env
+
+    from statsbot_nb.cluster.train import train_on_cluster
+    from statsbot_nb.context import JobContext
+    from statsbot_nb.handlers.train import train
+
+    env = job_env(tmp_path, monkeypatch)
+    df = noisy(600)
+    df["y"] = -3 * df.x + 1.0
+    df.to_csv(env.data / "t.csv", index=False)
+    ctx = JobContext(replace(env.settings, dask_scheduler=cluster.scheduler_address), lambda *e: None, min_interval=0)
+    params = {"file_path": str(env.data / "t.csv"), "target_column": "y", "feature_columns": ["x", "city"]}
+    data = train({**params, "model_type": "ridge", "hyperparameters": {"positive": True}}, ctx)
+    assert any("not on the Dask cluster" in n and "positive=True" in n for n in data["notes"]), data["notes"]
+    pipe = pickle.loads((env.settings.models_dir / data["model_id"] / "model.pkl").read_bytes())
+    assert (pipe[-1].coef_ >= 0).all()
+    options = TrainOptions("y", ["x", "city"], "linear", None, {"positive": True})
+    with pytest.raises(JobError, match="positive=True"):
+        train_on_cluster(env.data / "t.csv", options, cluster.scheduler_address, tmp_path / "m", lambda *a: None)

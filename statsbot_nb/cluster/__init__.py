@@ -15,7 +15,9 @@ safe), :mod:`.score` (classification metrics from sums), :mod:`.train` (one job,
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 #: model types fitted on the cluster from sums (one pass, normal equations)
 NORMAL_EQUATION_TYPES = ("linear", "ridge")
@@ -25,13 +27,15 @@ CLUSTER_FORMATS = (".csv", ".tsv", ".parquet")
 _SKLEARN_ENSEMBLES = ("random_forest", "extra_trees", "gradient_boosting", "decision_tree")
 
 
-def why_not_on_cluster(model_type: str, path: Path) -> str | None:
+def why_not_on_cluster(model_type: str, path: Path, hyperparameters: Mapping[str, Any] | None = None) -> str | None:
     """None when this job can train on the cluster, else the sentence saying why it runs here instead."""
     if path.suffix.lower() not in CLUSTER_FORMATS:
         return f"the cluster reads CSV, TSV and Parquet files, and {path.name} is not one."
     if "*" in str(path) or "::" in str(path):  # see prep.pattern_reason (prep imports pandas; this must not)
         return f"Dask reads a file name with '*' or '::' as a pattern, so it would not read exactly {path.name}."
     if model_type in NORMAL_EQUATION_TYPES:
+        if (hyperparameters or {}).get("positive"):
+            return f"{model_type} with positive=True has no cluster training (the sums give no sign constraint)."
         return None
     if model_type.startswith(("xgboost_", "lightgbm_")):
         return None  # lightgbm_* is refused later, with a sentence, where its partitions are skewed

@@ -8,6 +8,7 @@ coefficients as ``LinearRegression``'s least squares), then ``coef = (Xc^T Xc + 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
@@ -25,21 +26,23 @@ def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any) -> dict[str, Any]:
     return {"n": len(y), "sx": Xt.sum(axis=0), "sy": y.sum(), "xtx": Xt.T @ Xt, "xty": Xt.T @ y}
 
 
-def solve(parts: list[dict[str, Any]], alpha: float | None) -> tuple[np.ndarray, float]:
-    """Coefficients and intercept from every partition's sums (``alpha`` None: ordinary least squares)."""
+def solve(parts: list[dict[str, Any]], alpha: float | None, fit_intercept: bool = True) -> tuple[np.ndarray, float]:
+    """Coefficients and intercept from every partition's sums (``alpha`` None or 0: least squares, the
+    minimum-norm solution where the sums are singular, as scikit-learn's ``Ridge(alpha=0)`` falls back to).
+    Without an intercept the sums are not centred and the intercept is 0, as scikit-learn's."""
     n = sum(p["n"] for p in parts)
-    sx = sum(p["sx"] for p in parts)
-    sy = sum(p["sy"] for p in parts)
     xtx = sum(p["xtx"] for p in parts)
     xty = sum(p["xty"] for p in parts)
-    mx, my = sx / n, sy / n
+    mx, my = (sum(p["sx"] for p in parts) / n, sum(p["sy"] for p in parts) / n) if fit_intercept else (0.0, 0.0)
     cxx = xtx - n * np.outer(mx, mx)
     cxy = xty - n * mx * my
-    if alpha is None:
-        coef = np.linalg.lstsq(cxx, cxy, rcond=None)[0]
-    else:
-        coef = np.linalg.solve(cxx + alpha * np.eye(len(mx)), cxy)
-    return coef, float(my - mx @ coef)
+    coef = None
+    if alpha:
+        with contextlib.suppress(np.linalg.LinAlgError):
+            coef = np.linalg.solve(cxx + alpha * np.eye(len(cxy)), cxy)
+    if coef is None:
+        coef = np.linalg.lstsq(cxx + (alpha or 0.0) * np.eye(len(cxy)), cxy, rcond=None)[0]
+    return coef, float(my - mx @ coef) if fit_intercept else 0.0
 
 
 def fitted_estimator(model_type: str, params: dict[str, Any], coef: np.ndarray, intercept: float) -> Any:

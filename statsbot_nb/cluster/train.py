@@ -21,7 +21,7 @@ from ..ml import estimators, evaluate, preprocess
 from ..ml.constants import Progress
 from ..ml.curves import learning_curve
 from ..ml.train import MIN_ROWS, TrainedModel, TrainOptions, save_trained
-from . import NORMAL_EQUATION_TYPES, where_note
+from . import NORMAL_EQUATION_TYPES, where_note, why_not_on_cluster
 from .connect import open_client, run_partitions
 from .linear import fitted_estimator, metric_sums, metrics_from_sums, normal_sums, solve
 from .prep import (
@@ -80,6 +80,9 @@ def train_on_cluster(
         rows = kinds.rows
         task = options.task_type or estimators.task_from_model_type(options.model_type) or estimators.REGRESSION
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
+        reason = why_not_on_cluster(options.model_type, path, plan.estimator.get_params())
+        if reason:
+            raise JobError(f"{options.model_type} was not trained on the Dask cluster: {reason}")
         classify = plan.task_type == estimators.CLASSIFICATION
         layout = _layout(options, kinds, classify)
 
@@ -125,8 +128,9 @@ def train_on_cluster(
             sums = run_partitions(
                 client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
             )
-            alpha = float(plan.hyperparameters.get("alpha", 1.0)) if options.model_type == "ridge" else None
-            coef, intercept = solve(sums, alpha)
+            params = plan.estimator.get_params()
+            alpha = float(params["alpha"]) if options.model_type == "ridge" else None
+            coef, intercept = solve(sums, alpha, bool(params.get("fit_intercept", True)))
             model = fitted_estimator(options.model_type, plan.estimator.get_params(), coef, intercept)
         training_time = round(time.monotonic() - fit_started, 3)
         scorer = class_sums if classify else metric_sums
