@@ -431,3 +431,19 @@ def test_positive_coefficients_are_trained_here(tmp_path: Path, monkeypatch: pyt
     options = TrainOptions("y", ["x", "city"], "linear", None, {"positive": True})
     with pytest.raises(JobError, match="positive=True"):
         train_on_cluster(env.data / "t.csv", options, cluster.scheduler_address, tmp_path / "m", lambda *a: None)
+
+
+def test_the_saved_xgboost_model_keeps_the_jobs_settings(tmp_path: Path, cluster: Any) -> None:
+    """The booster came back in a bare XGBRegressor: every setting None, and missing=nan where the trees were
+    grown with the job's missing=0, so the saved model routed zeros the other way (r2 -0.7, 0.88 here)."""
+    rng = np.random.default_rng(8)
+    df = pd.DataFrame({"x": rng.normal(size=2000), "city": rng.choice(["paris", "oslo", "rome"], 2000)})
+    df["y"] = df.x + 3 * (df.city == "oslo") + rng.normal(size=2000) * 0.1
+    df.loc[::3, "x"] = 0.0
+    df.to_csv(tmp_path / "t.csv", index=False)
+    hyper = {"n_estimators": 30, "missing": 0.0, "max_depth": 3, "importance_type": "weight"}
+    got = fit(tmp_path / "t.csv", cluster.scheduler_address, "y", ["x", "city"], "xgboost_regression", hyper=hyper)
+    pipe, _ = saved(tmp_path / "t.csv", got.model_id)
+    assert {k: pipe[-1].get_params()[k] for k in hyper} == hyper
+    assert not pipe[-1].get_params()["callbacks"]
+    assert got.metrics["r2"] > 0.8

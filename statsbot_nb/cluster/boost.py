@@ -198,18 +198,22 @@ def fit_boosted(
 
         return local_lightgbm(est, n_jobs), {k: dict(v) for k, v in est.evals_result_.items()}
     names = dict(zip(("validation_0", "validation_1"), sets, strict=True))
-    return _local_estimator(est, classify, n_jobs), {names.get(k, k): v for k, v in est.evals_result().items()}
+    return _local_estimator(est, plan.estimator), {names.get(k, k): v for k, v in est.evals_result().items()}
 
 
-def _local_estimator(est: Any, classify: bool, n_jobs: Any) -> Any:
-    """The cluster's booster in a plain ``XGBClassifier`` / ``XGBRegressor`` (no callbacks, no feature names)."""
-    local = xgboost.XGBClassifier() if classify else xgboost.XGBRegressor()
+def _local_estimator(est: Any, unfitted: Any) -> Any:
+    """The cluster's booster in a plain ``XGBClassifier`` / ``XGBRegressor`` with the job's settings (a copy
+    of ``unfitted``, the local estimator): a bare wrapper would predict with the defaults, ``missing=nan``
+    among them, where the trees were grown with the job's ``missing`` (no callbacks, no feature names)."""
+    from sklearn.base import clone
+
+    local = clone(unfitted)
     with tempfile.TemporaryDirectory(prefix="statsbot-xgb-") as folder:
         path = Path(folder) / "model.json"
         est.save_model(path)
         local.load_model(path)
     local.get_booster().feature_names = None  # the local pipeline hands it arrays, as for a local model
-    local.set_params(callbacks=None, n_jobs=n_jobs)
+    local.set_params(callbacks=None)
     return local
 
 
