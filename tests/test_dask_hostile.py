@@ -447,3 +447,28 @@ def test_the_saved_xgboost_model_keeps_the_jobs_settings(tmp_path: Path, cluster
     assert {k: pipe[-1].get_params()[k] for k in hyper} == hyper
     assert not pipe[-1].get_params()["callbacks"]
     assert got.metrics["r2"] > 0.8
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".tsv", ".parquet"])
+def test_column_roles_are_the_local_readers_whatever_the_partition(tmp_path: Path, cluster: Any, suffix: str) -> None:
+    """Held: a column of numbers whose text values all sit in the last partition is a category column, as
+    the local reader (which sees the whole file) makes it; a BOM, a TSV and a Parquet file read the same."""
+    df = noisy(800)
+    df["code"] = [str(i % 7) for i in range(800)]
+    df.loc[790:, "code"] = "n/k"  # text only at the very end
+    df["score"] = df.x.round(3)
+    path = tmp_path / f"t{suffix}"
+    if suffix == ".parquet":
+        df.to_parquet(path, index=False)
+    else:
+        text = df.to_csv(index=False, sep="\t" if suffix == ".tsv" else ",")
+        path.write_bytes(b"\xef\xbb\xbf" + text.encode())
+    features = ["x", "city", "code", "score"]
+    got = fit(path, cluster.scheduler_address, "y", features, npartitions=4)
+    here = fit_here(path, "y", features)
+    _, meta = saved(path, got.model_id)
+    _, local_meta = saved(path, here.model_id)
+    for key in ("numeric_columns", "categorical_columns"):
+        assert meta["preprocessing"][key] == local_meta["preprocessing"][key], key
+    assert meta["preprocessing"]["categorical_columns"] == ["city", "code"]
+    assert got.dataset_stats["n_rows"] == here.dataset_stats["n_rows"] == 800
