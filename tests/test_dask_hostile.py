@@ -263,7 +263,8 @@ def test_a_sparse_column_gets_its_median_from_its_own_values(
     """Medians came from a hash sample of rows: a column with few values (none sampled) was refused as
     holding 'no numbers'. Each column is now sampled among its own values."""
     from statsbot_nb.cluster import train as cluster_train
-    from statsbot_nb.cluster.prep import read_frame, row_hash
+    from statsbot_nb.cluster.prep import Layout, read_frame, split
+    from statsbot_nb.ml.preprocess import ColumnRoles
 
     monkeypatch.setattr(cluster_train, "SAMPLE_ROWS", 200)  # 50,000 of millions, scaled down: 5 % of rows
     df = noisy(4000)
@@ -272,9 +273,8 @@ def test_a_sparse_column_gets_its_median_from_its_own_values(
         df["sparse"] = np.nan
         df.loc[rows[start : start + 3], "sparse"] = [1.0, 2.0, 30.0]
         df.to_csv(tmp_path / "t.csv", index=False)
-        hashes = row_hash(read_frame(tmp_path / "t.csv", ["x", "city", "sparse", "y"]).compute(scheduler="sync"))
-        held = (hashes & np.uint64(0xFFFFFFFF)) / 2.0**32 < 0.2  # the split and the row sample of prep.split
-        draw = (hashes >> np.uint64(32)) / 2.0**32
+        frame = read_frame(tmp_path / "t.csv", ["x", "city", "sparse", "y"]).compute(scheduler="sync")
+        _, _, held, draw = split(frame, Layout(ColumnRoles(("x", "sparse"), ("city",)), "y", True, 0.2, 1.0))
         if not held[rows[start : start + 3]].any() and (draw[rows[start : start + 3]] >= 0.05).all():
             break
     mask = held_out(tmp_path / "t.csv", "y", ["x", "city", "sparse"], ("x", "sparse"), True)
@@ -348,14 +348,11 @@ def test_progress_never_goes_back_when_a_class_moves_into_training(tmp_path: Pat
     """A class whose only row is held out moves into training, and the statistics pass runs again: its
     partitions were reported from 10 % once more, after 20 %."""
     df = noisy(1200)
-    mask = held_out(tmp_path / "probe.csv", "label", ["x", "city"], ("x",), False) if False else None
-    for shift in range(100):  # find a row the hash holds out once its label is 'maybe'
-        df.loc[0, ["x", "label"]] = [50.0 + shift, "maybe"]
-        df.to_csv(tmp_path / "t.csv", index=False)
-        mask = held_out(tmp_path / "t.csv", "label", ["x", "city"], ("x",), False)
-        if mask[0]:
-            break
-    assert mask is not None and mask[0]
+    df.to_csv(tmp_path / "t.csv", index=False)
+    row = int(np.flatnonzero(held_out(tmp_path / "t.csv", "label", ["x", "city"], ("x",), False))[0])
+    df.loc[row, "label"] = "maybe"  # a class whose only row is held out
+    df.to_csv(tmp_path / "t.csv", index=False)
+    assert held_out(tmp_path / "t.csv", "label", ["x", "city"], ("x",), False)[row]
     events: list[tuple[float, str, str]] = []
     got = fit(
         tmp_path / "t.csv",
@@ -472,3 +469,52 @@ def test_column_roles_are_the_local_readers_whatever_the_partition(tmp_path: Pat
         assert meta["preprocessing"][key] == local_meta["preprocessing"][key], key
     assert meta["preprocessing"]["categorical_columns"] == ["city", "code"]
     assert got.dataset_stats["n_rows"] == here.dataset_stats["n_rows"] == 800
+
+
+def test_copies_of_a_row_are_split_like_any_rows(tmp_path: Path, cluster: Any) -> None:
+    """A table of few distinct rows (answers to two questions, 12 combinations): the split hashed each
+    row's content, so every copy of a row fell on one side. 36 % of the rows were held out for test_size
+    0.2, and a combination with its label could be missing from training altogether."""
+    rng = np.random.default_rng(10)
+    n = 4000
+    df = pd.DataFrame({"sex": rng.choice(["f", "m"], n), "cls": rng.choice(["1", "2", "3"], n)})
+    chance = 0.2 + 0.5 * (df.sex == "f") + 0.1 * (df.cls == "1")
+    df["survived"] = np.where(rng.random(n) < chance, "yes", "no")
+    df.to_csv(tmp_path / "t.csv", index=False)
+    features = ["sex", "cls"]
+    got = fit(tmp_path / "t.csv", cluster.scheduler_address, "survived", features, "xgboost_binary_classification")
+    assert 0.18 < got.dataset_stats["n_test"] / n < 0.22
+    mask = held_out(tmp_path / "t.csv", "survived", features, (), False)
+    assert mask.sum() == got.dataset_stats["n_test"]
+    trained = set(map(tuple, df.loc[~mask, [*features, "survived"]].to_numpy()))
+    assert trained == set(map(tuple, df[[*features, "survived"]].to_numpy()))  # every combination trains
+
+
+@pytest.mark.extra("lightgbm")
+@pytest.mark.parametrize("library", ["xgboost", "lightgbm"])
+def test_the_boosters_train_on_exactly_the_training_rows(tmp_path: Path, cluster: Any, library: str) -> None:
+    """Held-out rows get a target of a million: a booster that saw any of them (a split done otherwise in the
+    fit than in the other passes) would have a training error far from the noise's."""
+    df = noisy(1200)
+    df.loc[:240, "y"] = np.nan  # the first partition has no training row: it is left out of the fit
+    df.to_csv(tmp_path / "t.csv", index=False)
+    mask = held_out(tmp_path / "t.csv", "y", ["x", "city"], ("x",), True)
+    df.loc[mask, "y"] = 1e6
+    df.to_csv(tmp_path / "t.csv", index=False)
+    got = fit(
+        tmp_path / "t.csv",
+        cluster.scheduler_address,
+        "y",
+        ["x", "city"],
+        f"{library}_regression",
+        hyper={"n_estimators": 40},
+        npartitions=5,
+    )
+    _, meta = saved(tmp_path / "t.csv", got.model_id)
+    curve = meta["learning_curve"]
+    (training,) = curve["training"].values()
+    (validation,) = curve["validation"].values()
+    metric = "rmse" if library == "xgboost" else "l2"
+    assert list(curve["training"]) == [metric]
+    assert training[-1] < 1.0 < 1e5 < validation[-1]
+    assert got.dataset_stats["n_test"] == mask.sum()

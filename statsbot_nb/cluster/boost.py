@@ -83,9 +83,9 @@ class ClusterRounds(xgboost.callback.TrainingCallback):
         return agreed
 
 
-def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: bool) -> pd.DataFrame:
+def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: bool, start: int = 0) -> pd.DataFrame:
     """The preprocessed training (or held-out) rows of one partition, with the target (codes for classes)."""
-    X, target, held_out, _ = coerce(part, layout)
+    X, target, held_out, _ = coerce(part, layout, start)
     rows = held_out if held_out_rows else ~held_out
     Xt = transform(pre, X[rows]).astype("float32")
     frame = pd.DataFrame(Xt, columns=[f"f{i}" for i in range(Xt.shape[1])])
@@ -99,7 +99,8 @@ def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: boo
 def fit_boosted(
     client: Any,
     address: str,
-    ddf: Any,
+    parts: list[Any],
+    starts: list[int],
     layout: Layout,
     pre: Any,
     plan: Any,
@@ -110,21 +111,29 @@ def fit_boosted(
     """Train ``plan`` (an XGBoost estimator) on the cluster; the fitted local estimator and its eval log.
 
     The fit runs in a thread of this process while this one reports the rounds the cluster publishes;
-    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence. ``rows`` are
-    the training and held-out row counts per partition: partitions with none are left out of that set (a
-    worker holding only empty ones would have nothing to train on).
+    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence. ``parts`` are
+    the table's partitions (delayed) and ``starts`` the numbers of their first rows in the file; ``rows``
+    are the training and held-out row counts per partition: partitions with none are left out of that set
+    (a worker holding only empty ones would have nothing to train on).
     """
-    import xgboost.dask as xgb_dask
+    import dask.dataframe as dd
+    from dask import delayed
 
     width = len(pre.get_feature_names_out())
     meta = pd.DataFrame({**{f"f{i}": np.zeros(0, "float32") for i in range(width)}, TARGET: np.zeros(0)})
     if layout.classes is not None:
         meta[TARGET] = meta[TARGET].astype("int32")
-    train = ddf.map_partitions(design_rows, layout, pre, False, meta=meta)
-    test = ddf.map_partitions(design_rows, layout, pre, True, meta=meta)
-    if rows is not None:
-        train = train.partitions[[i for i, n in enumerate(rows[0]) if n]]
-        test = test.partitions[[i for i, n in enumerate(rows[1]) if n]]
+
+    def design(held_out_rows: bool, counts: list[int] | None) -> Any:
+        """The design rows of the same delayed partitions every other pass reads, each told its first row
+        number (a partition number from ``map_partitions`` is renumbered when partitions are selected).
+        Persisted: lightgbm.dask loses the dependencies of a collection built from delayed parts."""
+        chosen = [i for i in range(len(parts)) if counts is None or counts[i]]
+        tasks = [delayed(design_rows)(parts[i], layout, pre, held_out_rows, starts[i]) for i in chosen]
+        return client.persist(dd.from_delayed(tasks, meta=meta, verify_meta=False))
+
+    train = design(False, rows[0] if rows else None)
+    test = design(True, rows[1] if rows else None)
     features = [f"f{i}" for i in range(width)]
     params = {k: v for k, v in plan.estimator.get_params().items() if k not in ("callbacks", "n_jobs")}
     total = int(params.get("n_estimators") or 100)

@@ -18,9 +18,9 @@ from .prep import Layout, coerce, transform
 from .sums import merge_moments, moments
 
 
-def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any) -> dict[str, Any]:
+def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any, start: int = 0) -> dict[str, Any]:
     """n, sum X, sum y, X^T X and X^T y over one partition's training rows (after preprocessing)."""
-    X, target, held_out, _ = coerce(part, layout)
+    X, target, held_out, _ = coerce(part, layout, start)
     Xt = transform(pre, X[~held_out])
     y = target.to_numpy(dtype="float64")[~held_out]
     return {"n": len(y), "sx": Xt.sum(axis=0), "sy": y.sum(), "xtx": Xt.T @ Xt, "xty": Xt.T @ y}
@@ -58,9 +58,9 @@ def fitted_estimator(model_type: str, params: dict[str, Any], coef: np.ndarray, 
     return est
 
 
-def metric_sums(part: pd.DataFrame, layout: Layout, pipeline_model: Any, pre: Any) -> dict[str, Any]:
+def metric_sums(part: pd.DataFrame, layout: Layout, pipeline_model: Any, pre: Any, start: int = 0) -> dict[str, Any]:
     """Sums of the held-out errors in one partition, and its hash-sampled held-out rows (for plots)."""
-    X, target, held_out, sampled = coerce(part, layout)
+    X, target, held_out, sampled = coerce(part, layout, start)
     y = target.to_numpy(dtype="float64")[held_out]
     Xt = transform(pre, X[held_out])
     pred = np.asarray(pipeline_model.predict(Xt), dtype="float64") if len(y) else np.zeros(0)

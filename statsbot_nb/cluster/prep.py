@@ -2,8 +2,10 @@
 
 Three rules keep a cluster-trained model from being silently different from what the data says:
 
-- the train/test split is by a hash of each row's content (:func:`coerce`), so the same rows are held
-  out whatever the partitioning or block size;
+- the train/test split is by a hash of each row's position in the file (:func:`coerce`, given the
+  partition's first row number), so the same rows are held out whatever the partitioning or block size,
+  and copies of one row are split like any rows (a hash of the content put every copy on one side: a
+  table of few distinct rows held out far more than ``test_size``, and whole combinations never trained);
 - column roles (number or category) and the categories themselves come from one pass over the whole
   table (:func:`column_stats`), never from one partition, and the fitted one-hot encoder carries them;
 - class labels are encoded once, from the labels of the whole table (:func:`label_codes`).
@@ -66,9 +68,13 @@ def read_frame(
     )
 
 
-def row_hash(part: pd.DataFrame) -> np.ndarray:
-    """A 64-bit hash of each row's values (not its position), identical whatever the partitioning."""
-    return pd.util.hash_pandas_object(part, index=False).to_numpy(dtype="uint64")
+def row_hash(start: int, n: int) -> np.ndarray:
+    """A 64-bit hash of the row numbers ``start`` .. ``start + n - 1`` of the file (splitmix64's finaliser):
+    each row's, whatever partition it is in."""
+    z = np.arange(start, start + n, dtype="uint64") + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
 
 
 def blank_as_missing(values: pd.Series) -> pd.Series:
@@ -151,21 +157,24 @@ def as_bools(values: pd.Series) -> pd.Series:
     return values.map(lambda v: BOOL_TEXT.get(v, v) if isinstance(v, str) else v)
 
 
-def coerce(part: pd.DataFrame, layout: Layout) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+def coerce(
+    part: pd.DataFrame, layout: Layout, start: int = 0
+) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
     """Features as the local trainer types them, the target, the test mask and the sample mask (both from
-    the row hash); rows without a target are dropped first, as the local trainer does."""
-    X, target, held_out, draw = split(part, layout)
+    the hash of each row's number in the file; ``start`` is the partition's first); rows without a target
+    are dropped first, as the local trainer does."""
+    X, target, held_out, draw = split(part, layout, start)
     return X, target, held_out, draw < layout.sample_rate
 
 
-def split(part: pd.DataFrame, layout: Layout) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
+def split(part: pd.DataFrame, layout: Layout, start: int = 0) -> tuple[pd.DataFrame, pd.Series, np.ndarray, np.ndarray]:
     """:func:`coerce`, with each row's uniform draw in [0, 1) (from its hash) in place of the sample mask."""
     target = blank_as_missing(part[layout.target])
     if layout.numeric_target:
         target = pd.to_numeric(target, errors="coerce")
     keep = target.notna().to_numpy()
     part, target = part[keep], target[keep]
-    hashes = row_hash(part)  # of the values as read, so the split does not depend on how they are typed
+    hashes = row_hash(start, len(keep))[keep]
     held_out = (hashes & np.uint64(0xFFFFFFFF)).astype("float64") / _BUCKETS < layout.test_size
     if layout.booleans:
         part = part.assign(**{c: as_bools(part[c]) for c in layout.booleans if c in part.columns})
@@ -205,10 +214,10 @@ def label_codes(target: pd.Series, classes: tuple[Any, ...]) -> np.ndarray:
     return codes
 
 
-def column_stats(part: pd.DataFrame, layout: Layout) -> dict[str, Any]:
+def column_stats(part: pd.DataFrame, layout: Layout, start: int = 0) -> dict[str, Any]:
     """Moments over the training rows of one partition (medians from a hash sample of each column's values),
     infinite values over all its rows, the target's moments and sample (numeric), all target labels."""
-    X, target, held_out, draw = split(part, layout)
+    X, target, held_out, draw = split(part, layout, start)
     train = X[~held_out]
     train_draw = draw[~held_out]
     rates = layout.sample_rates or (layout.sample_rate,) * len(layout.roles.numeric)

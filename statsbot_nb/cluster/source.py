@@ -13,6 +13,7 @@ The cluster's workers read the file by name, once per pass (types, statistics, f
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 from collections.abc import Callable, Iterator
@@ -64,8 +65,9 @@ def first_pass(
     npartitions: int | None,
     report: Callable[[int, int, str], None],
     progress: Callable[[float, str, str], None],
-) -> tuple[Any, list[Any], Columns]:
-    """The lazy table, its partitions and the whole table's column kinds (the first pass over the file)."""
+) -> tuple[list[Any], list[int], Columns]:
+    """The table's partitions (delayed), the number of each one's first row in the file, and the whole
+    table's column kinds: the first pass over the file."""
     from dask import delayed
 
     for encoding in ("utf-8", _FALLBACK_ENCODING):
@@ -79,7 +81,12 @@ def first_pass(
             # the later passes read the same blocks (unchanged() sees to it) and parse only the columns used
             whole = read_frame(path, columns, encoding=encoding, every=True).to_delayed()
             tasks = [delayed(type_counts)(p, target, columns) for p in whole]
-            return ddf, parts, merge_type_counts(run_partitions(client, address, tasks, report, "Types"))
+            counted = run_partitions(client, address, tasks, report, "Types")
+            lengths = [c["rows"] for c in counted]
+            if len(whole) != len(parts):  # repartitioned (tests): count the partitions the passes use
+                lengths = run_partitions(client, address, [delayed(len)(p) for p in parts], lambda *a: None, "Rows")
+            starts = [0, *itertools.accumulate(lengths)][:-1]
+            return parts, starts, merge_type_counts(counted)
         except Exception as exc:
             cause = data_error(exc)
             if isinstance(cause, UnicodeDecodeError) and encoding != _FALLBACK_ENCODING:

@@ -76,7 +76,7 @@ def train_on_cluster(
 
         columns = [*options.feature_columns, options.target_column]
         target = options.target_column
-        ddf, parts, kinds = first_pass(client, address, path, columns, target, npartitions, report(2, 10), progress)
+        parts, starts, kinds = first_pass(client, address, path, columns, target, npartitions, report(2, 10), progress)
         rows = kinds.rows
         task = options.task_type or estimators.task_from_model_type(options.model_type) or estimators.REGRESSION
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
@@ -87,7 +87,7 @@ def train_on_cluster(
         layout = _layout(options, kinds, classify)
 
         def statistics(layout: Layout, lo: float, hi: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-            tasks = [delayed(column_stats)(p, layout) for p in parts]
+            tasks = [delayed(column_stats)(p, layout, start) for p, start in zip(parts, starts, strict=True)]
             found = run_partitions(client, address, tasks, report(lo, hi), "Statistics")
             return found, merge_stats(found, layout)
 
@@ -123,20 +123,18 @@ def train_on_cluster(
                 progress(20 + 55 * max(0.0, min(1.0, fraction)), message, "fitting")
 
             counts = ([p["n_train"] for p in stats_parts], [p["n_test"] for p in stats_parts])
-            model, history = fit_boosted(client, address, ddf, layout, pre, plan, rounds, timeout, counts)
+            model, history = fit_boosted(client, address, parts, starts, layout, pre, plan, rounds, timeout, counts)
         else:
-            sums = run_partitions(
-                client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
-            )
+            tasks = [delayed(normal_sums)(p, layout, pre, start) for p, start in zip(parts, starts, strict=True)]
+            sums = run_partitions(client, address, tasks, report(20, 75), "Fitting")
             params = plan.estimator.get_params()
             alpha = float(params["alpha"]) if options.model_type == "ridge" else None
             coef, intercept = solve(sums, alpha, bool(params.get("fit_intercept", True)))
             model = fitted_estimator(options.model_type, plan.estimator.get_params(), coef, intercept)
         training_time = round(time.monotonic() - fit_started, 3)
         scorer = class_sums if classify else metric_sums
-        scored = run_partitions(
-            client, address, [delayed(scorer)(p, layout, model, pre) for p in parts], report(75, 90), "Scoring"
-        )
+        tasks = [delayed(scorer)(p, layout, model, pre, start) for p, start in zip(parts, starts, strict=True)]
+        scored = run_partitions(client, address, tasks, report(75, 90), "Scoring")
     from sklearn.pipeline import Pipeline
 
     trained_on = {"where": "dask", "scheduler": address, "workers": workers, "partitions": len(parts), "rows": rows}
@@ -144,7 +142,7 @@ def train_on_cluster(
     result["training_time"] = training_time
     notes = [*(notes or []), *plan.notes, where_note(trained_on)]
     if classify:
-        notes.append("The held-out rows are chosen by a hash of each row, so the split is not stratified.")
+        notes.append("The held-out rows are chosen by a hash of each row's number, so the split is not stratified.")
     extra: dict[str, Any] = {"trained_on": trained_on}
     curve = learning_curve(history) if history else None
     if curve:
