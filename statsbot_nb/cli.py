@@ -120,7 +120,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-scheduler",
         metavar="ADDR",
         default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
-        help="train linear, ridge and xgboost_* on this Dask cluster (also $DASK_SCHEDULER_ADDRESS); off by default",
+        help=(
+            "train (linear, ridge, xgboost_*, lightgbm_*) and predict on this Dask cluster "
+            "(also $DASK_SCHEDULER_ADDRESS); off by default"
+        ),
     )
     parser.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
     parser.add_argument(
@@ -302,7 +305,10 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         with dask_switch(args.dask_scheduler, args.dask_local, shared) as dask:
             if dask:
                 settings = replace(settings, **dask)
-                out(f"Dask: training jobs that can run there go to {dask['dask_scheduler']}; the rest run here.")
+                out(
+                    f"Dask: train and predict jobs that can run there go to {dask['dask_scheduler']}; "
+                    "the rest run here."
+                )
             code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
     except StatsbotError as exc:  # the dask extra missing for --dask-local
         out(f"Error: {exc}")

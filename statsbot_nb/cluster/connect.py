@@ -57,15 +57,15 @@ def check_cluster_path(path: Path, address: str, local: bool, shared_dirs: tuple
     )
 
 
-def cluster_failure(address: str, exc: BaseException) -> JobError:
-    """The sentence for a cluster that went away or refused the work."""
+def cluster_failure(address: str, exc: BaseException, during: str = "training") -> JobError:
+    """The sentence for a cluster that went away or refused the work (``during``: what the job was doing)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ModuleNotFoundError) or "No module named" in text:
         return JobError(
             f"The Dask cluster at {address} lacks a library this job needs ({text}); install statsbot_nb[dask] "
             "(the same version) on its workers."
         )
-    return JobError(f"The Dask cluster at {address} went away or stopped answering during training ({text}).")
+    return JobError(f"The Dask cluster at {address} went away or stopped answering during {during} ({text}).")
 
 
 @contextlib.contextmanager
@@ -75,7 +75,7 @@ def open_client(address: str, timeout: float) -> Iterator[Any]:
         from distributed import Client
     except ImportError as exc:
         raise JobError(
-            "Training on a Dask cluster needs the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
+            "Jobs on a Dask cluster need the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
         ) from exc
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
@@ -91,7 +91,9 @@ def open_client(address: str, timeout: float) -> Iterator[Any]:
             client.close(timeout=min(timeout, 10))
 
 
-def run_partitions(client: Any, address: str, tasks: list[Any], report: Any, what: str) -> list[Any]:
+def run_partitions(
+    client: Any, address: str, tasks: list[Any], report: Any, what: str, during: str = "training"
+) -> list[Any]:
     """Compute one delayed task per partition on the cluster, reporting each finished one; results in order.
 
     ``report(done, total)`` is called as partitions finish. A failure of the cluster (a worker or the
@@ -110,7 +112,7 @@ def run_partitions(client: Any, address: str, tasks: list[Any], report: Any, wha
     except JobError:
         raise
     except Exception as exc:
-        raise cluster_failure(address, exc) from exc
+        raise cluster_failure(address, exc, during) from exc
     finally:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)
