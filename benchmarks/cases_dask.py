@@ -24,7 +24,7 @@ import pandas as pd
 from harness import NOTES, OURS, Peer, Row, alternate, median, seconds, stage_profile
 
 #: Model types measured on both sides; one line adds another (it must be a regression model type).
-MODELS: tuple[str, ...] = ("ridge",)
+MODELS: tuple[str, ...] = ("ridge", "xgboost_regression")
 FEATURES = [f"f{i}" for i in range(8)] + ["city"]
 #: The worker under test with a LocalCluster of its own for its whole life.
 DASK = OURS + " --dask-local 2"
