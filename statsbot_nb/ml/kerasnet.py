@@ -249,8 +249,9 @@ class _KerasNet(BaseEstimator):
                     training = {k: v for k, v in logs.items() if not k.startswith("val_")}
                     held = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
                     recorder.add(epoch + 1, epochs, training, held)
-                if report is not None:
-                    report((epoch + 1) / epochs, f"Epoch {epoch + 1}/{epochs} ({_describe_logs(logs or {})})")
+                if report is not None:  # the message as before: no loss of the held-out rows we validate on
+                    shown = {k: v for k, v in (logs or {}).items() if split_rows is not None or k[:4] != "val_"}
+                    report((epoch + 1) / epochs, f"Epoch {epoch + 1}/{epochs} ({_describe_logs(shown)})")
 
         # verbose=0 always: progress goes through the callback, never onto the job's stdout.
         model.fit(
