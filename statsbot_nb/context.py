@@ -11,9 +11,10 @@ import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
 
 from .config import models_dir
 from .privacy import DEFAULT_LEVEL, PrivacyLevel, check_level
@@ -49,6 +50,8 @@ def default_max_job_memory_bytes() -> int:
 
 
 ProgressSink = Callable[[float, str, str], None]
+#: Receives a chunk of a running job's learning curve (see :meth:`JobContext.curve_point`).
+CurveSink = Callable[[dict[str, Any]], None]
 
 
 @dataclass(frozen=True)
@@ -111,7 +114,8 @@ class JobSettings:
 
 
 class JobContext:
-    """Handed to every job handler: settings plus :meth:`progress`, throttled so it is cheap to call."""
+    """Handed to every job handler: settings plus :meth:`progress` and :meth:`curve_point`, throttled so
+    they are cheap to call."""
 
     def __init__(
         self,
@@ -121,6 +125,8 @@ class JobContext:
         job_id: str = "",
         own_process: bool = False,
         limiter: Callable[[int], None] | None = None,
+        curve_sink: CurveSink | None = None,
+        curve_interval: float = 0.25,
     ) -> None:
         self.settings = settings
         #: The server's id of the job (empty outside a worker); names files a job must never overwrite.
@@ -133,6 +139,11 @@ class JobContext:
         self._min_interval = min_interval
         self._last_sent = 0.0
         self._last_stage = ""
+        self._curve_sink = curve_sink
+        self._curve_interval = curve_interval
+        self._curve_points: list[tuple[int, dict[str, float | None], dict[str, float | None]]] = []
+        self._curve_total: int | None = None
+        self._curve_sent = 0.0
 
     def limit_threads(self) -> None:
         """Cap the compute threads of this job's process at ``settings.blas_threads`` (training and
@@ -174,4 +185,46 @@ class JobContext:
         if stage == self._last_stage and percent < 100 and now - self._last_sent < self._min_interval:
             return
         self._last_sent, self._last_stage = now, stage
+        self.flush_curve()  # the rounds so far reach the chart before the progress that follows them
         self._sink(max(0.0, min(100.0, float(percent))), message, stage)
+
+    def curve_point(
+        self, round_: int, total: int | None, training: Mapping[str, float], validation: Mapping[str, float]
+    ) -> None:
+        """One round of the model's learning curve (``{metric: value}`` per set, see
+        :class:`statsbot_nb.ml.curves.CurveRecorder`). Rounds are gathered and sent together at most every
+        ``curve_interval`` seconds; they feed the job's live chart on this machine and are never sent to
+        the server (the progress frames stay as they are)."""
+        if self._curve_sink is None:
+            return
+        self._curve_points.append((int(round_), _numbers(training), _numbers(validation)))
+        if total:
+            self._curve_total = int(total)
+        if time.monotonic() - self._curve_sent >= self._curve_interval:
+            self.flush_curve()
+
+    def flush_curve(self) -> None:
+        """Send the rounds gathered since the last chunk, as ``{"rounds": [...], "training": {metric:
+        [...]}, "validation": {metric: [...]}, "total": n}`` (None where a set has no value that round)."""
+        points, self._curve_points = self._curve_points, []
+        if not points or self._curve_sink is None:
+            return
+        self._curve_sent = time.monotonic()
+        chunk: dict[str, Any] = {"rounds": [r for r, _, _ in points], "total": self._curve_total}
+        for name, rows in (("training", [p[1] for p in points]), ("validation", [p[2] for p in points])):
+            metrics = dict.fromkeys(m for row in rows for m in row)
+            chunk[name] = {m: [row.get(m) for row in rows] for m in metrics}
+        self._curve_sink(chunk)
+
+
+def _numbers(values: Mapping[str, Any]) -> dict[str, float | None]:
+    """``{metric: value}`` as plain floats (None for what is not a finite number): a chunk crosses a pipe
+    and becomes an event, so it holds no numpy scalars."""
+    out: dict[str, float | None] = {}
+    for key, value in values.items():
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            number = math.nan
+        out[str(key)[:64]] = number if math.isfinite(number) else None
+    return out

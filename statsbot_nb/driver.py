@@ -52,6 +52,7 @@ from .inert import SHOWN
 from .journal import Existing, Journal
 from .ledgerdb import Ledger
 from .link import Link
+from .livecurves import CurveBook
 from .outcomes import ended_by
 from .recorder import JournalWriter, Recorder, call_soon
 
@@ -83,6 +84,7 @@ class Driver:
     _confirm_timeout: float
     _tasks: dict[str, asyncio.Task[None]]
     _progress_due: dict[str, JobProgressed]
+    curve_book: CurveBook
     _background: set[asyncio.Task[Any]]
     _timers: set[asyncio.TimerHandle]
     _links: dict[int, tuple[Link, asyncio.Task[None]]]
@@ -324,10 +326,10 @@ class Driver:
 
     async def _run_job(self, action: StartJob) -> None:
         runner = self._process_runner if action.spec.isolated else self._thread_runner
-        job_id = action.job_id
+        job_id, curve = action.job_id, self.curve_book.sink(action.job_id, action.action)  # local: never sent
         try:
             data = await runner.run(
-                action.spec.target, action.params, self.settings, self._progress_of(job_id), job_id=job_id
+                action.spec.target, action.params, self.settings, self._progress_of(job_id), job_id, curve
             )
             ended = JobEnded(job_id, "ok", data=data)
         except BaseException as exc:

@@ -65,6 +65,20 @@ class JobProgress:
 
 
 @dataclass(frozen=True)
+class JobCurve:
+    """New rounds of a running job's learning curve (``chunk``: ``{"rounds": [...], "training": {metric:
+    [...]}, "validation": {metric: [...]}, "total": n}``); the whole curve so far is ``worker.curves[job_id]``.
+
+    Local only: it feeds the panel's chart and is never sent to the server.
+    """
+
+    job_id: str
+    action: str
+    chunk: dict[str, Any]
+    kind: Literal["curve"] = "curve"
+
+
+@dataclass(frozen=True)
 class JobFinished:
     """A job succeeded; ``summary`` is a one-line outcome (a metric, a row count)."""
 
@@ -110,7 +124,17 @@ class ApprovalNeeded:
     kind: Literal["approval"] = "approval"
 
 
-Event = StateChanged | JobAccepted | JobStarted | JobProgress | JobFinished | JobFailed | LogLine | ApprovalNeeded
+Event = (
+    StateChanged
+    | JobAccepted
+    | JobStarted
+    | JobProgress
+    | JobCurve
+    | JobFinished
+    | JobFailed
+    | LogLine
+    | ApprovalNeeded
+)
 Subscriber = Callable[[Event], None]
 
 

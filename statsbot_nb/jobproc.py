@@ -9,9 +9,10 @@ the runner sends it down that pipe and starts the next standby in the background
 runs a second job: after its one job it exits, as a freshly started process would.
 
 Messages a job process sends on its output pipe, in order: any number of ``("progress", (percent,
-message, stage), None)``, one ``("peak", bytes_or_None, None)``, then exactly one outcome — ``("result",
-data, None)``, ``("error", sentence, None)``, ``("cancelled", sentence, None)`` or ``("crash",
-sentence, traceback)`` — and nothing after it, so the runner can hand the outcome on as soon as it
+message, stage), None)`` and ``("curve", chunk, None)`` (a learning curve's newest rounds, for the job's
+chart: see :meth:`JobContext.curve_point`), one ``("peak", bytes_or_None, None)``, then exactly one
+outcome — ``("result", data, None)``, ``("error", sentence, None)``, ``("cancelled", sentence, None)`` or
+``("crash", sentence, traceback)`` — and nothing after it, so the runner can hand the outcome on as soon as it
 arrives and reap the process afterwards.
 """
 
@@ -134,11 +135,23 @@ def run_order(order: JobOrder, conn: Connection) -> None:
     def sink(percent: float, message: str, stage: str) -> None:
         conn.send(("progress", (percent, message, stage), None))
 
+    def curve(chunk: dict[str, Any]) -> None:
+        conn.send(("curve", chunk, None))
+
     try:
         from . import jobwarm  # imported by the forkserver already: its BLAS controller comes with the fork
 
-        ctx = JobContext(order.settings, sink, job_id=order.job_id, own_process=True, limiter=jobwarm.limit_threads)
+        ctx = JobContext(
+            order.settings,
+            sink,
+            job_id=order.job_id,
+            own_process=True,
+            limiter=jobwarm.limit_threads,
+            curve_sink=curve,
+        )
         outcome = call_handler(order.target, order.params, ctx)
+        with contextlib.suppress(Exception):
+            ctx.flush_curve()
     except BaseException as exc:  # pragma: no cover - call_handler catches Exception; this is SystemExit & co
         outcome = ("crash", describe_crash(exc), traceback.format_exc())
     try:

@@ -7,9 +7,10 @@ untouched; a shared pool breaks as a whole when one of its processes dies. Proce
 forking never happens from the threaded notebook kernel itself. Where forkserver does not exist
 (Windows, macOS default) ``spawn`` is used.
 
-Progress travels over a pipe; a small reader thread per job hands each message to the event loop with
-``call_soon_threadsafe``, so the loop never blocks on the child. Processes are started ahead of the job
-that will use them (one job each, see :mod:`.jobproc`), and a result is handed on as soon as it arrives.
+Progress (and a learning curve's newest rounds, for the job's chart) travels over a pipe; a small reader
+thread per job hands each message to the event loop with ``call_soon_threadsafe``, so the loop never blocks
+on the child. Processes are started ahead of the job that will use them (one job each, see
+:mod:`.jobproc`), and a result is handed on as soon as it arrives.
 
 Per-job limits, the scratch folders and the job's process group are :mod:`.jobguard`'s.
 """
@@ -30,7 +31,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .context import JobContext, JobSettings
+from .context import CurveSink, JobContext, JobSettings
 from .errors import JobCancelled, JobError
 from .jobguard import (
     WATCH_INTERVAL,
@@ -166,8 +167,10 @@ class ProcessRunner:
         settings: JobSettings,
         on_progress: ProgressCallback,
         job_id: str = "",
+        on_curve: CurveSink | None = None,
     ) -> dict[str, Any]:
-        """Run ``target(params, ctx)`` in its own process and return its result data.
+        """Run ``target(params, ctx)`` in its own process and return its result data (``on_curve`` gets
+        the chunks of a learning curve the job records).
 
         Raises :class:`JobError` (a sentence) on failure, :class:`JobCancelled` if the handler cancelled,
         and kills the process if the awaiting task is cancelled.
@@ -180,7 +183,7 @@ class ProcessRunner:
             raise
         self._procs.add(standby.proc)
         try:
-            kind, payload, details = await self._follow(standby, settings, on_progress, job_id, target)
+            kind, payload, details = await self._follow(standby, settings, (on_progress, on_curve), job_id, target)
         except BaseException:
             await self._reap(standby.proc, kill=True, scratch=scratch)
             self._refill()
@@ -230,9 +233,16 @@ class ProcessRunner:
         return standby
 
     async def _follow(
-        self, standby: Standby, settings: JobSettings, on_progress: ProgressCallback, job_id: str, target: str
+        self,
+        standby: Standby,
+        settings: JobSettings,
+        relays: tuple[ProgressCallback, CurveSink | None],
+        job_id: str,
+        target: str,
     ) -> Message:
-        """Relay progress until the job's outcome (returned at once) or its process's end without one."""
+        """Relay progress and curve chunks until the job's outcome (returned at once) or its process's end
+        without one."""
+        on_progress, on_curve = relays
         proc = standby.proc
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Message] = asyncio.Queue()
@@ -250,6 +260,9 @@ class ProcessRunner:
                 kind, payload, details = await queue.get()
                 if kind == "progress":
                     on_progress(*payload)
+                elif kind == "curve":
+                    if on_curve is not None:
+                        on_curve(payload)
                 elif kind == "peak":
                     if payload:
                         log.info("Job %s (%s) peak memory %.0f MB", job_id, target, payload / 2**20)
@@ -337,6 +350,7 @@ class ThreadRunner:
         settings: JobSettings,
         on_progress: ProgressCallback,
         job_id: str = "",
+        on_curve: CurveSink | None = None,
     ) -> dict[str, Any]:
         """Run ``target(params, ctx)`` (in a worker thread, or inline while quick) and return its result data."""
         loop = asyncio.get_running_loop()
@@ -346,7 +360,11 @@ class ThreadRunner:
         def sink(percent: float, message: str, stage: str) -> None:
             loop.call_soon_threadsafe(on_progress, percent, message, stage)
 
-        ctx = JobContext(settings, sink, job_id=job_id)
+        def curve(chunk: dict[str, Any]) -> None:
+            if on_curve is not None:
+                loop.call_soon_threadsafe(on_curve, chunk)
+
+        ctx = JobContext(settings, sink, job_id=job_id, curve_sink=curve if on_curve is not None else None)
         kind, payload, details = await asyncio.to_thread(self._timed, target, params, ctx)
         return _outcome(kind, payload, details, target)
 
@@ -370,6 +388,8 @@ class ThreadRunner:
     def _timed(self, target: str, params: dict[str, Any], ctx: JobContext) -> Message:
         started = time.perf_counter()
         try:
-            return call_handler(target, params, ctx)
+            outcome = call_handler(target, params, ctx)
+            ctx.flush_curve()
+            return outcome
         finally:
             self._last[target] = time.perf_counter() - started

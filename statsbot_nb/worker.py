@@ -46,6 +46,8 @@ from .jobs import ACTIONS, ActionSpec, capabilities
 from .journal import Journal
 from .ledgerdb import Ledger
 from .link import DEFAULT_MAX_FRAME_BYTES, Link, connect_options
+from .livecurves import CurveBook
+from .ml.curves import LiveCurve
 from .privacy import describe
 from .recorder import Recorder
 from .retry import Backoff, proxy_for
@@ -139,6 +141,7 @@ class Worker(Driver):
         self._confirm_timeout = confirm_timeout
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._progress_due: dict[str, JobProgressed] = {}
+        self.curve_book = CurveBook(self.events)
         self._background: set[asyncio.Task[Any]] = set()
         self._timers: set[asyncio.TimerHandle] = set()
         self._links: dict[int, tuple[Link, asyncio.Task[None]]] = {}
@@ -174,6 +177,11 @@ class Worker(Driver):
     def jobs(self) -> dict[str, JobRecord]:
         """Job id -> record, for the jobs this worker accepted (bounded; oldest finished ones dropped)."""
         return self.core.jobs
+
+    @property
+    def curves(self) -> Mapping[str, LiveCurve]:
+        """Job id -> the learning curve of a running job that records one (local only; gone when it ends)."""
+        return self.curve_book.curves
 
     @property
     def state(self) -> WorkerState:

@@ -68,7 +68,13 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.core",
         "statsbot_nb.core.",
     ),
-    ("statsbot_nb.link", "statsbot_nb.driver", "statsbot_nb.recorder", "statsbot_nb.outcomes"),
+    (
+        "statsbot_nb.link",
+        "statsbot_nb.driver",
+        "statsbot_nb.recorder",
+        "statsbot_nb.outcomes",
+        "statsbot_nb.livecurves",
+    ),
     ("statsbot_nb.worker", "statsbot_nb.server", "statsbot_nb.server."),
     (
         "statsbot_nb",

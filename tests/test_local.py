@@ -234,15 +234,21 @@ def test_properties_of_a_trained_classifier(env: Env) -> None:
     arte = m.artefacts
     assert arte is not None and list(arte["class_labels"]) == ["no", "yes"]
     assert arte["proba"].shape == (len(arte["y_true"]), 2)
-    assert all(why is None for why in m.plot_kinds.values())
+    kinds = m.plot_kinds
+    assert all(why is None for kind, why in kinds.items() if kind != "learning_curve")
+    assert str(kinds["learning_curve"]).startswith("logistic does not learn in rounds or epochs")
 
 
 @pytest.mark.parametrize("key", ["regression", "binary", "multiclass"])
 def test_every_plot_kind_renders_from_a_trained_model(env: Env, key: str) -> None:
+    """Every kind but the learning curve (these models do not learn in rounds: test_curves.py draws it)."""
     m = local.model(env.ids[key])
     kinds = PLOT_KINDS[str(m.task_type)]
     assert list(m.plot_kinds) == kinds
-    for kind in kinds:
+    assert "does not learn in rounds" in str(m.plot_kinds["learning_curve"])
+    with pytest.raises(PlotError, match=r"The learning curve of .* is not available\. .* does not learn in rounds"):
+        m.plot("learning_curve")
+    for kind in [k for k in kinds if k != "learning_curve"]:
         fig = m.plot(kind)
         assert isinstance(fig, Figure) and fig.axes
         path = env.data / f"{key}_{kind}.png"
@@ -256,7 +262,9 @@ def test_every_plot_kind_renders_from_a_trained_model(env: Env, key: str) -> Non
 def test_plots_work_after_the_training_data_is_gone(env: Env, template: dict[str, Any]) -> None:
     assert not template["data"].exists()
     m = local.model(env.ids["binary"])
-    for kind in m.plot_kinds:
+    drawable = [kind for kind, why in m.plot_kinds.items() if why is None]
+    assert len(drawable) == len(m.plot_kinds) - 1  # all but the learning curve of a logistic model
+    for kind in drawable:
         assert isinstance(m.plot(kind), Figure)
 
 

@@ -13,9 +13,22 @@ from matplotlib.figure import Figure
 
 from statsbot_nb.errors import JobError
 from statsbot_nb.ml import plots
+from statsbot_nb.ml.curves import learning_curve
 from statsbot_nb.ml.plots import PLOT_KINDS, PlotError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def boosting_curve(metric: str, rounds: int = 120, seed: int = 0) -> dict[str, Any]:
+    """A stored learning curve as a boosted model's training writes it: training keeps falling, validation
+    bottoms out and rises again."""
+    rng = np.random.default_rng(seed)
+    r = np.arange(1, rounds + 1)
+    training = 1.0 / np.sqrt(r) + rng.normal(0, 0.003, rounds)
+    validation = 1.0 / np.sqrt(r) + r / (4 * rounds) + rng.normal(0, 0.003, rounds)
+    curve = learning_curve({"training": {metric: training.tolist()}, "validation": {metric: validation.tolist()}})
+    assert curve is not None
+    return {**curve, "note": "training: all 1,600 training rows; validation: all 400 held-out test rows"}
 
 
 def regression_case(n: int = 2000, seed: int = 0) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -31,6 +44,8 @@ def regression_case(n: int = 2000, seed: int = 0) -> tuple[dict[str, Any], dict[
         "metrics": {"r2": 0.8412, "rmse": 4.0},
         "feature_importances": {f"feature_{i}": float(v) for i, v in enumerate(rng.random(25))},
         "feature_importance_method": "model",
+        "model_type": "xgboost_regression",
+        "learning_curve": boosting_curve("rmse", seed=seed),
     }
     return meta, {"y_true": y_true, "y_pred": y_pred}
 
@@ -52,6 +67,8 @@ def classification_case(n: int = 2000, k: int = 2, seed: int = 0) -> tuple[dict[
         "feature_importances": {"tenure": 0.6, "plan": 0.3, "age": 0.1},
         "feature_importance_method": "permutation",
         "class_labels": labels,
+        "model_type": "lightgbm_binary_classification" if k == 2 else "lightgbm_multiclass",
+        "learning_curve": boosting_curve("binary_logloss" if k == 2 else "multi_logloss", seed=seed),
     }
     arte = {
         "y_true": y_true,
@@ -180,7 +197,7 @@ def test_unknown_and_unavailable_kinds_are_sentences() -> None:
         plots.make_plot("roc", meta, arte)
     assert str(info.value) == (
         "'roc' is not a plot kind for a regression model; choose one of: "
-        "predicted_vs_actual, residuals, feature_importance."
+        "predicted_vs_actual, residuals, feature_importance, learning_curve."
     )
     assert isinstance(info.value, ValueError) and isinstance(info.value, JobError)
     meta_c, arte_c = classification_case()
@@ -257,7 +274,8 @@ def test_plots_never_import_pyplot() -> None:
     code = (
         "import sys, numpy as np\n"
         "from statsbot_nb.ml import plots\n"
-        "meta = {'task_type': 'regression', 'display_name': 'm', 'feature_importances': {'a': 1.0}}\n"
+        "meta = {'task_type': 'regression', 'display_name': 'm', 'feature_importances': {'a': 1.0},\n"
+        "        'learning_curve': {'rounds': [1, 2], 'training': {'rmse': [2.0, 1.0]}}}\n"
         "arte = {'y_true': np.arange(50.0), 'y_pred': np.arange(50.0)}\n"
         "for kind in plots.PLOT_KINDS['regression']:\n"
         "    plots.figure_to_png(plots.make_plot(kind, meta, arte))\n"

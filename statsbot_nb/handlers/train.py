@@ -170,6 +170,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             custom_name=req.custom_name,
             notes=notes,
             plan=plan,
+            curve=ctx.curve_point,  # the job's live chart, on this machine only
         )
     data: dict[str, Any] = {
         "model_id": model.model_id,

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 
+from .curves import CurveRecorder, rows_phrase
 from .kerasbackend import import_keras
 from .kerasspec import (
     DEFAULT_HIDDEN,
@@ -41,6 +42,7 @@ from .kerasspec import (
     ArchitectureSpec,
     LayerSpec,
     _choice,
+    _describe_logs,
     _rate,
     _short,
     _whole,
@@ -154,8 +156,20 @@ class _KerasNet(BaseEstimator):
         """The output layer, the loss and the output mode (``sigmoid``, ``softmax``, ``value``) to build."""
         raise NotImplementedError
 
-    def fit(self, X: Any, y: Any, report: Report | None = None) -> _KerasNet:
-        """Train for ``epochs`` epochs, calling ``report(fraction, message)`` after each."""
+    def fit(
+        self,
+        X: Any,
+        y: Any,
+        report: Report | None = None,
+        validation: tuple[Any, Any] | None = None,
+        recorder: CurveRecorder | None = None,
+    ) -> _KerasNet:
+        """Train for ``epochs`` epochs, calling ``report(fraction, message)`` after each.
+
+        With a ``recorder``, each epoch's training loss (Keras' mean over the epoch's batches) and
+        validation loss go there: on the rows ``validation_split`` set aside when it is set, else on the
+        held-out ``validation`` rows, which Keras then evaluates after each epoch and never fits.
+        """
         spec = self.check_params()
         keras = import_keras()
         seed = int(self.random_state)
@@ -202,25 +216,42 @@ class _KerasNet(BaseEstimator):
             metrics=list(spec.metrics) or None,
         )
 
-        if self._classify:
-            target = y.astype("float32").reshape(-1, 1) if mode == "sigmoid" else y.astype("int64")
-        else:
-            target = y.astype("float32")
-        fit_rows, validation = _validation_rows(y, float(self.validation_split), self._classify, seed)
+        target = self._target(y, mode)
+        fit_rows, split_rows = _validation_rows(y, float(self.validation_split), self._classify, seed)
         validation_data = None
-        if validation is not None:
-            validation_data = (X[validation], target[validation])
+        if split_rows is not None:
+            validation_data = (X[split_rows], target[split_rows])
             X, target = X[fit_rows], target[fit_rows]
-        elif float(self.validation_split) > 0:
-            notes.append(
-                "There are too few training rows to set some aside for validation_split; every training row is fitted."
-            )
+            if recorder is not None:
+                recorder.note = (
+                    f"training: the mean loss over each epoch's batches; validation: the {len(split_rows):,} "
+                    "training rows validation_split set aside"
+                )
+        else:
+            if float(self.validation_split) > 0:
+                notes.append(
+                    "There are too few training rows to set some aside for validation_split; every training "
+                    "row is fitted."
+                )
+            if recorder is not None and validation is not None and len(validation[1]):
+                held_y = np.asarray(validation[1])
+                validation_data = (_dense(validation[0]), self._target(held_y, mode))
+                held = rows_phrase(len(held_y), recorder.held_total)
+                recorder.note = (
+                    f"training: the mean loss over each epoch's batches; validation: {held} held-out test rows"
+                )
         epochs = int(self.epochs)
 
         class _Progress(keras.callbacks.Callback):
             def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
-                if report is not None:
-                    report((epoch + 1) / epochs, f"Epoch {epoch + 1}/{epochs} ({_describe_logs(logs or {})})")
+                if recorder is not None:
+                    logs = logs or {}
+                    training = {k: v for k, v in logs.items() if not k.startswith("val_")}
+                    held = {k[4:]: v for k, v in logs.items() if k.startswith("val_")}
+                    recorder.add(epoch + 1, epochs, training, held)
+                if report is not None:  # the message as before: no loss of the held-out rows we validate on
+                    shown = {k: v for k, v in (logs or {}).items() if split_rows is not None or k[:4] != "val_"}
+                    report((epoch + 1) / epochs, f"Epoch {epoch + 1}/{epochs} ({_describe_logs(shown)})")
 
         # verbose=0 always: progress goes through the callback, never onto the job's stdout.
         model.fit(
@@ -237,11 +268,17 @@ class _KerasNet(BaseEstimator):
         self.output_mode_ = mode
         self.loss_ = loss
         self.optimizer_ = spec.optimizer  # the reloaded network is not compiled, so it keeps no optimizer
-        self.validation_rows_ = 0 if validation is None else len(validation)
+        self.validation_rows_ = 0 if split_rows is None else len(split_rows)
         self.notes_ = notes
         if self._classify:
             self.classes_ = np.arange(n_classes)
         return self
+
+    def _target(self, y: np.ndarray, mode: str) -> np.ndarray:
+        """The target as the network's loss takes it: a float column (sigmoid), class numbers, or floats."""
+        if self._classify:
+            return y.astype("float32").reshape(-1, 1) if mode == "sigmoid" else y.astype("int64")
+        return y.astype("float32")
 
     @staticmethod
     def _loss(keras: Any, name: str) -> Any:
@@ -299,18 +336,6 @@ def _validation_rows(
     if len(val) == 0:
         return None, None
     return np.sort(fit), np.sort(val)
-
-
-def _describe_logs(logs: dict[str, Any]) -> str:
-    """``loss 0.4321, accuracy 0.81, val_loss 0.5`` from a Keras epoch's logs (loss first)."""
-    keys = sorted(logs, key=lambda k: (k != "loss", k.startswith("val_"), k))
-    parts = []
-    for key in keys[:6]:
-        try:
-            parts.append(f"{key} {float(logs[key]):.4g}")
-        except (TypeError, ValueError):
-            continue
-    return ", ".join(parts) or "no loss reported"
 
 
 class KerasRegressor(RegressorMixin, _KerasNet):

@@ -261,3 +261,15 @@ def weight_count(n_inputs: int, layers: tuple[LayerSpec, ...]) -> int:
             total += (width + 1) * layer.units
             width = layer.units
     return total
+
+
+def _describe_logs(logs: dict[str, Any]) -> str:
+    """``loss 0.4321, accuracy 0.81, val_loss 0.5`` from a Keras epoch's logs (loss first)."""
+    keys = sorted(logs, key=lambda k: (k != "loss", k.startswith("val_"), k))
+    parts = []
+    for key in keys[:6]:
+        try:
+            parts.append(f"{key} {float(logs[key]):.4g}")
+        except (TypeError, ValueError):
+            continue
+    return ", ".join(parts) or "no loss reported"

@@ -22,8 +22,15 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PLOT_KINDS: dict[str, list[str]] = {
-    REGRESSION: ["predicted_vs_actual", "residuals", "feature_importance"],
-    CLASSIFICATION: ["confusion_matrix", "roc", "precision_recall", "calibration", "feature_importance"],
+    REGRESSION: ["predicted_vs_actual", "residuals", "feature_importance", "learning_curve"],
+    CLASSIFICATION: [
+        "confusion_matrix",
+        "roc",
+        "precision_recall",
+        "calibration",
+        "feature_importance",
+        "learning_curve",
+    ],
 }
 KIND_TITLES = {
     "predicted_vs_actual": "Predicted vs actual",
@@ -33,6 +40,7 @@ KIND_TITLES = {
     "roc": "ROC curve",
     "precision_recall": "Precision-recall curve",
     "calibration": "Calibration",
+    "learning_curve": "Learning curve",
 }
 LOWER_IS_BETTER = frozenset({"mse", "rmse", "mae", "brier_score", "log_loss"})
 FIGSIZE = (6.0, 4.0)

@@ -11,7 +11,9 @@ Kinds (:data:`PLOT_KINDS`); the first of each list is the default, the most tell
 - regression: ``predicted_vs_actual``, ``residuals``, ``feature_importance``;
 - classification: ``confusion_matrix``, ``roc``, ``precision_recall``, ``calibration``,
   ``feature_importance`` (ROC and precision-recall are one-vs-rest per class for multiclass models, at most
-  :data:`MAX_CLASS_CURVES` classes, the most frequent ones).
+  :data:`MAX_CLASS_CURVES` classes, the most frequent ones);
+- either task: ``learning_curve``, the training and validation metric per round of a model that learns in
+  rounds (from ``metadata["learning_curve"]``, :mod:`.plotcurve`).
 
 Figures stay small and fast whatever the size of the held-out sample: scatter plots draw at most
 ``max_points`` rows (a seeded random subsample, so the same model always gives the same picture), while
@@ -48,6 +50,7 @@ from .plotbase import (
     new_figure,
     task_of,
 )
+from .plotcurve import curve_reason, learning_curve_plot
 from .plotkinds import (
     calibration,
     confusion_matrix,
@@ -76,6 +79,8 @@ def available_kinds(metadata: Mapping[str, Any], artefacts: Mapping[str, Any] | 
     for kind in PLOT_KINDS[task] if task else ALL_KINDS:
         if kind == "feature_importance":
             out[kind] = importance_reason(metadata)
+        elif kind == "learning_curve":
+            out[kind] = curve_reason(metadata)
         elif held is None:
             out[kind] = why
         elif kind in PROBA_KINDS and held.proba is None:
@@ -112,6 +117,8 @@ def make_plot(
     max_points = max(100, int(max_points))
     if kind == "feature_importance":
         fig = feature_importance(metadata)
+    elif kind == "learning_curve":
+        fig = learning_curve_plot(metadata)
     else:
         held = held_out(metadata, artefacts, str(task))[0]
         assert held is not None  # available_kinds said it is drawable

@@ -24,7 +24,8 @@ import pandas as pd
 from ..errors import JobError
 from . import estimators, evaluate, preprocess, store
 from .constants import SEED, Progress
-from .fitting import fit_with_progress
+from .curves import CurvePoint, CurveRecorder, learns_in_rounds
+from .fitting import fit_with_progress, sample_rows
 from .paramcheck import first_line
 
 log = logging.getLogger("statsbot_nb.train")
@@ -85,8 +86,13 @@ def train_model(
     custom_name: str | None = None,
     notes: list[str] | None = None,
     plan: estimators.EstimatorPlan | None = None,
+    curve: CurvePoint | None = None,
 ) -> TrainedModel:
-    """Fit, score and save a model on ``frame`` (the feature and target columns of ``source_name``)."""
+    """Fit, score and save a model on ``frame`` (the feature and target columns of ``source_name``).
+
+    A model that learns in rounds keeps its learning curve in ``metadata["learning_curve"]``; ``curve``, if
+    given, also receives each round's metrics as they come (the job's live chart).
+    """
     started = time.monotonic()
     total_rows = len(frame)
     frame, dropped = preprocess.drop_missing_target(frame, options.target_column)
@@ -101,8 +107,9 @@ def train_model(
     if plan is None:
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
     notes = list(notes or []) + plan.notes
-    result = _fit_and_score(options, plan, frame, dropped, notes, progress)
-    return save_trained(options, plan, result, models_dir, progress, source_name, custom_name, notes, started)
+    result = _fit_and_score(options, plan, frame, dropped, notes, progress, curve)
+    extra = {"learning_curve": result["learning_curve"]} if result.get("learning_curve") else None
+    return save_trained(options, plan, result, models_dir, progress, source_name, custom_name, notes, started, extra)
 
 
 def save_trained(
@@ -186,6 +193,7 @@ def _fit_and_score(
     dropped: int,
     notes: list[str],
     progress: Progress,
+    curve: CurvePoint | None = None,
 ) -> dict[str, Any]:
     """Split, preprocess, fit with progress and evaluate; everything :func:`train_model` saves."""
     from sklearn.pipeline import Pipeline
@@ -220,8 +228,15 @@ def _fit_and_score(
     def report(fraction: float, message: str) -> None:
         progress(15 + 70 * max(0.0, min(1.0, fraction)), message, "fitting")
 
-    model = fit_with_progress(plan, Xt_train, y_train, report)
-    training_time = round(time.monotonic() - fit_started, 3)
+    recorder, validation, held_time = None, None, 0.0
+    if learns_in_rounds(options.model_type):  # a sample of the held-out rows, scored after every round
+        held_started = time.monotonic()
+        keep = sample_rows(len(test_idx))
+        X_held, y_held = (X_test, y_test) if keep is None else (X_test.iloc[keep], y_test[keep])
+        validation, recorder = (preprocessor.transform(X_held), y_held), CurveRecorder(curve, held_total=len(test_idx))
+        held_time = time.monotonic() - held_started
+    model = fit_with_progress(plan, Xt_train, y_train, report, validation=validation, recorder=recorder)
+    training_time = round(time.monotonic() - fit_started - held_time, 3)
     pipeline = Pipeline([("preprocess", preprocessor), ("model", model)])
 
     progress(86, "Evaluating on the held-out rows", "evaluating")
@@ -262,6 +277,7 @@ def _fit_and_score(
             roles, plan.scale_numeric, dropped, options.target_column, labels, options.model_type
         ),
         "dataset_stats": dataset_stats(y, labels, len(train_idx), len(test_idx), len(options.feature_columns), dropped),
+        "learning_curve": recorder.curve() if recorder is not None else None,
     }
 
 

@@ -327,7 +327,7 @@ class ControlPanel:
             self._approvals.pop(job_id).box.close()
         waiting_ids = {j.job_id for j in waiting}
         running = [j for j in worker.jobs.values() if j.status in ("queued", "running") and j.job_id not in waiting_ids]
-        rows, again = self.job_rows.show(running, time.time())
+        rows, again = self.job_rows.show(running, time.time(), worker.curves)
         if again is not None:
             self._refresh_in(again)
         boxes = [row.box for row in self._approvals.values()] + rows

@@ -27,6 +27,9 @@ def sent_html(rows: list[dict[str, Any]]) -> str:
         "<p>Every frame this machine sent to the server, newest first (all of them: "
         "<code>statsbot_nb.ledger()</code> or <code>statsbot-worker ledger</code>). "
         "<b>Your data</b> names the fields that carried values from your tables.</p>"
+        "<p><b>Stays on this machine</b> at every privacy level: the model files, their plots, and the "
+        "learning curves drawn while a model trains (progress frames carry a percent, a stage and a short "
+        "message, as listed here).</p>"
     )
     if not rows:
         return intro + "<i>Nothing has been sent yet.</i>"
