@@ -4,6 +4,7 @@
     python benchmarks/run.py --upstream 'python3 /path/to/statsbot_worker.py --token {token} --ws-url {ws_url}'
     python benchmarks/run.py --smoke              # tiny tables, one round: checks the suite still runs (CI)
     python benchmarks/run.py --only train,small   # a subset of the case modules
+    python benchmarks/run.py --only dask          # training on --dask-local 2 against here (needs [dask])
 
 ``--upstream CMD`` adds today's worker as the reference for the small-job cases: CMD starts it, with
 ``{python} {token} {ws_url} {data} {home}`` filled in (it runs with its own ``HOME``, so its model store is
@@ -30,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from harness import NOTES, Row
 
-CASES = ("train", "small", "loop")
+CASES = ("train", "small", "loop", "dask")
+#: What a run without ``--only`` measures; the Dask case (``--only dask``) needs the ``[dask]`` extra and minutes.
+DEFAULT_CASES = ("train", "small", "loop")
 
 
 def machine() -> str:
@@ -68,7 +71,11 @@ async def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--upstream", metavar="CMD", help="command that starts today's worker (see above)")
     parser.add_argument("--smoke", action="store_true", help="tiny tables, one round: check the suite runs")
     parser.add_argument("--rounds", type=int, default=None, help="measured rounds per case (default 5)")
-    parser.add_argument("--only", default=",".join(CASES), help=f"comma-separated case modules ({', '.join(CASES)})")
+    parser.add_argument(
+        "--only",
+        default=",".join(DEFAULT_CASES),
+        help=f"comma-separated case modules ({', '.join(CASES)}; default {', '.join(DEFAULT_CASES)})",
+    )
     parser.add_argument("--keep", metavar="DIR", help="work in DIR and keep it (default: a temporary folder)")
     args = parser.parse_args(argv)
     rounds = args.rounds or (1 if args.smoke else 5)

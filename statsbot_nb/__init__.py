@@ -43,6 +43,7 @@ __all__ = [
     "models",
     "panel",
     "unload_ipython_extension",
+    "use_dask",
 ]
 
 #: name -> (module, attribute): the public API, imported on first use (tests/test_public_api.py pins it)
@@ -50,6 +51,8 @@ _LAZY = {
     "connect": ("statsbot_nb.session", "connect"),
     "current_worker": ("statsbot_nb.session", "current_worker"),
     "disconnect": ("statsbot_nb.session", "disconnect"),
+    # send the jobs that can run on a Dask cluster there (issue 14)
+    "use_dask": ("statsbot_nb.usedask", "use_dask"),
     "panel": ("statsbot_nb.ui.panel", "panel"),
     "models": ("statsbot_nb.local", "models"),
     "model": ("statsbot_nb.local", "model"),
@@ -91,6 +94,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from .local import AmbiguousModel, LocalModel, ModelLookupError, ModelNotFound, compare, model, models
     from .session import connect, current_worker, disconnect
     from .ui.panel import panel
+    from .usedask import use_dask
     from .worker import Worker
 
 

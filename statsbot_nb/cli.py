@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import contextlib
 import logging
+import math
 import os
 import signal
 import sys
@@ -120,7 +121,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--dask-scheduler",
         metavar="ADDR",
         default=os.environ.get("DASK_SCHEDULER_ADDRESS") or None,
-        help="train linear, ridge and xgboost_* on this Dask cluster (also $DASK_SCHEDULER_ADDRESS); off by default",
+        help=(
+            "train (linear, ridge, xgboost_*, lightgbm_*) and predict on this Dask cluster "
+            "(also $DASK_SCHEDULER_ADDRESS); off by default"
+        ),
     )
     parser.add_argument("--dask-local", type=int, metavar="N", help="start a local Dask cluster of N worker processes")
     parser.add_argument(
@@ -128,6 +132,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="DIR",
         help="a folder a remote Dask cluster's workers see at the same path (repeatable)",
+    )
+    parser.add_argument(
+        "--dask-timeout",
+        type=float,
+        metavar="S",
+        help="seconds a Dask job waits for a scheduler that does not answer or has no worker (default 30)",
     )
     parser.add_argument("--forget", action="store_true", help="delete a remembered token and exit")
     parser.add_argument("-v", "--verbose", action="store_true", help="print progress and debug logs")
@@ -251,6 +261,7 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     try:
         if args.max_jobs < 1:
             raise ConfigError("--max-jobs must be at least 1.")
+        dask_timeout = _dask_timeout(args.dask_timeout)
         setup = resolve_worker(
             args.token,
             args.ws_url,
@@ -301,8 +312,11 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
         shared = tuple(Path(d).expanduser() for d in args.dask_shared_dir or ())
         with dask_switch(args.dask_scheduler, args.dask_local, shared) as dask:
             if dask:
-                settings = replace(settings, **dask)
-                out(f"Dask: training jobs that can run there go to {dask['dask_scheduler']}; the rest run here.")
+                settings = replace(settings, **dask, **dask_timeout)
+                out(
+                    f"Dask: train and predict jobs that can run there go to {dask['dask_scheduler']}; "
+                    "the rest run here."
+                )
             code = asyncio.run(run_worker(args, token, url, settings, machine_id, out, home=home, remember=remember))
     except StatsbotError as exc:  # the dask extra missing for --dask-local
         out(f"Error: {exc}")
@@ -310,6 +324,15 @@ def main(argv: list[str] | None = None, out: Callable[[str], None] | None = None
     except KeyboardInterrupt:  # where signal handlers cannot be installed (Windows)
         code = EXIT_OK
     return code  # "[stopped] Stopped." was printed with the worker's last state
+
+
+def _dask_timeout(seconds: float | None) -> dict[str, float]:
+    """``--dask-timeout``, checked (a positive, finite number of seconds); ``{}`` keeps the default."""
+    if seconds is None:
+        return {}
+    if not math.isfinite(seconds) or seconds <= 0:
+        raise ConfigError(f"--dask-timeout must be a positive number of seconds, not {seconds:g}.")
+    return {"dask_timeout": seconds}
 
 
 def _subcommand(name: str, argv: list[str], out: Callable[[str], None]) -> int:

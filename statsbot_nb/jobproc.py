@@ -186,12 +186,21 @@ class Standby:
 #: Every pool not yet closed: closed at exit, before multiprocessing joins its children (a process waiting
 #: for an order would otherwise hold the exit up).
 _POOLS: weakref.WeakSet[StandbyPool] = weakref.WeakSet()
+#: Every job process started: one still alive at exit is stopped too. A worker stops its jobs before
+#: that (``session``'s exit hook cancels and reports them); what is left is a process started for a job
+#: or a drawing that the exiting interpreter will never hand its order or read, and multiprocessing
+#: would wait for it forever.
+_STARTED: weakref.WeakSet[multiprocessing.process.BaseProcess] = weakref.WeakSet()
 
 
 @atexit.register
 def _close_pools() -> None:
     for pool in list(_POOLS):
         pool.close()
+    for proc in list(_STARTED):
+        if process_alive(proc):
+            kill_job_process(proc)
+            join_process(proc, 1)
 
 
 class StandbyPool:
@@ -222,6 +231,7 @@ class StandbyPool:
         try:
             with PROCESS_LOCK:  # start() looks at every child's status (see jobguard.PROCESS_LOCK)
                 proc.start()
+            _STARTED.add(proc)
         finally:
             orders_r.close()
             out_w.close()

@@ -88,7 +88,11 @@ def summarize(action: str, data: Mapping[str, Any]) -> str:
             where = " (on this machine, not the Dask cluster)"
         return f"{data.get('model_id')} {headline}{where}" if headline else f"{data.get('model_id', 'trained')}{where}"
     if action == "predict":
-        return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}"
+        notes = data.get("notes") if isinstance(data.get("notes"), list) else []
+        where = (
+            " (on the Dask cluster)" if any(str(n).startswith("Predicted on the Dask cluster") for n in notes) else ""
+        )
+        return f"{data.get('predictions_count')} predictions -> {data.get('output_file')}{where}"
     if action == "join":
         return f"{data.get('row_count')} rows -> {data.get('output_file')}"
     if action in ("save_file", "load_data"):

@@ -8,6 +8,7 @@ import logging
 
 from .core import JobEnded, StartJob
 from .errors import JobCancelled, JobError
+from .shutdown import exiting
 
 log = logging.getLogger("statsbot_nb.driver")
 
@@ -23,6 +24,9 @@ def ended_by(action: StartJob, exc: BaseException) -> JobEnded:
         return JobEnded(job_id, "error", error=str(exc))
     if not isinstance(exc, Exception):
         raise exc
+    if exiting():  # the interpreter is going away under the job: not an internal error to report loudly
+        log.debug("Job %s (%s) stopped as the interpreter exited", job_id, action.action, exc_info=exc)
+        return JobEnded(job_id, "error", error="The worker stopped: the Python process it ran in exited.")
     log.error("Job %s (%s) failed inside the worker", job_id, action.action, exc_info=exc)
     error = (
         f"The worker hit an internal error running {action.action} "

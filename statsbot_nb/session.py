@@ -14,6 +14,7 @@ running loop. On the notebook's own loop thread they refuse with a sentence inst
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import threading
@@ -25,6 +26,7 @@ from .config import remember_once_connected, update_config
 from .context import DEFAULT_MAX_FILE_BYTES
 from .errors import ConfigError, TokenRejectedError
 from .settings import follow_worker_dirs, resolve_worker
+from .shutdown import exiting as exiting  # re-exported: the panel asks the session
 from .worker import REJECTED_HINT, Worker
 
 log = logging.getLogger("statsbot_nb.session")
@@ -35,6 +37,8 @@ _background: tuple[asyncio.AbstractEventLoop, threading.Thread] | None = None
 _current: Worker | None = None
 _listeners: list[Callable[[Worker], None]] = []
 _token_sources: list[Callable[[], str | None]] = []
+#: the Dask fields of JobSettings chosen with ``use_dask()`` (:mod:`statsbot_nb.usedask`), for every new worker
+_dask: dict[str, Any] = {}
 
 
 def capture_main_loop() -> asyncio.AbstractEventLoop | None:
@@ -79,6 +83,48 @@ def _background_loop() -> asyncio.AbstractEventLoop:
         thread.start()
         _background = (loop, thread)
     return _background[0]
+
+
+#: the longest the interpreter's exit waits for a worker on the background loop to stop
+EXIT_STOP_SECONDS = 5.0
+
+
+def _stop_at_exit() -> None:
+    """When the main thread ends (a script, terminal IPython), stop a worker on the background loop as
+    Ctrl-C would (running jobs cancelled and reported, the connection closed), then that loop.
+
+    It runs before the interpreter shuts its thread pools down (registered after them, and such hooks run
+    last-registered first): without it, work still on the loop failed mid-step with "cannot schedule new
+    futures after shutdown" and printed tracebacks at exit.
+    """
+    if _background is None:
+        return
+    loop, thread = _background
+    if not thread.is_alive() or loop.is_closed():
+        return
+    worker = _current
+    if worker is not None and worker.state not in ("stopped", "rejected") and worker.loop is loop:
+        try:
+            asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(EXIT_STOP_SECONDS)
+        except Exception:
+            log.debug("The worker did not stop cleanly at exit", exc_info=True)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(EXIT_STOP_SECONDS)
+
+
+def _register_exit_hook() -> None:
+    import concurrent.futures.thread  # noqa: F401  (its exit hook first, so ours runs before it)
+
+    register = getattr(threading, "_register_atexit", None)
+    if register is None:  # not CPython's threading: the next best moment
+        import atexit
+
+        atexit.register(_stop_at_exit)
+    else:
+        register(_stop_at_exit)
+
+
+_register_exit_hook()
 
 
 def on_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
@@ -177,7 +223,7 @@ def connect(
     worker = Worker(
         token,
         setup.url,
-        settings=setup.settings,
+        settings=dataclasses.replace(setup.settings, **_dask),
         machine_id=setup.machine_id,
         max_jobs=max_jobs,
         **worker_options,
@@ -204,6 +250,18 @@ def connect(
         start()
     else:
         loop.call_soon_threadsafe(start)
+    return worker
+
+
+def set_dask(fields: dict[str, Any]) -> Worker | None:
+    """Use these Dask fields of ``JobSettings`` from now on: for the current worker's next jobs (returned,
+    or None when no worker runs) and for every worker :func:`connect` starts later."""
+    _dask.clear()
+    _dask.update(fields)
+    worker = _current
+    if worker is None or worker.state in ("stopped", "rejected"):
+        return None
+    call_on_main(lambda: worker.update_settings(**fields))
     return worker
 
 

@@ -169,6 +169,11 @@ class Worker(Driver):
     # ------------------------------------------------------------------ what observers read
 
     @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop this worker runs on (None before it started)."""
+        return self._loop
+
+    @property
     def jobs(self) -> dict[str, JobRecord]:
         """Job id -> record, for the jobs this worker accepted (bounded; oldest finished ones dropped)."""
         return self.core.jobs

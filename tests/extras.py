@@ -1,12 +1,12 @@
 """The optional extras some tests need (model types, the browser test), and how the suite does without them.
 
 README's first command installs ``[dev]`` only; ``xgboost_*``, ``lightgbm_*`` and ``catboost_*`` need the
-``[boost]`` extra, ``keras_*`` the ``[keras]`` extra, the JupyterLab browser test the ``[browser]`` extra and
-the Dask tests the ``[dask]`` extra. A test that needs one is marked ``@pytest.mark.extra("catboost")``
-(``tests/conftest.py`` skips it when the library is missing), a test that covers many model types in one run
-keeps the installed ones with :func:`installed_cases`, and the end of the run lists what was left untested and
-the command that installs it. Under CI (``$CI`` set; ``.ci/run`` installs every extra) a missing library fails
-the test instead.
+``[boost]`` extra, ``keras_*`` the ``[keras]`` extra, the browser tests (JupyterLab 4, Notebook 7) the
+``[browser]`` extra and the Dask tests the ``[dask]`` extra. A test that needs one is marked
+``@pytest.mark.extra("catboost")`` (``tests/conftest.py`` skips it when the library is missing), a test that
+covers many model types in one run keeps the installed ones with :func:`installed_cases`, and the end of the run
+lists what was left untested and the command that installs it. Under CI (``$CI`` set; ``.ci/run`` installs every
+extra) a missing library fails the test instead.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ LIBRARIES = {
     "lightgbm": ("lightgbm_*", "boost"),
     "catboost": ("catboost_*", "boost"),
     "keras": ("keras_*", "keras"),
-    "browser": ("the JupyterLab browser test", "browser"),
+    "browser": ("the browser tests (JupyterLab 4, Notebook 7)", "browser"),
     "dask": ("training on a Dask cluster", "dask"),
 }
 #: library -> how many tests (or model-type cases inside a test) were skipped without it in this run
@@ -51,7 +51,7 @@ def installed(library: str) -> bool:
         backend = keras_backend()
         return _found("keras") and backend is not None and (backend not in BACKENDS or _found(backend))
     if library == "browser":
-        return _found("playwright") and _found("jupyterlab")
+        return _found("playwright") and _found("jupyterlab") and _found("notebook")
     if library == "dask":
         return _found("distributed") and _found("dask.dataframe")
     return _found(library)

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "run.py"
 #: Today's worker is not part of this repository; our own worker stands in for it to test the plumbing.
 STAND_IN = "{python} -m statsbot_nb.cli --token {token} --ws-url {ws_url} --allow {data}"
@@ -45,3 +47,18 @@ def test_smoke_run_prints_every_case_with_a_ratio_and_a_target(tmp_path: Path) -
 def test_an_unknown_case_is_refused_with_the_choices() -> None:
     out = subprocess.run([sys.executable, str(BENCH), "--only", "nonsense"], capture_output=True, text=True, timeout=60)
     assert out.returncode == 2 and "choose from train, small, loop" in out.stderr
+
+
+@pytest.mark.extra("dask")
+def test_the_dask_case_runs_and_prints_its_ratio_honestly(tmp_path: Path) -> None:
+    """``--only dask`` (not in the default run): ridge with ``--dask-local 2`` against here, on CSV and Parquet."""
+    text = _run("--only", "dask", "--keep", str(tmp_path / "work"))
+    rows = _rows(text)
+    assert [r[0] for r in rows] == [
+        "train ridge, 5,000 rows CSV, --dask-local 2 vs here",
+        "train ridge, 5,000 rows Parquet, --dask-local 2 vs here",
+    ], text
+    for row in rows:
+        assert row[1] != "-" and row[2].endswith("(this machine, no Dask)") and row[3].endswith("x"), row
+        assert row[5] == "-", "no target: one machine shows the cost, not a speed-up"
+    assert "On a real cluster" in text

@@ -133,6 +133,8 @@ def test_usage_errors(home: Path, monkeypatch: pytest.MonkeyPatch):
     assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--max-jobs", "0"], out=lines.append) == 2
     assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--max-file-mb", "nan"], out=lines.append) == 2
     assert "--max-file-mb" in lines[-1]
+    assert main(["--token", "t", "--ws-url", "ws://h:1/ws", "--dask-timeout", "0"], out=lines.append) == 2
+    assert "--dask-timeout must be a positive number of seconds" in lines[-1]
     assert main(["--token", "t", "--ws-url", "ws://[::1/ws"], out=lines.append) == 2
     assert "malformed" in lines[-1]
 

@@ -63,9 +63,11 @@ def held_out_rows(path: Path, npartitions: int) -> set[tuple[Any, ...]]:
     layout = Layout(ColumnRoles(("x1", "x2"), ("city",)), "y", True, 0.2, 1.0)
     ddf = read_frame(path, ["x1", "x2", "city", "y"]).repartition(npartitions=npartitions)
     rows: set[tuple[Any, ...]] = set()
+    start = 0
     for part in ddf.to_delayed():
         frame = part.compute(scheduler="sync")
-        _, target, held, _ = coerce(frame, layout)
+        _, target, held, _ = coerce(frame, layout, start)  # the hash is of each row's number in the file
+        start += len(frame)
         rows |= set(zip(target[held].round(9), frame.loc[target.index[held], "city"], strict=True))
     return rows
 

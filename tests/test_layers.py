@@ -41,6 +41,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.atomic",
         "statsbot_nb.inert",
         "statsbot_nb.safefiles",
+        "statsbot_nb.shutdown",
     ),
     ("statsbot_nb.config", "statsbot_nb.privacy"),
     ("statsbot_nb.context",),
@@ -87,6 +88,7 @@ LAYERS: list[tuple[str, ...]] = [
         "statsbot_nb.service.",
         "statsbot_nb.local",
         "statsbot_nb.session",
+        "statsbot_nb.usedask",
         "statsbot_nb.demo",
     ),
 ]

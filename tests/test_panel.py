@@ -105,7 +105,8 @@ async def test_progress_rows_cancel_log_and_text(reference: JobServer, settings,
     for _ in range(5):
         await reference.run_job("list_models", {}, timeout=20)
     await _until(lambda: "older job(s)" in p.log.value)
-    assert p.log.value.count("<tr>") == 1 + 3 + 1  # header, 3 newest, one summary row
+    assert p.log.value.count("class='statsbot-logrow'") == 3  # the 3 newest
+    assert p.log.value.count("statsbot-logolder") == 1  # and one summary line
     handle = reference.submit("sleep", {"seconds": 30})
     await _until(lambda: handle.job_id in p._rows and p._rows[handle.job_id].bar.value > 0)
     row = p._rows[handle.job_id]

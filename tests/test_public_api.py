@@ -22,6 +22,7 @@ PUBLIC = {
     "ledger",
     "load_ipython_extension",
     "unload_ipython_extension",
+    "use_dask",
     "__version__",
     # the types users receive
     "Worker",
@@ -55,6 +56,9 @@ def test_every_public_name_resolves_to_the_object_users_receive() -> None:
     assert statsbot_nb.JobRecord is core.JobRecord
     assert statsbot_nb.LocalModel is local.LocalModel
     assert statsbot_nb.connect is session.connect
+    from statsbot_nb import usedask
+
+    assert statsbot_nb.use_dask is usedask.use_dask
     from statsbot_nb import ledgerdb, ledgerview
 
     assert statsbot_nb.ledger is ledgerview.read_ledger  # importing the ledger's modules never shadows it

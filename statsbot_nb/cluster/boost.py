@@ -35,11 +35,13 @@ from xgboost import collective
 
 from ..errors import JobError
 from ..ml.paramcheck import first_line
-from .connect import cluster_failure
-from .prep import Layout, class_values, coerce, label_codes
+from .connect import cluster_failure, watch_for
+from .prep import Layout, class_values, coerce, label_codes, transform
 
 #: the fewest seconds between two published rounds (the job's progress throttles again)
 PUBLISH_EVERY = 0.25
+#: seconds without a new round before the scheduler is asked whether it still answers and has workers
+QUIET_CHECK = 2.0
 #: the design matrix's target column (feature columns are f0, f1, ...)
 TARGET = "__target__"
 _DROPPED = ("cancelled", "released", "forgotten", "error")
@@ -83,11 +85,11 @@ class ClusterRounds(xgboost.callback.TrainingCallback):
         return agreed
 
 
-def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: bool) -> pd.DataFrame:
+def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: bool, start: int = 0) -> pd.DataFrame:
     """The preprocessed training (or held-out) rows of one partition, with the target (codes for classes)."""
-    X, target, held_out, _ = coerce(part, layout)
+    X, target, held_out, _ = coerce(part, layout, start)
     rows = held_out if held_out_rows else ~held_out
-    Xt = np.asarray(pre.transform(X[rows]), dtype="float32")
+    Xt = transform(pre, X[rows]).astype("float32")
     frame = pd.DataFrame(Xt, columns=[f"f{i}" for i in range(Xt.shape[1])])
     if layout.classes is not None:
         frame[TARGET] = label_codes(class_values(target[rows], layout), layout.classes).astype("int32")
@@ -99,7 +101,8 @@ def design_rows(part: pd.DataFrame, layout: Layout, pre: Any, held_out_rows: boo
 def fit_boosted(
     client: Any,
     address: str,
-    ddf: Any,
+    parts: list[Any],
+    starts: list[int],
     layout: Layout,
     pre: Any,
     plan: Any,
@@ -110,21 +113,30 @@ def fit_boosted(
     """Train ``plan`` (an XGBoost estimator) on the cluster; the fitted local estimator and its eval log.
 
     The fit runs in a thread of this process while this one reports the rounds the cluster publishes;
-    a client that stays disconnected for ``timeout`` seconds ends the job with a sentence. ``rows`` are
-    the training and held-out row counts per partition: partitions with none are left out of that set (a
+    a cluster that publishes no round and has not answered, or had no worker, for ``timeout`` seconds ends
+    the job with a sentence (:class:`statsbot_nb.cluster.connect.ClusterWatch`). ``parts`` are the table's
+    partitions (delayed) and ``starts`` the numbers of their first rows in the file; ``rows`` are the
+    training and held-out row counts per partition: partitions with none are left out of that set (a
     worker holding only empty ones would have nothing to train on).
     """
-    import xgboost.dask as xgb_dask
+    import dask.dataframe as dd
+    from dask import delayed
 
     width = len(pre.get_feature_names_out())
     meta = pd.DataFrame({**{f"f{i}": np.zeros(0, "float32") for i in range(width)}, TARGET: np.zeros(0)})
     if layout.classes is not None:
         meta[TARGET] = meta[TARGET].astype("int32")
-    train = ddf.map_partitions(design_rows, layout, pre, False, meta=meta)
-    test = ddf.map_partitions(design_rows, layout, pre, True, meta=meta)
-    if rows is not None:
-        train = train.partitions[[i for i, n in enumerate(rows[0]) if n]]
-        test = test.partitions[[i for i, n in enumerate(rows[1]) if n]]
+
+    def design(held_out_rows: bool, counts: list[int] | None) -> Any:
+        """The design rows of the same delayed partitions every other pass reads, each told its first row
+        number (a partition number from ``map_partitions`` is renumbered when partitions are selected).
+        Persisted: lightgbm.dask loses the dependencies of a collection built from delayed parts."""
+        chosen = [i for i in range(len(parts)) if counts is None or counts[i]]
+        tasks = [delayed(design_rows)(parts[i], layout, pre, held_out_rows, starts[i]) for i in chosen]
+        return client.persist(dd.from_delayed(tasks, meta=meta, verify_meta=False))
+
+    train = design(False, rows[0] if rows else None)
+    test = design(True, rows[1] if rows else None)
     features = [f"f{i}" for i in range(width)]
     params = {k: v for k, v in plan.estimator.get_params().items() if k not in ("callbacks", "n_jobs")}
     total = int(params.get("n_estimators") or 100)
@@ -166,8 +178,9 @@ def fit_boosted(
     thread = threading.Thread(target=fit, name="statsbot-xgboost-dask", daemon=True)
     report(0.0, f"Boosting round 0/{total} on the cluster")
     thread.start()
-    away_since: float | None = None
     shown = 0
+    watch = watch_for(client, address, timeout=timeout)
+    quiet_since = time.monotonic()
     while thread.is_alive():
         thread.join(0.2)
         with contextlib.suppress(queue.Empty):
@@ -176,16 +189,18 @@ def fit_boosted(
                 if done > shown:
                     shown = done
                     report(done / total, f"Boosting round {done}/{total} on the cluster")
-        if client.status == "running":
-            away_since = None
-        elif away_since is None:
-            away_since = time.monotonic()
-        elif time.monotonic() - away_since > timeout:
-            raise JobError(f"The Dask cluster at {address} went away during training and did not come back.")
+                    watch.progressed()
+                    quiet_since = time.monotonic()
+        if time.monotonic() - quiet_since >= QUIET_CHECK:  # no round for a while: is the cluster still there?
+            watch.check()  # a JobError once it has not answered, or had no worker, for ``timeout`` seconds
+            quiet_since = time.monotonic()
     with contextlib.suppress(Exception):
         client.unsubscribe_topic(topic)
     error = outcome.get("error")
-    if isinstance(error, xgboost.core.XGBoostError | ValueError | TypeError) or type(error).__name__ == "LightGBMError":
+    if isinstance(error, JobError):  # a sentence from a partition (the table changed while training)
+        raise error
+    settings = xgboost.core.XGBoostError | ValueError | TypeError | NotImplementedError  # gblinear: not distributed
+    if isinstance(error, settings) or type(error).__name__ == "LightGBMError":
         raise JobError(f"{plan.model_type} could not be trained with these settings: {first_line(error)}") from error
     if error is not None:
         raise cluster_failure(address, error) from error
@@ -195,18 +210,22 @@ def fit_boosted(
 
         return local_lightgbm(est, n_jobs), {k: dict(v) for k, v in est.evals_result_.items()}
     names = dict(zip(("validation_0", "validation_1"), sets, strict=True))
-    return _local_estimator(est, classify, n_jobs), {names.get(k, k): v for k, v in est.evals_result().items()}
+    return _local_estimator(est, plan.estimator), {names.get(k, k): v for k, v in est.evals_result().items()}
 
 
-def _local_estimator(est: Any, classify: bool, n_jobs: Any) -> Any:
-    """The cluster's booster in a plain ``XGBClassifier`` / ``XGBRegressor`` (no callbacks, no feature names)."""
-    local = xgboost.XGBClassifier() if classify else xgboost.XGBRegressor()
+def _local_estimator(est: Any, unfitted: Any) -> Any:
+    """The cluster's booster in a plain ``XGBClassifier`` / ``XGBRegressor`` with the job's settings (a copy
+    of ``unfitted``, the local estimator): a bare wrapper would predict with the defaults, ``missing=nan``
+    among them, where the trees were grown with the job's ``missing`` (no callbacks, no feature names)."""
+    from sklearn.base import clone
+
+    local = clone(unfitted)
     with tempfile.TemporaryDirectory(prefix="statsbot-xgb-") as folder:
         path = Path(folder) / "model.json"
         est.save_model(path)
         local.load_model(path)
     local.get_booster().feature_names = None  # the local pipeline hands it arrays, as for a local model
-    local.set_params(callbacks=None, n_jobs=n_jobs)
+    local.set_params(callbacks=None)
     return local
 
 

@@ -2,15 +2,22 @@
 
 A job process connects its own :class:`distributed.Client` (the address travels in the job's
 settings) and always closes it, cancelling what it submitted, so a job killed or failed here never
-leaves the cluster computing. Every wait is bounded: the connect by ``dask_timeout`` seconds, and a
-cluster that goes away mid-job ends the job with a sentence (:func:`cluster_failure`).
+leaves the cluster computing. Every wait is bounded by ``dask_timeout`` seconds: the connect, a scheduler
+that stops answering mid-job, and a cluster left with no worker (whose scheduler answers, but where nothing
+would ever run); each ends the job with a sentence (:func:`cluster_failure`, :func:`run_partitions`). How
+long the work itself may take is the job's own limit (``max_job_seconds``): the runner kills the job's
+process past it, as for a cancel, and the scheduler drops that client's tasks when its connection closes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import ipaddress
+import logging
+import queue
 import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -57,25 +64,42 @@ def check_cluster_path(path: Path, address: str, local: bool, shared_dirs: tuple
     )
 
 
-def cluster_failure(address: str, exc: BaseException) -> JobError:
-    """The sentence for a cluster that went away or refused the work."""
+def cluster_failure(address: str, exc: BaseException, during: str = "training") -> JobError:
+    """The sentence for a cluster that went away or refused the work (``during``: what the job was doing)."""
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     if isinstance(exc, ModuleNotFoundError) or "No module named" in text:
         return JobError(
             f"The Dask cluster at {address} lacks a library this job needs ({text}); install statsbot_nb[dask] "
             "(the same version) on its workers."
         )
-    return JobError(f"The Dask cluster at {address} went away or stopped answering during training ({text}).")
+    if "scheduler-connection-lost" in text:  # distributed cancels every future of a client that lost its scheduler
+        return JobError(
+            f"The Dask cluster at {address} went away during {during}: this machine lost its connection to "
+            "the scheduler. Check that the cluster is running, then send the job again."
+        )
+    if type(exc).__name__ == "KilledWorker":
+        return JobError(
+            f"The Dask cluster at {address} went away during {during}: its workers died while running this job's "
+            "work (out of memory?); give them more memory or use more partitions, then send the job again."
+        )
+    return JobError(f"The Dask cluster at {address} went away or stopped answering during {during} ({text}).")
+
+
+#: The bound :func:`run_partitions` uses when not given one: the ``timeout`` of the innermost :func:`open_client`.
+_BOUND: contextvars.ContextVar[float] = contextvars.ContextVar("statsbot_dask_timeout", default=30.0)
 
 
 @contextlib.contextmanager
 def open_client(address: str, timeout: float) -> Iterator[Any]:
-    """A client of the scheduler at ``address``; closed on exit, cancelling every future it submitted."""
+    """A client of the scheduler at ``address``; closed on exit, cancelling every future it submitted.
+
+    ``timeout`` bounds the connect, and every later wait on the cluster (:func:`run_partitions`).
+    """
     try:
         from distributed import Client
     except ImportError as exc:
         raise JobError(
-            "Training on a Dask cluster needs the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
+            "Jobs on a Dask cluster need the dask extra: pip install 'statsbot_nb[dask]', then restart the worker."
         ) from exc
     try:
         client = Client(address, timeout=timeout, set_as_default=False)
@@ -83,34 +107,149 @@ def open_client(address: str, timeout: float) -> Iterator[Any]:
         raise JobError(
             f"No Dask scheduler answered at {address} within {timeout:g} s; start it, or check --dask-scheduler."
         ) from exc
+    bound = _BOUND.set(timeout)
+    failed = False
     try:
         with client.as_current():  # dask's graph building looks for "the" client; never the process default
             yield client
+    except BaseException:
+        failed = True
+        raise
     finally:
+        _BOUND.reset(bound)
+        _close_quietly(client, min(timeout, 10), quiet=failed and client.status != "running")
+
+
+def _close_quietly(client: Any, timeout: float, quiet: bool) -> None:
+    """Close ``client``; with ``quiet`` (its scheduler is gone, the job already failed with a sentence) without
+    distributed's own tracebacks about the reconnect it gives up, which would only repeat that sentence."""
+    logger = logging.getLogger("distributed.client")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.CRITICAL)
+    try:
         with contextlib.suppress(Exception):
-            client.close(timeout=min(timeout, 10))
+            client.close(timeout=timeout)
+    finally:
+        logger.setLevel(level)
 
 
-def run_partitions(client: Any, address: str, tasks: list[Any], report: Any, what: str) -> list[Any]:
+def _heartbeat(bound: float) -> float:
+    """Seconds between looks at the cluster while no partition finishes (a few per ``bound``, at most 2 s)."""
+    return min(2.0, max(0.2, bound / 5))
+
+
+class ClusterWatch:
+    """Whether a cluster that finishes nothing is still worth waiting for: a scheduler that answers, with workers.
+
+    Called only while no partition finishes. Partitions that are slow on a live cluster are waited for (the
+    job's own time limit, ``max_job_seconds``, bounds them); a scheduler that stops answering, or one with
+    no worker at all, fails the job once that has lasted ``bound`` seconds.
+    """
+
+    def __init__(self, client: Any, address: str, bound: float, during: str = "training") -> None:
+        self.client, self.address, self.bound, self.during = client, address, bound, during
+        self.silent_since: float | None = None
+        self.empty_since: float | None = None
+
+    def progressed(self) -> None:
+        """A partition finished: the cluster is alive."""
+        self.silent_since = self.empty_since = None
+
+    def check(self) -> None:
+        """Raise :class:`JobError` when the scheduler has not answered, or had no worker, for ``bound`` seconds."""
+        asked = time.monotonic()
+        try:
+            info = self.client.sync(self.client.scheduler.identity, n_workers=0, callback_timeout=self.bound)
+            workers = int(info.get("n_workers", 0))
+        except Exception:
+            workers = None
+        now = time.monotonic()
+        if workers is None or self.client.status != "running":
+            self.silent_since = self.silent_since or asked
+            if now - self.silent_since >= self.bound:
+                raise JobError(
+                    f"The Dask cluster at {self.address} went away during {self.during}: its scheduler has not "
+                    f"answered for {self.bound:g} s. Check that it is running, then send the job again."
+                )
+            return
+        self.silent_since = None
+        if workers > 0:
+            self.empty_since = None
+            return
+        self.empty_since = self.empty_since or now
+        if now - self.empty_since >= self.bound:
+            raise JobError(
+                f"The Dask cluster at {self.address} has had no workers for {self.bound:g} s, so none of this "
+                "job's work can run; start workers (dask worker ADDRESS) or run the job without Dask."
+            )
+
+
+def watch_for(client: Any, address: str, during: str = "training", timeout: float | None = None) -> ClusterWatch:
+    """A :class:`ClusterWatch` of ``client``'s cluster, bounded by ``timeout`` (default: the ``open_client`` one)."""
+    return ClusterWatch(client, address, _BOUND.get() if timeout is None else timeout, during)
+
+
+def bounded_result(future: Any, watch: ClusterWatch) -> Any:
+    """``future.result()``, looking at the cluster with ``watch`` while it is not done (so never unbounded).
+
+    Raises :class:`JobError` for a cluster gone or without workers (see :class:`ClusterWatch`); the
+    future's own exception otherwise, as ``result()`` does.
+    """
+    from distributed import TimeoutError as DaskTimeout  # asyncio's: not the built-in one before Python 3.11
+
+    while True:
+        try:
+            result = future.result(timeout=_heartbeat(watch.bound))
+        except (TimeoutError, DaskTimeout):
+            watch.check()
+            continue
+        watch.progressed()
+        return result
+
+
+def run_partitions(
+    client: Any,
+    address: str,
+    tasks: list[Any],
+    report: Any,
+    what: str,
+    during: str = "training",
+    timeout: float | None = None,
+) -> list[Any]:
     """Compute one delayed task per partition on the cluster, reporting each finished one; results in order.
 
-    ``report(done, total)`` is called as partitions finish. A failure of the cluster (a worker or the
-    scheduler gone, a library missing there) is a :class:`JobError`; the futures are cancelled on any
-    exit, so nothing keeps computing for a job that ended.
+    ``report(done, total, what)`` is called as partitions finish. Never waits unbounded: while nothing
+    finishes, the scheduler is asked every few seconds whether it is there and has workers (:class:`ClusterWatch`),
+    and ``timeout`` seconds (default: the ``open_client`` timeout) of silence or of no worker end the job. A
+    failure of the cluster (a worker or the scheduler gone, a library missing there) is a :class:`JobError`;
+    the futures are cancelled on any exit, so nothing keeps computing for a job that ended.
     """
-    from distributed import as_completed
-
+    bound = _BOUND.get() if timeout is None else timeout
+    watch = ClusterWatch(client, address, bound, during)
     futures = client.compute(tasks)
+    finished: queue.Queue[Any] = queue.Queue()
     try:
+        for future in futures:
+            future.add_done_callback(finished.put)
         results: dict[Any, Any] = {}
-        for done, future in enumerate(as_completed(futures), start=1):
+        total = len({f.key for f in futures})
+        while len(results) < total:
+            try:
+                future = finished.get(timeout=_heartbeat(bound))
+            except queue.Empty:
+                watch.check()
+                continue
+            watch.progressed()
+            if future.key in results:
+                continue
             results[future.key] = future.result()
-            report(done, len(futures), what)
+            report(len(results), total, what)
         return [results[f.key] for f in futures]
     except JobError:
         raise
     except Exception as exc:
-        raise cluster_failure(address, exc) from exc
+        raise cluster_failure(address, exc, during) from exc
     finally:
         with contextlib.suppress(Exception):
             client.cancel(futures, force=True)
@@ -136,4 +275,14 @@ def dask_switch(
     yield {"dask_scheduler": scheduler, "dask_shared_dirs": shared_dirs} if scheduler else {}
 
 
-__all__ = ["check_cluster_path", "cluster_failure", "dask_switch", "is_local_address", "open_client", "run_partitions"]
+__all__ = [
+    "ClusterWatch",
+    "bounded_result",
+    "check_cluster_path",
+    "cluster_failure",
+    "dask_switch",
+    "is_local_address",
+    "open_client",
+    "run_partitions",
+    "watch_for",
+]

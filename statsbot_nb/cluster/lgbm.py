@@ -64,9 +64,9 @@ def skew_reason(
             whole = stats[col]
             if whole["n"] < 2 or part[col]["n"] == 0:
                 continue
-            mean = whole["sum"] / whole["n"]
-            std = np.sqrt(max(whole["sumsq"] / whole["n"] - mean * mean, 0.0))
-            shift = abs(part[col]["sum"] / part[col]["n"] - mean)
+            mean = whole["mean"]
+            std = np.sqrt(whole["m2"] / whole["n"])
+            shift = abs(part[col]["mean"] - mean)
             if std > 0 and shift > MAX_MEAN_SHIFT * std and len(used) > 1:
                 return f"{col!r} in {where} averages {shift / std:.2f} standard deviations away from the whole table"
     return None

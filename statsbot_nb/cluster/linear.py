@@ -8,37 +8,41 @@ coefficients as ``LinearRegression``'s least squares), then ``coef = (Xc^T Xc + 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from .prep import Layout, coerce
+from .prep import Layout, coerce, transform
+from .sums import merge_moments, moments
 
 
-def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any) -> dict[str, Any]:
+def normal_sums(part: pd.DataFrame, layout: Layout, pre: Any, start: int = 0) -> dict[str, Any]:
     """n, sum X, sum y, X^T X and X^T y over one partition's training rows (after preprocessing)."""
-    X, target, held_out, _ = coerce(part, layout)
-    Xt = np.asarray(pre.transform(X[~held_out]), dtype="float64")
+    X, target, held_out, _ = coerce(part, layout, start)
+    Xt = transform(pre, X[~held_out])
     y = target.to_numpy(dtype="float64")[~held_out]
     return {"n": len(y), "sx": Xt.sum(axis=0), "sy": y.sum(), "xtx": Xt.T @ Xt, "xty": Xt.T @ y}
 
 
-def solve(parts: list[dict[str, Any]], alpha: float | None) -> tuple[np.ndarray, float]:
-    """Coefficients and intercept from every partition's sums (``alpha`` None: ordinary least squares)."""
+def solve(parts: list[dict[str, Any]], alpha: float | None, fit_intercept: bool = True) -> tuple[np.ndarray, float]:
+    """Coefficients and intercept from every partition's sums (``alpha`` None or 0: least squares, the
+    minimum-norm solution where the sums are singular, as scikit-learn's ``Ridge(alpha=0)`` falls back to).
+    Without an intercept the sums are not centred and the intercept is 0, as scikit-learn's."""
     n = sum(p["n"] for p in parts)
-    sx = sum(p["sx"] for p in parts)
-    sy = sum(p["sy"] for p in parts)
     xtx = sum(p["xtx"] for p in parts)
     xty = sum(p["xty"] for p in parts)
-    mx, my = sx / n, sy / n
+    mx, my = (sum(p["sx"] for p in parts) / n, sum(p["sy"] for p in parts) / n) if fit_intercept else (0.0, 0.0)
     cxx = xtx - n * np.outer(mx, mx)
     cxy = xty - n * mx * my
-    if alpha is None:
-        coef = np.linalg.lstsq(cxx, cxy, rcond=None)[0]
-    else:
-        coef = np.linalg.solve(cxx + alpha * np.eye(len(mx)), cxy)
-    return coef, float(my - mx @ coef)
+    coef = None
+    if alpha:
+        with contextlib.suppress(np.linalg.LinAlgError):
+            coef = np.linalg.solve(cxx + alpha * np.eye(len(cxy)), cxy)
+    if coef is None:
+        coef = np.linalg.lstsq(cxx + (alpha or 0.0) * np.eye(len(cxy)), cxy, rcond=None)[0]
+    return coef, float(my - mx @ coef) if fit_intercept else 0.0
 
 
 def fitted_estimator(model_type: str, params: dict[str, Any], coef: np.ndarray, intercept: float) -> Any:
@@ -54,11 +58,11 @@ def fitted_estimator(model_type: str, params: dict[str, Any], coef: np.ndarray, 
     return est
 
 
-def metric_sums(part: pd.DataFrame, layout: Layout, pipeline_model: Any, pre: Any) -> dict[str, Any]:
+def metric_sums(part: pd.DataFrame, layout: Layout, pipeline_model: Any, pre: Any, start: int = 0) -> dict[str, Any]:
     """Sums of the held-out errors in one partition, and its hash-sampled held-out rows (for plots)."""
-    X, target, held_out, sampled = coerce(part, layout)
+    X, target, held_out, sampled = coerce(part, layout, start)
     y = target.to_numpy(dtype="float64")[held_out]
-    Xt = np.asarray(pre.transform(X[held_out]), dtype="float64")
+    Xt = transform(pre, X[held_out])
     pred = np.asarray(pipeline_model.predict(Xt), dtype="float64") if len(y) else np.zeros(0)
     err = y - pred
     keep = sampled[held_out]
@@ -66,8 +70,7 @@ def metric_sums(part: pd.DataFrame, layout: Layout, pipeline_model: Any, pre: An
         "n": len(y),
         "sse": float((err**2).sum()),
         "sae": float(np.abs(err).sum()),
-        "sy": float(y.sum()),
-        "syy": float((y**2).sum()),
+        "y_moments": moments(y),  # centred: a target far from zero keeps the precision r2 needs
         "y_sample": y[keep],
         "pred_sample": pred[keep],
         "X_sample": Xt[keep],
@@ -79,9 +82,7 @@ def metrics_from_sums(parts: list[dict[str, Any]]) -> dict[str, float | None]:
     n = sum(p["n"] for p in parts)
     sse = sum(p["sse"] for p in parts)
     sae = sum(p["sae"] for p in parts)
-    sy = sum(p["sy"] for p in parts)
-    syy = sum(p["syy"] for p in parts)
-    sst = syy - sy * sy / n
+    _, _, sst = merge_moments([p["y_moments"] for p in parts])
     mse = sse / n
     return {
         "r2": float(1 - sse / sst) if sst > 0 else None,

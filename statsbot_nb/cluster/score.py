@@ -15,18 +15,18 @@ import numpy as np
 import pandas as pd
 
 from ..ml import evaluate
-from .prep import Layout, class_values, coerce, label_codes
+from .prep import Layout, class_values, coerce, label_codes, transform
 
 _EPS = float(np.finfo(np.float64).eps)  # what scikit-learn clips float64 probabilities to
 
 
-def class_sums(part: pd.DataFrame, layout: Layout, model: Any, pre: Any) -> dict[str, Any]:
+def class_sums(part: pd.DataFrame, layout: Layout, model: Any, pre: Any, start: int = 0) -> dict[str, Any]:
     """One partition's confusion matrix, log-loss and Brier sums, and its sampled held-out rows."""
     classes = layout.classes or ()
     k = len(classes)
-    X, target, held_out, sampled = coerce(part, layout)
+    X, target, held_out, sampled = coerce(part, layout, start)
     y = label_codes(class_values(target[held_out], layout), classes)
-    Xt = np.asarray(pre.transform(X[held_out]), dtype="float64")
+    Xt = transform(pre, X[held_out])
     if len(y):
         pred = np.asarray(model.predict(Xt)).astype("int64").ravel()
         proba = evaluate.predict_proba_or_none(model, Xt)

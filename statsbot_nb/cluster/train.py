@@ -21,20 +21,21 @@ from ..ml import estimators, evaluate, preprocess
 from ..ml.constants import Progress
 from ..ml.curves import learning_curve
 from ..ml.train import MIN_ROWS, TrainedModel, TrainOptions, save_trained
-from . import NORMAL_EQUATION_TYPES, where_note
+from . import NORMAL_EQUATION_TYPES, where_note, why_not_on_cluster
 from .connect import open_client, run_partitions
 from .linear import fitted_estimator, metric_sums, metrics_from_sums, normal_sums, solve
 from .prep import (
     SAMPLE_ROWS,
+    Columns,
     Layout,
     column_stats,
     fitted_preprocessor,
     merge_stats,
-    merge_type_counts,
-    read_frame,
-    type_counts,
+    pattern_reason,
 )
 from .score import class_metrics, class_sums
+from .source import first_pass, unchanged
+from .sums import check_finite, target_quartiles
 
 
 def train_on_cluster(
@@ -61,12 +62,11 @@ def train_on_cluster(
     boosted = options.model_type.startswith(("xgboost_", "lightgbm_"))
     if options.model_type not in NORMAL_EQUATION_TYPES and not boosted:
         raise JobError(f"{options.model_type} has no cluster training yet; linear, ridge, xgboost_* and lightgbm_* do.")
-    with open_client(address, timeout) as client:
+    reason = pattern_reason(path)
+    if reason:
+        raise JobError(reason)
+    with open_client(address, timeout) as client, unchanged(path):
         workers = len(client.scheduler_info().get("workers", {}))
-        ddf = read_frame(path, [*options.feature_columns, options.target_column])
-        if npartitions:
-            ddf = ddf.repartition(npartitions=npartitions)
-        parts = ddf.to_delayed()
 
         def report(lo: float, hi: float) -> Any:
             def step(done: int, total: int, what: str) -> None:
@@ -74,37 +74,36 @@ def train_on_cluster(
 
             return step
 
-        progress(2, f"Reading {path.name} on the cluster ({len(parts)} partitions)", "loading")
-        counted = run_partitions(client, address, [delayed(type_counts)(p) for p in parts], report(2, 10), "Types")
-        rows, not_numeric = merge_type_counts(counted)
-        roles = preprocess.ColumnRoles(
-            tuple(c for c in options.feature_columns if not_numeric[c] == 0),
-            tuple(c for c in options.feature_columns if not_numeric[c] > 0),
-        )
+        columns = [*options.feature_columns, options.target_column]
+        target = options.target_column
+        parts, starts, kinds = first_pass(client, address, path, columns, target, npartitions, report(2, 10), progress)
+        rows = kinds.rows
         task = options.task_type or estimators.task_from_model_type(options.model_type) or estimators.REGRESSION
         plan = estimators.build_estimator(options.model_type, task, options.hyperparameters)
+        reason = why_not_on_cluster(options.model_type, path, plan.estimator.get_params())
+        if reason:
+            raise JobError(f"{options.model_type} was not trained on the Dask cluster: {reason}")
         classify = plan.task_type == estimators.CLASSIFICATION
-        numeric_target = not_numeric[options.target_column] == 0
-        if not classify and not numeric_target:
-            raise JobError(f"{options.target_column!r} holds text, so {options.model_type} cannot regress on it.")
-        layout = Layout(
-            roles, options.target_column, numeric_target, options.test_size, min(1.0, SAMPLE_ROWS / max(rows, 1))
-        )
-        stats_parts = run_partitions(
-            client, address, [delayed(column_stats)(p, layout) for p in parts], report(10, 20), "Statistics"
-        )
-        stats = merge_stats(stats_parts, layout)
+        layout = _layout(options, kinds, classify)
+
+        def statistics(layout: Layout, lo: float, hi: float) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+            tasks = [delayed(column_stats)(p, layout, start) for p, start in zip(parts, starts, strict=True)]
+            found = run_partitions(client, address, tasks, report(lo, hi), "Statistics")
+            return found, merge_stats(found, layout)
+
+        stats_parts, stats = statistics(layout, 10, 16)
+        if stats["n_train"] + stats["n_test"] < MIN_ROWS:
+            raise JobError(
+                f"Only {stats['n_train'] + stats['n_test']} row(s) of {path.name} have a value in "
+                f"{options.target_column!r}; training needs at least {MIN_ROWS}."
+            )
+        check_finite(stats, layout, regression=not classify, scaled=plan.scale_numeric)
         if classify:
             layout = with_classes(layout, stats, options.target_column)
             if layout.train_only:  # those classes' rows move into training: count again with them there
-                stats_parts = run_partitions(
-                    client, address, [delayed(column_stats)(p, layout) for p in parts], report(10, 20), "Statistics"
-                )
-                stats = {**merge_stats(stats_parts, layout), "labels": stats["labels"]}
-        if stats["n_train"] + stats["n_test"] < MIN_ROWS:
-            raise JobError(
-                f"Only {stats['n_train'] + stats['n_test']} row(s) have a target value; training needs {MIN_ROWS}."
-            )
+                labels = stats["labels"]
+                stats_parts, stats = statistics(layout, 16, 20)
+                stats["labels"] = labels
         if stats["n_test"] == 0 or stats["n_train"] < 2:
             raise JobError("There are too few rows to keep some for testing; add rows or change test_size.")
         pre = fitted_preprocessor(layout, plan.scale_numeric, stats)
@@ -124,19 +123,18 @@ def train_on_cluster(
                 progress(20 + 55 * max(0.0, min(1.0, fraction)), message, "fitting")
 
             counts = ([p["n_train"] for p in stats_parts], [p["n_test"] for p in stats_parts])
-            model, history = fit_boosted(client, address, ddf, layout, pre, plan, rounds, timeout, counts)
+            model, history = fit_boosted(client, address, parts, starts, layout, pre, plan, rounds, timeout, counts)
         else:
-            sums = run_partitions(
-                client, address, [delayed(normal_sums)(p, layout, pre) for p in parts], report(20, 75), "Fitting"
-            )
-            alpha = float(plan.hyperparameters.get("alpha", 1.0)) if options.model_type == "ridge" else None
-            coef, intercept = solve(sums, alpha)
+            tasks = [delayed(normal_sums)(p, layout, pre, start) for p, start in zip(parts, starts, strict=True)]
+            sums = run_partitions(client, address, tasks, report(20, 75), "Fitting")
+            params = plan.estimator.get_params()
+            alpha = float(params["alpha"]) if options.model_type == "ridge" else None
+            coef, intercept = solve(sums, alpha, bool(params.get("fit_intercept", True)))
             model = fitted_estimator(options.model_type, plan.estimator.get_params(), coef, intercept)
         training_time = round(time.monotonic() - fit_started, 3)
         scorer = class_sums if classify else metric_sums
-        scored = run_partitions(
-            client, address, [delayed(scorer)(p, layout, model, pre) for p in parts], report(75, 90), "Scoring"
-        )
+        tasks = [delayed(scorer)(p, layout, model, pre, start) for p, start in zip(parts, starts, strict=True)]
+        scored = run_partitions(client, address, tasks, report(75, 90), "Scoring")
     from sklearn.pipeline import Pipeline
 
     trained_on = {"where": "dask", "scheduler": address, "workers": workers, "partitions": len(parts), "rows": rows}
@@ -144,12 +142,27 @@ def train_on_cluster(
     result["training_time"] = training_time
     notes = [*(notes or []), *plan.notes, where_note(trained_on)]
     if classify:
-        notes.append("The held-out rows are chosen by a hash of each row, so the split is not stratified.")
+        notes.append("The held-out rows are chosen by a hash of each row's number, so the split is not stratified.")
     extra: dict[str, Any] = {"trained_on": trained_on}
     curve = learning_curve(history) if history else None
     if curve:
         extra["learning_curve"] = curve
     return save_trained(options, plan, result, models_dir, progress, path.name, custom_name, notes, started, extra)
+
+
+def _layout(options: TrainOptions, kinds: Columns, classify: bool) -> Layout:
+    """Column roles (a number column holds only numbers in the whole table), the boolean columns, the
+    target's kind, and the sample rates: rows for plots, each numeric column's own values for its median."""
+    features, target = options.feature_columns, options.target_column
+    numeric = tuple(c for c in features if kinds.numeric(c) and not kinds.boolean(c))
+    roles = preprocess.ColumnRoles(numeric, tuple(c for c in features if c not in numeric))
+    numeric_target = kinds.numeric(target) and not kinds.boolean(target)
+    if not classify and not numeric_target:
+        raise JobError(f"{target!r} holds text, so {options.model_type} cannot regress on it.")
+    booleans = tuple(c for c in [*features, target] if kinds.boolean(c))
+    rates = tuple(min(1.0, SAMPLE_ROWS / max(kinds.numbers[c], 1)) for c in numeric)
+    rate = min(1.0, SAMPLE_ROWS / max(kinds.rows, 1))
+    return Layout(roles, target, numeric_target, options.test_size, rate, booleans=booleans, sample_rates=rates)
 
 
 def kept_categories(pre: Any, layout: Layout) -> dict[str, set[Any]]:
@@ -207,7 +220,10 @@ def _result(
         from sklearn.preprocessing import LabelEncoder
 
         encoder = LabelEncoder()
-        encoder.classes_ = np.array(layout.classes, dtype=None if layout.numeric_target else object)
+        boolean = layout.target in layout.booleans
+        encoder.classes_ = np.array(
+            layout.classes, dtype=bool if boolean else None if layout.numeric_target else object
+        )
         labels = preprocess.class_labels(encoder)
         metrics = class_metrics(scored, len(labels))
     else:
@@ -216,6 +232,11 @@ def _result(
         y_sample, labels, stats["n_train"], stats["n_test"], len(options.feature_columns), stats["dropped"]
     )
     ds["n_rows"] = n_rows
+    if not classify:  # the whole table's target, not the held-out sample's
+        ds.pop("quartiles", None)
+        quartiles = target_quartiles(stats)
+        if quartiles:
+            ds["quartiles"] = quartiles
     if classify:  # the whole table's class counts, not the sample's
         counts = stats["labels"]
         ds["class_distribution"] = {

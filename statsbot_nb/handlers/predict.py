@@ -9,6 +9,11 @@ What goes back to the server depends on the privacy level (:mod:`statsbot_nb.pri
 up to ten numbers (``wire_predictions``); at ``strict`` none (an empty ``predictions_sample``, which the
 bot reads as no predictions); only at ``share`` the first ten input rows in ``dataframe_sample`` (else
 null: no input value leaves).
+
+With a Dask scheduler (``JobSettings.dask_scheduler``) a CSV/TSV/Parquet input past one partition predicts
+on the cluster instead (:mod:`statsbot_nb.cluster.predict`), after the same file policy; the result has
+the same keys and a note saying where it ran. ``output_layout: "per_partition"`` (our addition; today's
+bot never sends it) asks for a folder of one file per partition there.
 """
 
 from __future__ import annotations
@@ -17,11 +22,14 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from ..context import JobContext
+from ..cluster.connect import check_cluster_path, is_local_address
+from ..cluster.predict import ONE_FILE, PER_PARTITION, output_layout, predict_on_cluster, why_not_predict_on_cluster
+from ..context import JobContext, JobSettings
 from ..errors import JobError
 from ..ml import predict as ml_predict
 from ..ml import store
@@ -43,17 +51,18 @@ class PredictRequest:
     file_path: str
     model_id: str
     feature_columns: tuple[str, ...] | None  # what the server believes the model needs (compared only)
+    output_layout: str = ONE_FILE  # on a Dask cluster: one file, or one per partition (our addition)
 
     @classmethod
     def parse(cls, params: Params) -> PredictRequest:
-        """Check ``file_path`` and ``model_id``; ``feature_columns`` is kept only if it is a list."""
+        """Check ``file_path``, ``model_id`` and ``output_layout``; ``feature_columns`` is kept only if it is a list."""
         file_path = required_text(
             params, "file_path", "file_path is missing; give the path of the table to predict on."
         )
         model_id = store.validate_model_id(params.get("model_id"))
         requested = params.get("feature_columns")
         features = tuple(str(c) for c in requested) if isinstance(requested, list) and requested else None
-        return cls(file_path, model_id, features)
+        return cls(file_path, model_id, features, output_layout(params.get("output_layout")))
 
 
 def open_source(
@@ -85,8 +94,66 @@ def predict(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
     files = policy(ctx.settings)
     source, columns = open_source(files, req.file_path, predictor, "add them to the file")
     with source, files.open_output(output_path_for(source.path, predictor.meta, ctx.job_id)) as output:
-        data = _predict_into(ctx, predictor, source, columns, output, notes)
-    return data
+        if predictor.replaced(columns):
+            notes.append(
+                f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
+                "the new predictions in the output file."
+            )
+        if _on_cluster(ctx.settings, source, predictor, req.output_layout, notes):
+            return _predict_on_cluster(ctx, predictor, source, columns, output, req.output_layout, notes)
+        return _predict_into(ctx, predictor, source, columns, output, notes)
+
+
+def _on_cluster(
+    settings: JobSettings, source: OpenedTable, predictor: Predictor, layout: str, notes: list[str]
+) -> bool:
+    """Whether this prediction runs on the Dask cluster; a note says why not when there is one (or was asked)."""
+    one_file = " The predictions are in one file." if layout == PER_PARTITION else ""
+    if not settings.dask_scheduler:
+        if layout == PER_PARTITION:
+            notes.append(
+                "output_layout 'per_partition' applies to predictions on a Dask cluster, and this worker has "
+                "none (--dask-scheduler, or statsbot_nb.use_dask in a notebook)." + one_file
+            )
+        return False
+    why_not = why_not_predict_on_cluster(source.path, source.stat.st_size, predictor.meta.get("model_type"), layout)
+    if why_not:
+        notes.append(f"Predicted on this machine, not on the Dask cluster: {why_not}{one_file}")
+        return False
+    check_cluster_path(source.path, settings.dask_scheduler, settings.dask_local, settings.dask_shared_dirs)
+    return True
+
+
+def _predict_on_cluster(
+    ctx: JobContext,
+    predictor: Predictor,
+    source: OpenedTable,
+    columns: list[str],
+    output: OutputFolder,
+    layout: str,
+    notes: list[str],
+) -> dict[str, Any]:
+    """Predict on the Dask cluster (:mod:`statsbot_nb.cluster.predict`); the result is the local one's."""
+    settings = ctx.settings
+    address = str(settings.dask_scheduler)
+    ctx.progress(5, f"Predicting on {source.name} on the Dask cluster", "predicting")
+    done = predict_on_cluster(
+        source,
+        columns,
+        predictor,
+        output,
+        ctx.progress,
+        address=address,
+        layout=layout,
+        local=settings.dask_local or is_local_address(address),
+        shared_dirs=settings.dask_shared_dirs,
+        timeout=settings.dask_timeout,
+    )
+    ctx.progress(100, f"Wrote {done.rows:,} predictions to {done.output.name}", "saving")
+    log.info("Predicted %d rows with %s on the Dask cluster into %s", done.rows, predictor.model_id, done.output)
+    return _result(
+        ctx, predictor, done.rows, (done.head_input, done.head_extra), columns, done.output, notes + done.notes
+    )
 
 
 def _predict_into(
@@ -98,49 +165,54 @@ def _predict_into(
     notes: list[str],
 ) -> dict[str, Any]:
     """Predict chunk by chunk from the opened ``source`` into a new file in the opened output folder."""
-    model_id = predictor.model_id
-    if predictor.replaced(columns):
-        notes.append(
-            f"The input's own {', '.join(predictor.replaced(columns))} column(s) are replaced by "
-            "the new predictions in the output file."
-        )
     total = _total_rows(source)
     ctx.progress(5, f"Predicting on {source.name}", "predicting")
     rows = 0
-    level = ctx.settings.privacy
-    share_rows = shares_rows(level)
-    predictions_sample: list[float] = []
-    meaning = ""
-    sample_frame: pd.DataFrame | None = None
+    heads: list[tuple[pd.DataFrame, pd.DataFrame]] = []
+    kept = 0
     chunks = iter_table_chunks(source, columns, chunk_rows=ml_predict.CHUNK_ROWS)
     with AtomicTableWriter(output, replace="never") as writer:
         for chunk, extra in ml_predict.predict_chunks(predictor, chunks):
             writer.write(with_predictions(chunk, extra))
-            if len(predictions_sample) < SAMPLE_ROWS:
-                need = SAMPLE_ROWS - len(predictions_sample)
-                numbers, meaning = wire_predictions(extra.iloc[:need], predictor.labels, predictor.classifier)
-                predictions_sample.extend(numbers)
-                if share_rows:  # the input rows, as today's worker sends them
-                    part = chunk.iloc[:need]
-                    sample_frame = part if sample_frame is None else pd.concat([sample_frame, part])
+            if kept < SAMPLE_ROWS:
+                heads.append((chunk.iloc[: SAMPLE_ROWS - kept], extra.iloc[: SAMPLE_ROWS - kept]))
+                kept += len(heads[-1][0])
             rows += len(chunk)
             ctx.progress(_percent(rows, total), f"Predicted {rows:,} rows", "predicting")
         if rows == 0:
             raise JobError(f"{source.name} has no rows to predict on.")
         ctx.progress(97, f"Writing {output.name}", "saving")
     ctx.progress(100, f"Wrote {rows:,} predictions to {output.name}", "saving")
-    log.info("Predicted %d rows with %s into %s", rows, model_id, output)
-    sent, meaning = shape_predictions(predictions_sample[:SAMPLE_ROWS], meaning, level)
+    log.info("Predicted %d rows with %s into %s", rows, predictor.model_id, output)
+    head = (pd.concat([h[0] for h in heads]), pd.concat([h[1] for h in heads]))
+    return _result(ctx, predictor, rows, head, columns, output.path, notes)
+
+
+def _result(
+    ctx: JobContext,
+    predictor: Predictor,
+    rows: int,
+    head: tuple[pd.DataFrame, pd.DataFrame],
+    columns: list[str],
+    output: Path,
+    notes: list[str],
+) -> dict[str, Any]:
+    """The job's ``data`` from the first rows of the input and of the predictions (``head``), as the
+    privacy level allows; the same whether the prediction ran here or on a cluster."""
+    level = ctx.settings.privacy
+    head_input, head_extra = head
+    numbers, meaning = wire_predictions(head_extra.iloc[:SAMPLE_ROWS], predictor.labels, predictor.classifier)
+    sent, meaning = shape_predictions(numbers[:SAMPLE_ROWS], meaning, level)
     data: dict[str, Any] = {
         "predictions_sample": sent,
         "predictions_count": rows,
         # Without sharing: null, and the bot builds its preview from empty feature cells
         # (prediction_handlers.py ``_execute_prediction``); no value of the user's table leaves.
-        "dataframe_sample": _records(sample_frame) if share_rows else None,
+        "dataframe_sample": _records(head_input.iloc[:SAMPLE_ROWS]) if shares_rows(level) else None,
         "dataframe_rows": rows,
         "dataframe_columns": shape_columns(columns, level),
-        "output_file": str(output.path),
-        "model_id": model_id,
+        "output_file": str(output),
+        "model_id": predictor.model_id,
         "predictions_meaning": meaning,
     }
     if notes:

@@ -140,7 +140,7 @@ def train(params: dict[str, Any], ctx: JobContext) -> dict[str, Any]:
             )
         on_cluster = False
         if settings.dask_scheduler:
-            why_not = cluster.why_not_on_cluster(options.model_type, path)
+            why_not = cluster.why_not_on_cluster(options.model_type, path, options.hyperparameters)
             on_cluster = why_not is None
             if why_not:
                 notes.append(f"Trained on this machine, not on the Dask cluster: {why_not}")

@@ -41,6 +41,20 @@ COMPARISON_METRICS = {
 }
 
 
+NO_MODELS = (
+    "<i>No models yet. Models you train (from the bot, <code>statsbot-worker demo</code> or "
+    "<code>statsbot_nb</code> in a notebook) are saved on this computer and listed here.</i>"
+)
+
+
+def show_png(image: W.Image, png: bytes) -> None:
+    """Show ``png`` in ``image``, or hide the image while there is none (an empty one is a broken icon)."""
+    image.value = png
+    display = None if png else "none"
+    if image.layout.display != display:
+        image.layout.display = display
+
+
 def _headline(entry: dict[str, Any]) -> str:
     return headline_text(entry, sep=" ") or "no metric"
 
@@ -60,13 +74,13 @@ class ModelBrowser:
         self.models = W.Select(options=[], rows=8, layout=W.Layout(width="100%"))
         self.models.add_class("statsbot-models")
         self.refresh_button = W.Button(description="Refresh", icon="refresh")
-        self.card = W.HTML("<i>No model selected.</i>")
+        self.card = W.HTML("<i>Reading the models saved on this computer…</i>")
         self.kinds = W.ToggleButtons(options=[], style={"button_width": "auto"})
         self.kinds.add_class("statsbot-plot-kinds")
-        self.plot = W.Image(format="png", layout=W.Layout(max_width="600px"))
+        self.plot = W.Image(format="png", layout=W.Layout(max_width="min(600px, 100%)", display="none"))
         self.plot_note = W.HTML()
         self.metric = W.Dropdown(options=[], description="Compare")
-        self.comparison = W.Image(format="png", layout=W.Layout(max_width="600px"))
+        self.comparison = W.Image(format="png", layout=W.Layout(max_width="min(600px, 100%)", display="none"))
         self.comparison_note = W.HTML()
         for control in (self.task, self.model_type):
             control.observe(lambda _c: session.call_on_main(self._apply_filter), "value")
@@ -126,9 +140,13 @@ class ModelBrowser:
         """Start the work on the main loop and apply its result there. With a ``slot`` (a kind of drawing),
         one runs at a time: a request made meanwhile waits, and a newer one replaces it, so a user clicking
         fast never piles up job processes (each result is applied only if still wanted)."""
+        if session.exiting():
+            return
         loop = session.main_loop()
 
         def schedule() -> None:
+            if session.exiting():
+                return
             if slot is not None and slot in self._busy:
                 self._waiting[slot] = (start, apply)
                 return
@@ -139,10 +157,18 @@ class ModelBrowser:
 
             def done(fut: asyncio.Future[Any]) -> None:
                 self._pending.discard(fut)
+                if fut.cancelled():  # its loop is ending (a script's asyncio.run() returning): nothing to show
+                    if slot is not None:
+                        self._busy.discard(slot)
+                        self._waiting.pop(slot, None)
+                    return
                 try:
                     apply(fut.result())
                 except Exception:
-                    log.exception("The model browser failed to update")
+                    if session.exiting():  # the interpreter is going away with a drawing under way
+                        log.debug("The model browser stopped at exit", exc_info=True)
+                    else:
+                        log.exception("The model browser failed to update")
                 if slot is not None:
                     self._busy.discard(slot)
                     if slot in self._waiting:
@@ -203,9 +229,9 @@ class ModelBrowser:
         ids = [mid for _, mid in options]
         self.models.value = selected if selected in ids else (ids[0] if ids else None)
         if not ids:
-            self.card.value = "<i>No models match.</i>" if self.entries else "<i>No models yet.</i>"
+            self.card.value = "<i>No models match these filters.</i>" if self.entries else NO_MODELS
             self.kinds.options = []
-            self.plot.value = b""
+            show_png(self.plot, b"")
         self._update_metrics()
 
     # ------------------------------------------------------------------ one model
@@ -221,7 +247,7 @@ class ModelBrowser:
             if isinstance(result, str):
                 self.card.value = f"<i>{html.escape(result)}</i>"
                 self.kinds.options = []
-                self.plot.value = b""
+                show_png(self.plot, b"")
                 return
             kinds, default = result["kinds"], result["default"]
             self.card.value = result["html"]
@@ -232,7 +258,7 @@ class ModelBrowser:
             if list(self.kinds.options) != usable:
                 self.kinds.options = usable
             if not usable:
-                self.plot.value = b""
+                show_png(self.plot, b"")
                 return
             wanted = previous if previous in usable else (default if default in usable else usable[0])
             if self.kinds.value == wanted:
@@ -251,9 +277,9 @@ class ModelBrowser:
             if (self.models.value, self.kinds.value) != (model_id, kind):
                 return  # the user moved on while this was drawing; a newer drawing is on its way
             if isinstance(png, bytes):
-                self.plot.value = png
+                show_png(self.plot, png)
             else:
-                self.plot.value = b""
+                show_png(self.plot, b"")
                 self.plot_note.value = f"<small>{html.escape(png)}</small>"
 
         self._png("model_plot_png", {"model_id": model_id, "kind": kind}, apply)
@@ -273,7 +299,7 @@ class ModelBrowser:
         if list(self.metric.options) != options:
             self.metric.options = options
         if not options:
-            self.comparison.value = b""
+            show_png(self.comparison, b"")
             self.comparison_note.value = "<small>Pick a task to compare models of the same kind.</small>"
             return
         wanted = previous if previous in options else options[0]
@@ -291,7 +317,7 @@ class ModelBrowser:
         def apply(png: bytes | str) -> None:
             if self.metric.value != metric:
                 return  # superseded by a newer choice
-            self.comparison.value = png if isinstance(png, bytes) else b""
+            show_png(self.comparison, png if isinstance(png, bytes) else b"")
             self.comparison_note.value = "" if isinstance(png, bytes) else f"<small>{html.escape(png)}</small>"
 
         self._png("comparison_png", {"rows": rows, "metric": metric}, apply)

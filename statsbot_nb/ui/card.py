@@ -69,6 +69,13 @@ def _facts(m: LocalModel, meta: dict[str, Any]) -> list[str]:
             rows.append(_row("Classes", e(" · ".join(p for p in parts if p) + (" …" if len(classes) > 12 else ""))))
     if meta.get("source_file"):
         rows.append(_row("Trained on", f"<code>{e(str(meta['source_file']))}</code>"))
+    where = meta.get("trained_on")
+    if isinstance(where, dict) and where.get("where") == "dask":
+        cluster = (
+            f"the Dask cluster at {where.get('scheduler')} ({where.get('workers')} worker(s), "
+            f"{where.get('partitions')} partition(s))"
+        )
+        rows.append(_row("Where", e(cluster)))
     when = m.created_at or "unknown"
     if isinstance(meta.get("training_time"), (int, float)):
         when += f" (fit in {meta['training_time']:.1f} s)"

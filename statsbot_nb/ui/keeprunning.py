@@ -19,6 +19,7 @@ import ipywidgets as W
 
 from .. import session
 from ..errors import StatsbotError
+from . import theme
 
 log = logging.getLogger("statsbot_nb.panel")
 
@@ -102,7 +103,7 @@ class KeepRunning:
         self._show(message, error)
 
     def _show(self, message: str, error: bool) -> None:
-        colour = "#cf222e" if error else "#57606a"
+        colour = theme.ERROR if error else "inherit"
         text = html.escape(message).replace("\n", "<br>")
         self.status.value = f"<div style='max-width:640px;color:{colour}'>{text}</div>" if message else ""
 

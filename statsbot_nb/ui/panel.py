@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import math
 import os
 import time
 from pathlib import Path
@@ -23,24 +24,30 @@ import ipywidgets as W
 from .. import session
 from ..config import load_config, resolve_ws_url, statsbot_home
 from ..errors import StatsbotError
-from ..events import Event
-from ..jobs import file_of
+from ..events import Event, StateChanged
 from ..ledgerview import read_rows
+from ..paths import PathPolicy
 from ..privacy import DEFAULT_LEVEL, LEVELS, describe
 from ..worker import Worker
-from . import text
+from . import text, theme
+from .joblog import log_html, names_of
 from .rows import ApprovalRow, JobRow, JobRows
 from .sent import sent_html, warning_html
 
 log = logging.getLogger("statsbot_nb.panel")
 
+#: field widths: their usual size, or the panel's width less the widget's margins in a narrow side panel
+FIELD, WIDE_FIELD = "min(340px, calc(100% - 4px))", "min(460px, calc(100% - 4px))"
+SHORT_FIELD, WIDEST_FIELD = "min(300px, calc(100% - 4px))", "min(640px, calc(100% - 4px))"
+NOTHING_RUNNING = "nothing right now; a job from the bot shows here with its progress and a Cancel button."
+
 _STATE_COLOURS = {
-    "connected": "#1a7f37",
-    "connecting": "#9a6700",
-    "reconnecting": "#9a6700",
-    "rejected": "#cf222e",
-    "stopped": "#57606a",
-    "idle": "#57606a",
+    "connected": theme.OK,
+    "connecting": theme.WARN,
+    "reconnecting": theme.WARN,
+    "rejected": theme.ERROR,
+    "stopped": theme.MUTED,
+    "idle": theme.MUTED,
 }
 
 
@@ -56,6 +63,9 @@ class ControlPanel:
         self._unsubscribe: Any = None
         self._refresh_pending = False
         self._approvals: dict[str, ApprovalRow] = {}
+        self._retry_at: float | None = None
+        self._roots_for: Any = None
+        self._roots: list[Path] = []
         self._extra_dirs: list[str] = []
         self._build()
         session.on_new_worker(self._on_new_worker)
@@ -73,10 +83,12 @@ class ControlPanel:
         except StatsbotError:
             default_url = ""
         self.token = W.Password(
-            placeholder="token from /connect in the bot", description="Token", layout=W.Layout(width="340px")
+            placeholder="token from /connect in the bot",
+            description="Token",
+            layout=W.Layout(width=FIELD),
         )
         self.token.add_class("statsbot-token")
-        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width="340px"))
+        self.url = W.Text(value=default_url, description="Server", layout=W.Layout(width=FIELD))
         self.url.add_class("statsbot-url")
         self.connect_button = W.Button(description="Connect", button_style="primary", icon="plug")
         self.connect_button.add_class("statsbot-connect")
@@ -87,8 +99,8 @@ class ControlPanel:
         self.status = W.HTML()
         self.status.add_class("statsbot-status")
 
-        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width="460px"))
-        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width="300px"))
+        self.folders = W.Select(options=[], rows=3, description="Also allow", layout=W.Layout(width=WIDE_FIELD))
+        self.folder_input = W.Text(placeholder="/path/to/a/folder", layout=W.Layout(width=SHORT_FIELD))
         self.add_folder_button = W.Button(description="Add folder", icon="plus")
         self.remove_folder_button = W.Button(description="Remove", icon="minus")
         self.add_folder_button.on_click(lambda _b: session.call_on_main(self.allow_folder, self.folder_input.value))
@@ -98,7 +110,7 @@ class ControlPanel:
             options=[(describe(level), level) for level in LEVELS],
             value=DEFAULT_LEVEL,
             description="Privacy",
-            layout=W.Layout(width="640px"),
+            layout=W.Layout(width=WIDEST_FIELD),
         )
         self.privacy.add_class("statsbot-privacy")
         self.ask = W.Checkbox(value=False, description="Ask me before running each job", indent=False)
@@ -112,12 +124,18 @@ class ControlPanel:
         self.job_rows = JobRows(self._cancel)
         self.log = W.HTML()
         self.log.add_class("statsbot-log")
-        connection = W.VBox([W.HBox([self.token, self.connect_button, self.disconnect_button]), self.url, self.status])
+
+        def wrap() -> W.Layout:  # at a side panel's width, the buttons go below the field
+            return W.Layout(flex_flow="row wrap", max_width="100%")
+
+        connection = W.VBox(
+            [W.HBox([self.token, self.connect_button, self.disconnect_button], layout=wrap()), self.url, self.status]
+        )
         privacy = W.VBox(
             [
                 W.HTML("<b>Files jobs may use:</b> your home folder and the working folder, plus:"),
                 self.folders,
-                W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button]),
+                W.HBox([self.folder_input, self.add_folder_button, self.remove_folder_button], layout=wrap()),
                 self.folder_message,
                 self.privacy,
                 self.ask,
@@ -128,7 +146,9 @@ class ControlPanel:
         self.keep_running = KeepRunning(
             lambda: {"ws_url": self.url.value.strip() or None, "allow": self._extra_dirs, "privacy": self.privacy.value}
         )
-        parts = [connection, self.warning, W.HTML("<b>Running</b>"), self.progress_box, W.HTML("<b>Job log</b>")]
+        self.running_heading = W.HTML()
+        self.running_heading.add_class("statsbot-running-heading")
+        parts = [connection, self.warning, self.running_heading, self.progress_box, W.HTML("<b>Job log</b>")]
         worker_tab = W.VBox([*parts, self.log, privacy, self.keep_running.widget])
         self.tabs = W.Tab(children=[worker_tab])
         self.tabs.set_title(0, "Worker")
@@ -141,7 +161,8 @@ class ControlPanel:
         self.sent.add_class("statsbot-sent")
         self._sent_read = 0.0
         self._sent_reading: asyncio.Future[str] | None = None
-        self.add_tab("Sent to the server", W.VBox([self.sent]))
+        # a short tab title (a long one is cut in a side panel); the tab says what it is
+        self.add_tab("Sent", W.VBox([W.HTML("<b>Sent to the server</b>: every frame, newest first"), self.sent]))
         self.widget = W.VBox([W.HTML("<h3 style='margin:4px 0'>StatsBot local worker</h3>"), self.tabs])
         self.widget.add_class("statsbot-panel")
 
@@ -208,7 +229,7 @@ class ControlPanel:
         return self._folder_note(f"Jobs may no longer use {folder}.")
 
     def _folder_note(self, message: str, error: bool = False) -> str:
-        style = " style='color:#cf222e'" if error else ""
+        style = f" style='color:{theme.ERROR}'" if error else ""
         self.folder_message.value = f"<span{style}>{html.escape(message)}</span>"
         return message
 
@@ -259,7 +280,21 @@ class ControlPanel:
         return self.job_rows.rows
 
     def _on_event(self, event: Event) -> None:
+        if isinstance(event, StateChanged):
+            self._retry_at = time.monotonic() + event.retry_in if event.retry_in is not None else None
         self._refresh_in(self.refresh_interval)
+
+    def _status_text(self, worker: Worker) -> str:
+        """The worker's status sentence; while reconnecting, the seconds left counted down (refreshed each second)."""
+        message = worker.status_message
+        if worker.state != "reconnecting" or self._retry_at is None or " Reconnecting in " not in message:
+            return message
+        left = self._retry_at - time.monotonic()
+        reason = message.rsplit(" Reconnecting in ", 1)[0]
+        if left <= 0.5:
+            return f"{reason} Reconnecting now."
+        self._refresh_in(min(1.0, left - 0.5))
+        return f"{reason} Reconnecting in {math.ceil(left)} s."
 
     def _refresh_in(self, delay: float) -> None:
         if self._refresh_pending:
@@ -269,10 +304,8 @@ class ControlPanel:
         loop.call_soon_threadsafe(loop.call_later, delay, self._refresh)
 
     def _show_status(self, state: str, message: str) -> None:
-        colour = _STATE_COLOURS.get(state, "#57606a")
-        self.status.value = (
-            f"<span style='color:{colour};font-weight:bold'>{html.escape(state)}</span> {html.escape(message)}"
-        )
+        colour = _STATE_COLOURS.get(state, theme.MUTED)
+        self.status.value = f"{theme.dot(colour)} <b>{html.escape(state)}</b> {html.escape(message)}"
 
     def _refresh(self) -> None:
         """Bring every widget up to date with the worker (main loop; at most a few times a second)."""
@@ -281,10 +314,11 @@ class ControlPanel:
         worker = self.worker
         if worker is None:
             self._show_status("idle", text.status_line(None))
-            self.log.value = "<i>No jobs yet.</i>"
+            self.running_heading.value = f"<b>Running</b> <i>{NOTHING_RUNNING}</i>"
+            self.log.value = "<i>No jobs yet: connect, then send a job from the bot.</i>"
             self.refresh_sent()
             return
-        self._show_status(worker.state, worker.status_message)
+        self._show_status(worker.state, self._status_text(worker))
         waiting = worker.awaiting_approval
         for job in waiting:
             if job.job_id not in self._approvals:
@@ -299,6 +333,9 @@ class ControlPanel:
         boxes = [row.box for row in self._approvals.values()] + rows
         if list(self.progress_box.children) != boxes:
             self.progress_box.children = boxes
+        heading = "<b>Running</b>" if boxes else f"<b>Running</b> <i>{NOTHING_RUNNING}</i>"
+        if self.running_heading.value != heading:
+            self.running_heading.value = heading
         self.log.value = self._log_html(worker)
         warnings = worker.ledger.warnings if worker.ledger is not None else ()
         self.warning.value = warning_html(warnings[-1][1]) if warnings else ""
@@ -327,42 +364,10 @@ class ControlPanel:
             return f"<i>The ledger could not be read: {html.escape(str(exc))}</i>"
 
     def _log_html(self, worker: Worker) -> str:
-        finished = [j for j in worker.jobs.values() if j.finished][::-1]
-        if not finished:
-            return "<i>No finished jobs yet.</i>"
-        rows = []
-        for job in finished[: self.max_log_rows]:
-            when = time.strftime("%H:%M:%S", time.localtime(job.started_at or job.accepted_at))
-            colour = "#1a7f37" if job.status == "done" else "#cf222e"
-            outcome = job.message if job.status == "done" else job.error or ""
-            cells = [
-                when,
-                job.action,
-                file_of(job.params),
-                job.status,
-                f"{job.duration:.1f} s" if job.duration is not None else "-",
-                outcome,
-            ]
-            rows.append(
-                "<tr>"
-                + "".join(
-                    f"<td style='padding:0 8px;{'color:' + colour if i == 3 else ''}'>{html.escape(str(c))[:160]}</td>"
-                    for i, c in enumerate(cells)
-                )
-                + "</tr>"
-            )
-        older = finished[self.max_log_rows :]
-        if older:
-            failed = sum(1 for j in older if j.status != "done")
-            rows.append(
-                f"<tr><td colspan=6 style='padding:0 8px'><i>... {len(older)} older job(s): "
-                f"{len(older) - failed} done, {failed} failed or cancelled</i></td></tr>"
-            )
-        header = "".join(
-            f"<th style='text-align:left;padding:0 8px'>{h}</th>"
-            for h in ("time", "action", "file", "status", "duration", "outcome")
-        )
-        return f"<table><thead><tr>{header}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+        settings = worker.settings
+        if self._roots_for is not settings:  # the allowed folders, resolved once per settings (not per refresh)
+            self._roots_for, self._roots = settings, list(PathPolicy.from_settings(settings).roots)
+        return log_html(list(worker.jobs.values()), self._roots, names_of(self.browser.entries), self.max_log_rows)
 
     def close(self) -> None:
         """Stop observing and close the widgets."""

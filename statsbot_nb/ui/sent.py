@@ -11,11 +11,12 @@ import time
 from typing import Any
 
 from ..ledgerview import describe_fields
+from . import theme
 
 
 def warning_html(message: str) -> str:
     return (
-        "<div style='border:1px solid #cf222e;color:#cf222e;padding:4px 8px'>"
+        f"<div style='border:1px solid {theme.ERROR};color:{theme.ERROR};padding:4px 8px'>"
         f"<b>Warning:</b> {html.escape(message)}</div>"
     )
 
@@ -43,7 +44,7 @@ def sent_html(rows: list[dict[str, Any]]) -> str:
             f"{r['bytes']:,}",
             carried or "none",
         ]
-        colour = "color:#9a6700;" if carried else ""
+        colour = "font-weight:bold;" if carried else ""
         body.append(
             "<tr>"
             + "".join(
