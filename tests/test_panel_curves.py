@@ -102,6 +102,8 @@ async def test_the_running_job_row_draws_its_learning_curve_live_and_the_server_
             assert row.box.layout.flex_flow == "row wrap"
             assert row.cancel.description == "Cancel" and row.cancel.layout.flex == "0 0 auto"
             assert "title=" in row.detail.value and "white-space:normal" in row.detail.value
+            # The file's name in the row, its whole path on hover.
+            assert "</b> customers.csv</span>" in row.label.value and f"title='train {table}'" in row.label.value
         await asyncio.sleep(0.02)
     result = await asyncio.wait_for(handle, 60)
     assert result.success, result.error

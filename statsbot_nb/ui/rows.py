@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Callable, Mapping
 
 import ipywidgets as W
@@ -22,6 +23,8 @@ MAX_JOB_ROWS = 6
 #: A job run in a thread (``list_models``, renames) gets a row only once it has taken this long: most take
 #: milliseconds, and making a row's widgets costs the kernel's loop several milliseconds per row.
 LIGHT_JOB_ROW_AFTER_S = 0.5
+#: Splits a path at its separators (POSIX or Windows): the row shows the file's name, the title its path.
+_LAST_PART = re.compile(r"[\\/]")
 #: The stage text shows at most this many characters (it wraps; the whole text is the hover title).
 MAX_DETAIL = 240
 
@@ -63,10 +66,12 @@ class JobRow:
     def bind(self, job: JobRecord, curve: LiveCurve | None = None) -> None:
         """Show ``job`` (and its learning curve, if it records one) in this row from now on."""
         self.job_id = job.job_id
-        name = f"{job.action} {file_of(job.params)}".strip()
+        file = file_of(job.params)
+        name = f"{job.action} {file}".strip()  # the whole path on hover; its last part in the row
+        short = _LAST_PART.split(file)[-1]
         self.label.value = (
             f"<span title='{html.escape(name)}' style='overflow-wrap:anywhere;line-height:1.3'>"
-            f"<b>{html.escape(job.action)}</b> {html.escape(file_of(job.params))}</span>"
+            f"<b>{html.escape(job.action)}</b> {html.escape(short)}</span>"
         )
         self._curve_version = -1
         self.update(job, curve)
