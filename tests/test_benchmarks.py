@@ -51,12 +51,14 @@ def test_an_unknown_case_is_refused_with_the_choices() -> None:
 
 @pytest.mark.extra("dask")
 def test_the_dask_case_runs_and_prints_its_ratio_honestly(tmp_path: Path) -> None:
-    """``--only dask`` (not in the default run): ridge with ``--dask-local 2`` against here, on CSV and Parquet."""
+    """``--only dask`` (not in the default run): ridge and xgboost with ``--dask-local 2`` against here, on CSV
+    and Parquet."""
     text = _run("--only", "dask", "--keep", str(tmp_path / "work"))
     rows = _rows(text)
     assert [r[0] for r in rows] == [
-        "train ridge, 5,000 rows CSV, --dask-local 2 vs here",
-        "train ridge, 5,000 rows Parquet, --dask-local 2 vs here",
+        f"train {model}, 5,000 rows {kind}, --dask-local 2 vs here"
+        for model in ("ridge", "xgboost_regression")
+        for kind in ("CSV", "Parquet")
     ], text
     for row in rows:
         assert row[1] != "-" and row[2].endswith("(this machine, no Dask)") and row[3].endswith("x"), row

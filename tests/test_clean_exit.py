@@ -71,10 +71,10 @@ def main():
                 await s.run_job('train', box['job'], timeout=120)
             except Exception:
                 pass
-    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()
     box['job'] = {'file_path': DATA, 'target_column': 'y', 'feature_columns': ['a', 'b'],
                   'model_type': 'random_forest', 'task_type': 'classification',
                   'hyperparameters': {'n_estimators': 400}}
+    threading.Thread(target=lambda: asyncio.run(serve()), daemon=True).start()  # after box['job']: it reads it
     ready.wait(30)
     statsbot_nb.panel()
     w = statsbot_nb.connect(token=box['token'], url=box['url'])

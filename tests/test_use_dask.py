@@ -63,7 +63,9 @@ async def test_train_runs_on_the_cluster_after_use_dask_and_here_after_use_dask_
     reference: JobServer, cluster: Any, home: Path
 ) -> None:
     path = a_table(home)
-    worker = statsbot_nb.connect(token=reference.issue_token(), url=reference.url)
+    # the data folder allowed explicitly: job processes fork from a forkserver started by an earlier test,
+    # whose $HOME (the default allowed folder) was that test's
+    worker = statsbot_nb.connect(token=reference.issue_token(), url=reference.url, allow=[path.parent])
     await worker.wait_connected(timeout=30)
     said = statsbot_nb.use_dask(cluster)
     assert said == (
