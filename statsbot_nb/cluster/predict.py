@@ -233,6 +233,34 @@ def _in_order(
             client.cancel(list(pending.values()), force=True)
 
 
+def _gather(
+    client: Any,
+    address: str,
+    parts: list[Part],
+    shipped: Any,
+    threads: int,
+    progress: Progress,
+    write: Callable[[int, list[pd.DataFrame], dict[str, Any]], None],
+) -> tuple[list[dict[str, Any]], int]:
+    """Predict every part on the cluster and bring the results back in input order, a few ahead at a time;
+    ``write(i, frames, result)`` stores each part's frames here. Returns the results (without frames) and rows."""
+    results: list[dict[str, Any]] = []
+    rows = 0
+
+    def handle(i: int, result: dict[str, Any]) -> None:
+        nonlocal rows
+        write(i, result.pop("frames"), result)
+        rows += result["rows"]
+        results.append(result)
+        _report(progress, len(parts), rows, i)
+
+    def submit(part: Part) -> Any:
+        return client.submit(predict_part, part, shipped, None, pure=False)
+
+    _in_order(client, address, parts, submit, max(2, min(16, 2 * threads)), handle)
+    return results, rows
+
+
 def _report(progress: Progress, total: int, rows: int, i: int) -> None:
     progress(5 + 90 * (i + 1) / max(total, 1), f"Predicted partition {i + 1} of {total} ({rows:,} rows)", "predicting")
 
@@ -252,23 +280,13 @@ def _one_file(
     source_name: str,
 ) -> ClusterPrediction:
     """Gather the partitions in order and write them into the one predictions file."""
-    results: list[dict[str, Any]] = []
-    rows = 0
-
     with AtomicTableWriter(output, replace="never") as writer:
 
-        def handle(i: int, result: dict[str, Any]) -> None:
-            nonlocal rows
-            for frame in result.pop("frames"):
+        def write(_i: int, frames: list[pd.DataFrame], _result: dict[str, Any]) -> None:
+            for frame in frames:
                 writer.write(frame)
-            rows += result["rows"]
-            results.append(result)
-            _report(progress, len(parts), rows, i)
 
-        def submit(part: Part) -> Any:
-            return client.submit(predict_part, part, shipped, None, pure=False)
-
-        _in_order(client, address, parts, submit, max(2, min(16, 2 * threads)), handle)
+        results, rows = _gather(client, address, parts, shipped, threads, progress, write)
         if rows == 0:
             raise _no_rows(source_name)
         progress(97, f"Writing {output.name}", "saving")
@@ -313,22 +331,12 @@ def _per_partition(
         st = os.fstat(fd)
         sink = PartSink(str(folder.path), marker, st.st_dev if local else None, st.st_ino if local else None)
         if write_here:
-            results: list[dict[str, Any]] = []
-            rows = 0
 
-            def handle(i: int, result: dict[str, Any]) -> None:
-                nonlocal rows
-                frames = result.pop("frames")
+            def write(i: int, frames: list[pd.DataFrame], result: dict[str, Any]) -> None:
                 if result["rows"]:
                     result["file"] = write_part(frames, sink, parts[i].index)
-                rows += result["rows"]
-                results.append(result)
-                _report(progress, len(parts), rows, i)
 
-            def submit(part: Part) -> Any:
-                return client.submit(predict_part, part, shipped, None, pure=False)
-
-            _in_order(client, address, parts, submit, max(2, min(16, 2 * threads)), handle)
+            results, _ = _gather(client, address, parts, shipped, threads, progress, write)
         else:
             from dask import delayed
 
