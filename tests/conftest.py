@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,18 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.section("optional extras")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Any]:
+    """A Dask ``LocalCluster`` per test module (the Dask tests): two worker threads in this process behind a
+    TCP scheduler, which job processes can reach too. Needs the dask extra (those tests are marked for it)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(
+        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
+    ) as local:
+        yield local
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pickle
 import time
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -22,17 +21,6 @@ from statsbot_nb.ml.train import TrainOptions
 
 pytestmark = pytest.mark.extra("dask")
 CITIES = list("abcdefghij")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two worker threads behind a TCP scheduler (job processes could reach it too)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        yield local
 
 
 def table(n: int = 3000, seed: int = 1) -> pd.DataFrame:

@@ -12,7 +12,6 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,16 +24,6 @@ from statsbot_nb.ml.train import TrainOptions
 
 pytestmark = [pytest.mark.extra("dask"), pytest.mark.extra("xgboost"), pytest.mark.extra("lightgbm")]
 LIBRARIES = ("xgboost", "lightgbm")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        yield local
 
 
 def churn(n: int = 4000, seed: int = 2) -> pd.DataFrame:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -20,16 +19,6 @@ from statsbot_nb.errors import JobError
 from statsbot_nb.ml.train import TrainOptions
 
 pytestmark = [pytest.mark.extra("dask"), pytest.mark.extra("xgboost")]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        yield local
 
 
 def fit(path: Path, address: str, target: str, features: list[str], model_type: str = "linear", **kw: Any) -> Any:

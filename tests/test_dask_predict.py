@@ -5,7 +5,6 @@ job that leaves nothing behind. Skipped without the ``[dask]`` extra (failed und
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -23,17 +22,6 @@ from statsbot_nb.handlers.train import train
 
 pytestmark = pytest.mark.extra("dask")
 CITIES = ["Aarau", "Basel", "Chur", "Davos", "Zürich"]
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Two worker threads behind a TCP scheduler (job processes could reach it too)."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        yield local
 
 
 @pytest.fixture

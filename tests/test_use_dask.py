@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +18,6 @@ from statsbot_nb.errors import ConfigError
 from statsbot_nb.server import JobServer
 
 pytestmark = pytest.mark.extra("dask")
-
-
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Any]:
-    """Worker threads in this process behind a TCP scheduler, which the worker's job processes reach."""
-    from distributed import LocalCluster
-
-    with LocalCluster(
-        n_workers=2, threads_per_worker=1, processes=False, protocol="tcp", dashboard_address=None
-    ) as local:
-        yield local
 
 
 @pytest.fixture(autouse=True)
