@@ -60,3 +60,13 @@ class AccessDenied(JobError):
 
 class JobCancelled(JobError):
     """The job was cancelled before it finished."""
+
+
+def exception_line(exc: BaseException, limit: int | None = None) -> str:
+    """The first line of ``exc``'s message, trimmed (at most ``limit`` characters); its type's name when empty.
+
+    For the details in parentheses of a sentence: a library's multi-line message never reaches the user whole.
+    """
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line if limit is None else line[:limit]

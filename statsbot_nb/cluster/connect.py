@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 
 LOOPBACK_NAMES = ("localhost", "")
 
@@ -66,7 +66,7 @@ def check_cluster_path(path: Path, address: str, local: bool, shared_dirs: tuple
 
 def cluster_failure(address: str, exc: BaseException, during: str = "training") -> JobError:
     """The sentence for a cluster that went away or refused the work (``during``: what the job was doing)."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    text = exception_line(exc)
     if isinstance(exc, ModuleNotFoundError) or "No module named" in text:
         return JobError(
             f"The Dask cluster at {address} lacks a library this job needs ({text}); install statsbot_nb[dask] "

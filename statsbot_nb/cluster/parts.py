@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 from ..ml.data import AtomicTableWriter
 from ..ml.predict import CHUNK_ROWS, SAMPLE_ROWS, Predictor, with_predictions
 from ..safefiles import CLOEXEC, DIRECTORY, NOFOLLOW, OutputFolder, open_nofollow
@@ -135,7 +135,7 @@ def read_part(part: Part) -> pd.DataFrame:
         except (JobError, NotUtf8):
             raise
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            detail = exception_line(exc, 200)
             raise JobError(
                 f"Partition {part.index + 1} of {Path(part.path).name} could not be read ({detail}); check the "
                 "file is complete. A quoted value that spans lines cannot be cut into partitions: predict "

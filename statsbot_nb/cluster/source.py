@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 from .connect import run_partitions
 from .prep import Columns, merge_type_counts, read_frame, type_counts
 
@@ -47,7 +47,7 @@ def data_error(exc: BaseException) -> BaseException | None:
 
 def unreadable(path: Path, cause: BaseException) -> JobError:
     """The sentence for a file the cluster's workers could not parse."""
-    detail = str(cause).strip().splitlines()[0][:200] if str(cause).strip() else type(cause).__name__
+    detail = exception_line(cause, 200)
     return JobError(
         f"{path.name} could not be read on the Dask cluster ({detail}). Check that every row has as many fields "
         "as the header (a comma inside a value must be quoted) and that the file is complete. The cluster reads "

@@ -26,7 +26,7 @@ from typing import IO, Any
 
 import pandas as pd
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 from ..safefiles import OpenedTable
 
 try:  # pyarrow is a hard dependency, but keep CSV reading alive if a broken install lacks it.
@@ -90,7 +90,7 @@ def _ext(path: Path) -> str:
 
 
 def _unreadable(path: Path, exc: BaseException) -> JobError:
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    detail = exception_line(exc)
     return JobError(
         f"{path} could not be read as a {Path(path).suffix.lower()} table ({detail}); "
         "check that the file is complete and in that format."

@@ -12,7 +12,7 @@ import inspect
 import math
 from typing import Any
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 from .hyperparams import MANAGED, NativeNames, check_plain
 
 
@@ -185,6 +185,5 @@ def run_estimator_validation(estimator: Any, model_type: str) -> None:
 
 def first_line(exc: BaseException) -> str:
     """The first line of an exception message, trimmed, ending with a full stop."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    text = text[:300]
+    text = exception_line(exc, 300)
     return text if text.endswith((".", "!", "?")) else text + "."

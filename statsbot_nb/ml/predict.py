@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..errors import JobError
+from ..errors import JobError, exception_line
 from . import store
 from .preprocess import ColumnRoles, coerce_features
 
@@ -192,7 +192,7 @@ class Predictor:
         except JobError:
             raise
         except Exception as exc:
-            detail = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+            detail = exception_line(exc, 200)
             raise JobError(
                 f"The model could not predict on this table ({detail}); check that its columns "
                 "hold the same kind of values as the training data."
